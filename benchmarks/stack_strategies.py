@@ -1,0 +1,127 @@
+"""Compare stack strategies on synthetic focus stacks with known ground truth.
+
+Stacks are rendered from BSDS300 images (the held-out validation images of focusfuse.train) with the
+layered disk-PSF defocus model of focusfuse.synthetic: every human-labelled segment is a depth layer
+at a random depth, N focus planes span the depth range. Each strategy's fused image is scored
+against the sharp original (PSNR, SSIM on gray) and its index map against the ideal one.
+
+    python benchmarks/stack_strategies.py --weights ../shared/reference/gacn_official/GACN.pkl \
+        --stacks 20 --frames 8 --markdown docs/stack-strategies.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from focusfuse.color import to_gray, to_tensor
+from focusfuse.io import read_image
+from focusfuse.metrics import psnr, ssim, to_gray_matlab
+from focusfuse.model import GACN
+from focusfuse.stack import fuse_stack
+from focusfuse.synthetic import make_stack
+from focusfuse.weights import load_model
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+BSDS = SHARED / "data" / "train" / "bsds300"
+
+
+def segment_depth(segments: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random depth per labelled segment (a layered scene)."""
+    labels = np.unique(segments)
+    depth_of = dict(zip(labels.tolist(), rng.random(len(labels)).tolist()))
+    return np.vectorize(depth_of.get, otypes=[np.float32])(segments)
+
+
+def logodds_baseline(model: GACN, frames: list[np.ndarray]) -> np.ndarray:
+    """Experimental rule: per-pixel argmax of the pre-sigmoid logits against frame 1 (not shipped)."""
+    with torch.inference_mode():
+        grays = [to_gray(to_tensor(f))[None] for f in frames]
+        sf_base = model.focus_measure(grays[0])
+        scores = [torch.zeros_like(grays[0][0, 0])]
+        for gray in grays[1:]:
+            scores.append(-model.decision_logit(sf_base, model.focus_measure(gray))[0, 0])
+        index = torch.stack(scores).argmax(0).numpy()
+    stack = np.stack(frames)
+    return np.take_along_axis(stack, index[None, :, :, None], axis=0)[0], index
+
+
+def textured_mask(truth: np.ndarray) -> np.ndarray:
+    """Pixels whose sharp neighbourhood has detail (index choice is ambiguous in flat areas)."""
+    import cv2
+
+    gray = to_gray_matlab(np.round(truth * 255))
+    energy = cv2.GaussianBlur(np.abs(cv2.Laplacian(gray, cv2.CV_64F)), (0, 0), 2.0)
+    return energy > np.percentile(energy, 50)
+
+
+def score(fused: np.ndarray, index: np.ndarray, truth: np.ndarray, index_truth: np.ndarray,
+          mask: np.ndarray) -> dict[str, float]:
+    f8 = fused.astype(np.float64) if fused.dtype == np.uint8 else np.round(fused * 255)
+    t8 = np.round(truth * 255)
+    return {
+        "psnr": psnr(f8, t8),
+        "ssim": ssim(to_gray_matlab(f8), to_gray_matlab(t8)),
+        "index_acc": float(np.mean(index == index_truth)),
+        "index_acc_textured": float(np.mean(index[mask] == index_truth[mask])),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--stacks", type=int, default=20)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--max-blur", type=float, default=6.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--markdown", type=Path, default=None)
+    args = parser.parse_args()
+
+    from focusfuse.train.data import split_images
+
+    model = load_model(args.weights, "cpu")
+    _, validation = split_images(BSDS / "images")
+    rng = np.random.default_rng(args.seed)
+    strategies = ["calibrated", "calibration", "serial", "logodds (experimental)"]
+    rows: dict[str, list[dict[str, float]]] = {s: [] for s in strategies}
+    seconds: dict[str, float] = {s: 0.0 for s in strategies}
+    best_frame = []
+    for path in validation[: args.stacks]:
+        image = read_image(path)
+        depth = segment_depth(read_image(BSDS / "segments" / (path.stem + ".png")), rng)
+        stack = make_stack(image, depth, args.frames, max_blur=args.max_blur)
+        frames = [np.round(f * 255).astype(np.uint8) for f in stack.frames]
+        mask = textured_mask(stack.truth)
+        best_frame.append(max(psnr(f.astype(np.float64), np.round(stack.truth * 255)) for f in frames))
+        for strategy in strategies:
+            start = time.perf_counter()
+            if strategy.startswith("logodds"):
+                fused, index = logodds_baseline(model, frames)
+            else:
+                result = fuse_stack(frames, strategy=strategy, weights=model, device="cpu")
+                fused, index = result.fused, result.index_map
+            seconds[strategy] += time.perf_counter() - start
+            rows[strategy].append(score(fused, index, stack.truth, stack.index_truth, mask))
+        print(f"{path.stem}: " + "  ".join(f"{s.split()[0]} {rows[s][-1]['psnr']:.2f}" for s in strategies),
+              flush=True)
+
+    header = ("| strategy | PSNR (dB) | SSIM | index-map accuracy | accuracy, textured pixels | seconds/stack |\n"
+              "|---|---|---|---|---|---|")
+    lines = [header]
+    for strategy in strategies:
+        mean = {k: float(np.mean([r[k] for r in rows[strategy]])) for k in rows[strategy][0]}
+        lines.append(f"| {strategy} | {mean['psnr']:.2f} | {mean['ssim']:.4f} | {100 * mean['index_acc']:.1f}% | "
+                     f"{100 * mean['index_acc_textured']:.1f}% | {seconds[strategy] / len(rows[strategy]):.2f} |")
+    lines.append(f"| (best single frame) | {np.mean(best_frame):.2f} | | | | |")
+    table = "\n".join(lines)
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Decision maps: boundary refinement of the initial map and the blend of Eq. 4.
+
+p0 (initial map, 1 where frame A is in focus) is blurred to find the focus boundary; near the
+boundary p0 is replaced by a guided-filter smoothed version (guide: the p0-weighted gray fusion).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .filters import gaussian_blur, guided_filter
+
+BOUNDARY_BLUR_SIZE = 9
+BOUNDARY_BLUR_SIGMA = 8.0
+BOUNDARY_LOW = 0.1
+BOUNDARY_HIGH = 0.8
+GUIDED_RADIUS = 3
+GUIDED_EPS = 0.1
+
+
+def boundary_weight(p0: torch.Tensor) -> torch.Tensor:
+    """1 on the focus boundary (0.1 <= blurred p0 <= 0.8), falling to 0 where the blur is 0 or 1."""
+    b = gaussian_blur(p0, BOUNDARY_BLUR_SIZE, BOUNDARY_BLUR_SIGMA)
+    settled = (b > BOUNDARY_HIGH).to(b.dtype) * b + (b < BOUNDARY_LOW).to(b.dtype) * (1.0 - b)
+    return 1.0 - (2.0 * (b * settled + (1.0 - settled) * 0.5) - 1.0).abs()
+
+
+def refine_decision_map(p0: torch.Tensor, gray_a: torch.Tensor, gray_b: torch.Tensor) -> torch.Tensor:
+    """Final decision map p = w * guided(p0) + (1 - w) * p0, all (B, 1, H, W)."""
+    guide = p0 * gray_a + (1.0 - p0) * gray_b
+    smoothed = guided_filter(guide, p0, GUIDED_RADIUS, GUIDED_EPS)
+    w = boundary_weight(p0)
+    return smoothed * w + p0 * (1.0 - w)
+
+
+def blend(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Eq. 4: F = p * A + (1 - p) * B on every channel (p broadcasts over channels)."""
+    return p * a + (1.0 - p) * b

@@ -1,0 +1,122 @@
+"""Frames as the fusion code sees them: read lazily, checked against the first, put on the device.
+
+A frame is given as an array (HxW or HxWxC, uint8/uint16/float), a path, or a :class:`FrameRef`
+(one page of a multi-page TIFF). Frames of one fusion must share their size; gray and colour may mix
+(gray is repeated to RGB), and bit depths may mix (the result takes the deepest), each with a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+
+from .color import normalize_layout, to_tensor
+from .errors import InputError, UsageError
+from .io import FrameRef, expand_inputs
+
+FrameLike = Union[np.ndarray, str, os.PathLike, FrameRef]
+
+_DEPTH_RANK = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.float32): 2}
+
+
+def frame_refs(frames: FrameLike | Sequence[FrameLike]) -> list[np.ndarray | FrameRef]:
+    """Expand paths (folders, multi-page TIFFs) into frame references; arrays stay as they are."""
+    if isinstance(frames, (str, os.PathLike, np.ndarray, FrameRef)):
+        frames = [frames]
+    refs: list[np.ndarray | FrameRef] = []
+    for item in frames:
+        if isinstance(item, (np.ndarray, FrameRef)):
+            refs.append(item)
+        else:
+            refs.extend(expand_inputs([item]))
+    return refs
+
+
+def frame_name(ref: np.ndarray | FrameRef, index: int) -> str:
+    return ref.name if isinstance(ref, FrameRef) else f"frame {index + 1}"
+
+
+def read_frame(ref: np.ndarray | FrameRef) -> np.ndarray:
+    """The frame's pixels, HxW or HxWx3, with alpha dropped; float64 becomes float32."""
+    image = ref.read() if isinstance(ref, FrameRef) else np.asarray(ref)
+    name = ref.name if isinstance(ref, FrameRef) else "array"
+    if image.dtype == np.float64 or image.dtype == np.float16:
+        image = image.astype(np.float32)
+    if image.dtype == bool:
+        image = image.astype(np.uint8) * 255
+    if image.dtype not in _DEPTH_RANK:
+        raise InputError(f"{name}: unsupported pixel type {image.dtype} (use uint8, uint16 or float)")
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        raise InputError(f"{name}: image contains NaN or infinite values")
+    try:
+        return normalize_layout(image)
+    except ValueError as exc:
+        raise InputError(f"{name}: {exc}") from exc
+
+
+@dataclass
+class FrameChecker:
+    """Checks each frame against the first: same size; tracks the deepest dtype and colour."""
+
+    shape: tuple[int, int] | None = None
+    dtype: np.dtype | None = None
+    channels: int = 0
+    warned: set[str] = field(default_factory=set)
+
+    def check(self, image: np.ndarray, name: str) -> None:
+        size = image.shape[:2]
+        channels = 1 if image.ndim == 2 else image.shape[2]
+        if self.shape is None:
+            self.shape, self.dtype, self.channels = size, image.dtype, channels
+            return
+        if size != self.shape:
+            raise InputError(f"{name}: size {size[1]}x{size[0]} differs from the first frame's "
+                             f"{self.shape[1]}x{self.shape[0]} (frames must be the same size)")
+        if image.dtype != self.dtype:
+            self._warn_once("depth", f"{name}: bit depth {image.dtype} differs from {self.dtype}; "
+                                     "converting, the result keeps the deeper one")
+            if _DEPTH_RANK[image.dtype] > _DEPTH_RANK[self.dtype]:
+                self.dtype = image.dtype
+        if channels != self.channels:
+            self._warn_once("channels", f"{name}: mixing gray and colour frames; gray is used as RGB")
+            self.channels = max(self.channels, channels)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            warnings.warn(message, stacklevel=3)
+
+
+def match_channels(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Repeat a 1-channel (C, H, W) tensor to the other's channel count."""
+    if a.shape[-3] == b.shape[-3]:
+        return a, b
+    if a.shape[-3] == 1:
+        return a.expand_as(b).contiguous(), b
+    return a, b.expand_as(a).contiguous()
+
+
+def iter_frames(refs: Sequence[np.ndarray | FrameRef], device: torch.device,
+                checker: FrameChecker) -> Iterator[tuple[int, str, torch.Tensor]]:
+    """Yield (index, name, float32 (C,H,W) tensor in [0, 1] on ``device``), reading one at a time."""
+    for i, ref in enumerate(refs):
+        name = frame_name(ref, i)
+        image = read_frame(ref)
+        checker.check(image, name)
+        yield i, name, to_tensor(image, device)
+
+
+def require_frames(refs: Sequence, minimum: int = 2) -> None:
+    if len(refs) < minimum:
+        raise UsageError(f"need at least {minimum} frames, got {len(refs)}")
+
+
+def input_paths(refs: Sequence[np.ndarray | FrameRef]) -> list[Path]:
+    return [r.path for r in refs if isinstance(r, FrameRef)]

@@ -1,0 +1,151 @@
+"""GACN network: a siamese feature extractor (per frame) and a decision path (per pair).
+
+Architecture (Ma et al., GACN): four densely connected 3x3 conv blocks (conv -> ReLU -> BatchNorm),
+1->16, 16->16, 32->16, 48->16, each followed by a channel squeeze-excitation (CSE, reduction 8);
+the four outputs concatenate to 64 feature channels. Two frames are compared through the spatial
+frequency (SF) of their features; the activity sigmoid(1000 * (SF_A - SF_B)) goes through a spatial
+SE and conv blocks 64->48->32->16->1, each followed by a spatial SE (SSE). The output is the
+decision logit y; the initial decision map is sigmoid(1000 * y).
+
+The split matters for stacks: ``features`` runs once per frame and can be cached, ``decision_logit``
+runs once per compared pair and only needs the two frames' SF maps.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .filters import spatial_frequency
+
+ARCHITECTURE = "gacn-v1"
+ACTIVITY_STEEPNESS = 1000.0  # sigmoid(1000 * (SF_A - SF_B))
+DECISION_STEEPNESS = 1000.0  # initial DM = sigmoid(1000 * y)
+SF_RADIUS = 5  # 11x11 window
+FEATURE_CHANNELS = 64
+
+
+class ConvBlock(nn.Module):
+    """3x3 conv -> ReLU -> BatchNorm (the paper's order)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=True)
+        self.bn = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(torch.relu(self.conv(x)))
+
+
+class ChannelSE(nn.Module):
+    """Channel squeeze-excitation: x * sigmoid(W2 relu(W1 mean_hw(x)))."""
+
+    def __init__(self, channels: int, reduction: int = 8) -> None:
+        super().__init__()
+        self.squeeze = nn.Linear(channels, channels // reduction, bias=False)
+        self.excite = nn.Linear(channels // reduction, channels, bias=False)
+
+    def channel_weights(self, channel_means: torch.Tensor) -> torch.Tensor:
+        """(B, C) spatial means -> (B, C) channel weights in (0, 1)."""
+        return torch.sigmoid(self.excite(torch.relu(self.squeeze(channel_means))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.channel_weights(x.mean(dim=(2, 3)))
+        return x * w[:, :, None, None]
+
+
+class SpatialSE(nn.Module):
+    """Spatial squeeze-excitation: x * sigmoid(conv7x7(x) -> 1 channel)."""
+
+    def __init__(self, channels: int, kernel_size: int = 7) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 1, kernel_size, padding=kernel_size // 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.conv(x))
+
+
+class FeatureExtractor(nn.Module):
+    """Densely connected feature extractor: gray (B,1,H,W) in [0,1] -> features (B,64,H,W)."""
+
+    def __init__(self, growth: int = 16, depth: int = 4) -> None:
+        super().__init__()
+        in_channels = [1] + [growth * i for i in range(1, depth)]
+        self.blocks = nn.ModuleList(ConvBlock(c, growth) for c in in_channels)
+        self.cse = nn.ModuleList(ChannelSE(growth) for _ in in_channels)
+
+    def forward(self, gray: torch.Tensor) -> torch.Tensor:
+        outputs: list[torch.Tensor] = []
+        x = gray
+        for block, cse in zip(self.blocks, self.cse):
+            outputs.append(cse(block(x)))
+            x = torch.cat(outputs, dim=1)
+        return x
+
+
+class DecisionPath(nn.Module):
+    """Activity (B,64,H,W) -> decision logit y (B,1,H,W)."""
+
+    def __init__(self, channels: tuple[int, ...] = (64, 48, 32, 16, 1)) -> None:
+        super().__init__()
+        self.sse_in = SpatialSE(channels[0])
+        self.blocks = nn.ModuleList(ConvBlock(a, b) for a, b in zip(channels[:-1], channels[1:]))
+        self.sse = nn.ModuleList(SpatialSE(c) for c in channels[1:])
+
+    def forward(self, activity: torch.Tensor) -> torch.Tensor:
+        x = self.sse_in(activity)
+        for block, sse in zip(self.blocks, self.sse):
+            x = sse(block(x))
+        return x
+
+
+def activity(sf_a: torch.Tensor, sf_b: torch.Tensor) -> torch.Tensor:
+    """Per-channel activity sigmoid(1000 * (SF_A - SF_B)): 1 where A's features are sharper."""
+    return torch.sigmoid(ACTIVITY_STEEPNESS * (sf_a - sf_b))
+
+
+def initial_decision_map(logit: torch.Tensor) -> torch.Tensor:
+    """Initial decision map p0 = sigmoid(1000 * y): probability that frame A is in focus."""
+    return torch.sigmoid(DECISION_STEEPNESS * logit)
+
+
+class GACN(nn.Module):
+    """Gradient Aware Cascade Network, split into per-frame and per-pair parts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = FeatureExtractor()
+        self.decision = DecisionPath()
+        self.source: str | None = None  # where the weights came from (file path), for reports
+        self.metadata: dict = {}  # metadata stored with the weights
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def focus_measure(self, gray: torch.Tensor) -> torch.Tensor:
+        """Per-frame part: gray (B,1,H,W) -> spatial frequency of its deep features (B,64,H,W)."""
+        return spatial_frequency(self.features(gray), SF_RADIUS)
+
+    def decision_logit(self, sf_a: torch.Tensor, sf_b: torch.Tensor) -> torch.Tensor:
+        """Per-pair part: two focus measures -> decision logit y (B,1,H,W), > 0 where A is sharper."""
+        return self.decision(activity(sf_a, sf_b))
+
+    def forward(self, gray_a: torch.Tensor, gray_b: torch.Tensor) -> torch.Tensor:
+        """Initial decision map p0 for a pair of gray frames (B,1,H,W) in [0,1]."""
+        sf = self.focus_measure(torch.cat([gray_a, gray_b], dim=0))
+        sf_a, sf_b = sf.chunk(2, dim=0)
+        return initial_decision_map(self.decision_logit(sf_a, sf_b))
+
+
+__all__ = [
+    "ARCHITECTURE",
+    "GACN",
+    "ConvBlock",
+    "ChannelSE",
+    "SpatialSE",
+    "FeatureExtractor",
+    "DecisionPath",
+    "activity",
+    "initial_decision_map",
+]

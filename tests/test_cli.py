@@ -1,0 +1,136 @@
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from focusfuse.cli import main
+from focusfuse.io import read_image, write_image
+
+from conftest import textured
+
+
+def _runner():
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:  # click >= 8.2 keeps stderr apart by default
+        return CliRunner()
+
+
+@pytest.fixture
+def pair_files(tmp_path):
+    a = write_image(tmp_path / "a.png", np.round(textured(20, 24, 1, 3) * 255).astype(np.uint8))
+    b = write_image(tmp_path / "b.png", np.round(textured(20, 24, 2, 3) * 255).astype(np.uint8))
+    return a, b
+
+
+@pytest.fixture
+def stack_dir(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in (1, 2, 10):
+        write_image(folder / f"img{i}.png", np.round(textured(20, 24, i) * 65535).astype(np.uint16))
+    return folder
+
+
+def test_pair_writes_fused_and_decision_map(pair_files, weights_file, tmp_path):
+    a, b = pair_files
+    out, dm = tmp_path / "fused.png", tmp_path / "dm.png"
+    r = _runner().invoke(main, ["pair", str(a), str(b), "-o", str(out), "--decision-map", str(dm),
+                                "--weights", str(weights_file), "--device", "cpu"])
+    assert r.exit_code == 0, r.stderr
+    assert read_image(out).shape == (20, 24, 3)
+    dm_image = read_image(dm)
+    assert dm_image.dtype == np.uint16 and dm_image.shape == (20, 24)
+    assert "fused 24x20 pair" in r.stderr
+
+
+def test_existing_output_is_refused_without_overwrite(pair_files, weights_file, tmp_path):
+    a, b = pair_files
+    out = write_image(tmp_path / "fused.png", np.zeros((2, 2), np.uint8))
+    args = ["pair", str(a), str(b), "-o", str(out), "--weights", str(weights_file), "--device", "cpu", "-q"]
+    r = _runner().invoke(main, args)
+    assert r.exit_code == 2
+    assert r.stderr.strip().count("\n") == 0 and "exists" in r.stderr and "--overwrite" in r.stderr
+    assert read_image(out).shape == (2, 2)  # untouched
+    r = _runner().invoke(main, args + ["--overwrite"])
+    assert r.exit_code == 0 and read_image(out).shape == (20, 24, 3)
+
+
+def test_output_equal_to_input_is_refused(pair_files, weights_file):
+    a, b = pair_files
+    before = a.read_bytes()
+    r = _runner().invoke(main, ["pair", str(a), str(b), "-o", str(a), "--overwrite", "--weights", str(weights_file)])
+    assert r.exit_code == 2 and "overwrite an input" in r.stderr
+    assert a.read_bytes() == before
+
+
+def test_stack_writes_fused_and_index_map(stack_dir, weights_file, tmp_path):
+    out, index = tmp_path / "out.tif", tmp_path / "index.png"
+    r = _runner().invoke(main, ["stack", str(stack_dir), "-o", str(out), "--index-map", str(index),
+                                "--weights", str(weights_file), "--device", "cpu", "--strategy", "serial"])
+    assert r.exit_code == 0, r.stderr
+    fused = read_image(out)
+    assert fused.dtype == np.uint16 and fused.shape == (20, 24)
+    assert read_image(index).max() <= 2
+    assert "fused 3 frames" in r.stderr
+
+
+@pytest.mark.parametrize("args,message,code", [
+    (["stack", "{missing}", "-o", "{out}"], "no such file", 2),
+    (["stack", "{one}", "-o", "{out}"], "at least 2 frames", 2),
+    (["stack", "{frames}", "-o", "{tmp}/out.gif"], "unknown output type", 2),
+    (["stack", "{frames}", "-o", "{tmp}/nope/out.png"], "does not exist", 2),
+    (["stack", "{frames}", "-o", "{out}", "--device", "cuda:7"], "--device cuda:7", 2),
+    (["pair", "{frames}/img1.png", "{corrupt}", "-o", "{out}"], "not a readable image", 1),
+    (["pair", "{frames}/img1.png", "{small}", "-o", "{out}"], "differs from the first frame", 1),
+    (["stack", "{frames}", "-o", "{out}", "--weights", "{corrupt}"], "cannot read weights", 2),
+    (["stack", "{frames}", "-o", "{out}", "--weights", "no-such-weights"], "no such file or installed", 2),
+])
+def test_bad_input_gives_one_line_and_no_output(stack_dir, weights_file, tmp_path, args, message, code):
+    one = tmp_path / "one"
+    one.mkdir()
+    write_image(one / "x.png", np.zeros((4, 4), np.uint8))
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG garbage")
+    small = write_image(tmp_path / "small.png", np.zeros((5, 5), np.uint16))
+    out = tmp_path / "out.png"
+    values = dict(missing=tmp_path / "missing", out=out, one=one, frames=stack_dir, tmp=tmp_path,
+                  corrupt=corrupt, small=small)
+    argv = [a.format(**values) for a in args]
+    if "--weights" not in argv:
+        argv += ["--weights", str(weights_file)]
+    r = _runner().invoke(main, argv)
+    assert r.exit_code == code, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("focusfuse: error:") and message in lines[0]
+    assert "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_missing_default_weights_explain_what_to_do(stack_dir, tmp_path, monkeypatch):
+    import focusfuse.weights as fw
+
+    monkeypatch.setattr(fw, "packaged_weights_dirs", lambda: [tmp_path / "none"])
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    r = _runner().invoke(main, ["stack", str(stack_dir), "-o", str(tmp_path / "o.png")])
+    assert r.exit_code == 2
+    assert "no default weights are installed" in r.stderr and "--weights" in r.stderr
+
+
+def test_debug_shows_the_traceback(stack_dir, tmp_path):
+    r = _runner().invoke(main, ["stack", str(stack_dir), "-o", str(tmp_path / "o.png"), "--weights", "nope", "--debug"])
+    assert r.exit_code == 2 and "Traceback" in r.stderr
+
+
+def test_demo_runs_and_reports_psnr(weights_file, tmp_path):
+    out = tmp_path / "demo"
+    r = _runner().invoke(main, ["demo", "--weights", str(weights_file), "--frames", "3", "--scale", "0.2",
+                                "-o", str(out), "-q", "--device", "cpu"])
+    assert r.exit_code == 0, r.stderr
+    assert "PSNR" in r.stdout
+    assert (out / "fused.png").exists() and len(list((out / "frames").glob("*.png"))) == 3
+    assert read_image(out / "truth.png").shape == read_image(out / "fused.png").shape
+
+
+def test_version():
+    r = _runner().invoke(main, ["--version"])
+    assert r.exit_code == 0 and "focusfuse" in r.stdout

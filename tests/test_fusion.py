@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+import torch
+
+from focusfuse import fuse_pair
+from focusfuse.errors import InputError
+from focusfuse.io import write_image
+
+from conftest import focus_pair, textured
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("channels", [0, 3])
+def test_fused_keeps_dtype_and_layout(model, dtype, channels):
+    a = textured(24, 30, 1, channels)
+    b = textured(24, 30, 2, channels)
+    if dtype != np.float32:
+        scale = np.iinfo(dtype).max
+        a, b = (np.round(x * scale).astype(dtype) for x in (a, b))
+    result = fuse_pair(a, b, weights=model, device="cpu")
+    assert result.fused.dtype == dtype
+    assert result.fused.shape == a.shape
+    assert result.decision_map.shape == result.initial_map.shape == (24, 30)
+    assert result.decision_map.dtype == np.float32
+    assert np.all((result.decision_map >= 0) & (result.decision_map <= 1))
+
+
+def test_fused_is_the_per_pixel_blend_of_the_inputs(model):
+    a, b = textured(20, 20, 3, 3), textured(20, 20, 4, 3)
+    result = fuse_pair(a, b, weights=model, device="cpu")
+    p = result.decision_map[:, :, None]
+    assert np.allclose(result.fused, p * a + (1 - p) * b, atol=1e-6)
+
+
+def test_rgba_alpha_is_dropped_with_a_warning(model):
+    a = np.dstack([np.round(textured(16, 16, 1, 3) * 255).astype(np.uint8), np.full((16, 16), 255, np.uint8)])
+    b = np.dstack([np.round(textured(16, 16, 2, 3) * 255).astype(np.uint8), np.full((16, 16), 255, np.uint8)])
+    with pytest.warns(UserWarning, match="alpha"):
+        result = fuse_pair(a, b, weights=model, device="cpu")
+    assert result.fused.shape == (16, 16, 3)
+
+
+def test_gray_with_colour_gives_colour(model):
+    a = textured(16, 16, 1)
+    b = textured(16, 16, 2, 3)
+    with pytest.warns(UserWarning, match="gray and colour"):
+        result = fuse_pair(a, b, weights=model, device="cpu")
+    assert result.fused.shape == (16, 16, 3)
+
+
+def test_mismatched_sizes_are_refused(model):
+    with pytest.raises(InputError, match="differs from the first frame"):
+        fuse_pair(textured(16, 16), textured(16, 18), weights=model, device="cpu")
+
+
+def test_paths_are_accepted(model, tmp_path):
+    a, b = textured(16, 16, 1, 3), textured(16, 16, 2, 3)
+    pa = write_image(tmp_path / "a.png", np.round(a * 255).astype(np.uint8))
+    pb = write_image(tmp_path / "b.tif", np.round(b * 255).astype(np.uint8))
+    from_paths = fuse_pair(pa, pb, weights=model, device="cpu")
+    from_arrays = fuse_pair(np.round(a * 255).astype(np.uint8), np.round(b * 255).astype(np.uint8),
+                            weights=model, device="cpu")
+    assert np.array_equal(from_paths.fused, from_arrays.fused)
+
+
+def test_official_weights_pick_the_sharp_halves(official_model):
+    a, b, mask = focus_pair(64, 80, seed=1)
+    result = fuse_pair(a, b, weights=official_model, device="cpu")
+    inner = (slice(8, -8), slice(8, 32))
+    assert result.decision_map[inner].mean() > 0.95  # left half from A
+    assert result.decision_map[8:-8, 48:-8].mean() < 0.05  # right half from B
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(model):
+    a, b = textured(40, 40, 1, 3), textured(40, 40, 2, 3)
+    cpu = fuse_pair(a, b, weights=model, device="cpu")
+    gpu = fuse_pair(a, b, weights=model, device="cuda")
+    assert np.abs(cpu.fused - gpu.fused).max() < 1e-3
