@@ -20,7 +20,8 @@ import torch
 
 from focusfuse.color import to_gray, to_tensor
 from focusfuse.io import read_image
-from focusfuse.metrics import psnr, ssim, to_gray_matlab
+from focusfuse.metrics import psnr as psnr_gray
+from focusfuse.metrics import ssim, to_gray_matlab
 from focusfuse.model import GACN
 from focusfuse.stack import fuse_stack
 from focusfuse.synthetic import make_stack
@@ -48,6 +49,11 @@ def logodds_baseline(model: GACN, frames: list[np.ndarray]) -> np.ndarray:
         index = torch.stack(scores).argmax(0).numpy()
     stack = np.stack(frames)
     return np.take_along_axis(stack, index[None, :, :, None], axis=0)[0], index
+
+
+def psnr(x: np.ndarray, truth: np.ndarray) -> float:
+    """PSNR over all channels, 0..255 scale."""
+    return psnr_gray(x.reshape(x.shape[0], -1).astype(np.float64), truth.reshape(truth.shape[0], -1))
 
 
 def textured_mask(truth: np.ndarray) -> np.ndarray:

@@ -134,3 +134,41 @@ def test_demo_runs_and_reports_psnr(weights_file, tmp_path):
 def test_version():
     r = _runner().invoke(main, ["--version"])
     assert r.exit_code == 0 and "focusfuse" in r.stdout
+
+
+def test_evaluate_reproduces_reference_values(tmp_path):
+    """The CLI on two of the official results gives the reference code's values (needs ../shared)."""
+    import json
+    import shutil
+
+    from conftest import need_shared
+
+    values = json.loads(need_shared("reference", "metrics", "values.json").read_text())
+    shared = need_shared()
+    sources, fused = tmp_path / "sources", tmp_path / "fused"
+    sources.mkdir()
+    fused.mkdir()
+    chosen = [v for v in values if "gacn_official" in v["fused"]][:2]
+    for v in chosen:
+        shutil.copy(shared / v["a"], sources)
+        shutil.copy(shared / v["b"], sources)
+        shutil.copy(shared / v["fused"], fused)
+    out = tmp_path / "m.json"
+    r = _runner().invoke(main, ["evaluate", str(sources), str(fused), "--suffix", "_fused", "--json", str(out), "-q"])
+    assert r.exit_code == 0, r.stderr
+    cases = {c["name"]: c for c in json.loads(out.read_text())["cases"]}
+    for v in chosen:
+        name = v["a"].split("/")[-1][: -len("_1.png")]
+        for key in ("Qg", "Qy", "Qcb", "Qncie", "FMI_edge", "FMI_dct"):
+            assert abs(cases[name][key] - v[key]) < 1e-4
+    assert "mean" in r.stdout
+
+
+def test_evaluate_reports_missing_fused_images(tmp_path):
+    sources, fused = tmp_path / "s", tmp_path / "f"
+    sources.mkdir()
+    fused.mkdir()
+    for i in (1, 2):
+        write_image(sources / f"x_{i}.png", np.zeros((8, 8), np.uint8))
+    r = _runner().invoke(main, ["evaluate", str(sources), str(fused)])
+    assert r.exit_code == 2 and "missing fused image" in r.stderr and "Traceback" not in r.stderr

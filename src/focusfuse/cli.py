@@ -223,5 +223,114 @@ def demo(out_dir: Path, n_frames: int, scale: float, strategy: str, weights: str
     console.print(f"images written to {report.out_dir}/")
 
 
+@main.command()
+@click.option("--images", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
+              help="Folder of natural images (every 10th is held out for validation).")
+@click.option("--segments", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="Folder of label maps NAME.png used as focus masks (else random shapes).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Run folder.")
+@click.option("--epochs", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True)
+@click.option("--lr-decay", type=click.FloatRange(0, 1), default=0.8, show_default=True, help="Factor every --lr-step epochs.")
+@click.option("--lr-step", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--qg-weight", type=float, default=1.0, show_default=True, help="lambda in Dice + lambda (1 - Q_g).")
+@click.option("--samples-per-image", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--crop", type=click.IntRange(32), default=156, show_default=True)
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Data loader processes.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--name", default=None, help="Install the best weights as NAME (default: the run folder's name).")
+@click.option("--max-steps", type=click.IntRange(0), default=0, hidden=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]")
+@click.option("--quiet", "-q", is_flag=True)
+@click.option("--debug", is_flag=True, help="Show the traceback of an error.")
+@handle_errors
+def train(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch_size: int, lr: float,
+          lr_decay: float, lr_step: int, qg_weight: float, samples_per_image: int, crop: int, workers: int,
+          seed: int, name: str | None, max_steps: int, resume: bool, device: str, quiet: bool) -> None:
+    """Train GACN on focus pairs generated from a folder of images."""
+    from .device import resolve_device
+    from .train.loop import TrainConfig
+    from .train.loop import train as run_training
+
+    resolve_device(device)
+    if (out_dir / "last.pt").exists() and not resume:
+        raise UsageError(f"{out_dir} holds a run already (pass --resume to continue it, or choose another --out)")
+    cfg = TrainConfig(images=str(images), segments=str(segments) if segments else None, out=str(out_dir),
+                      epochs=epochs, batch_size=batch_size, lr=lr, lr_decay=lr_decay, lr_step=lr_step,
+                      qg_weight=qg_weight, samples_per_image=samples_per_image, crop=crop, workers=workers,
+                      seed=seed, device=device, max_steps=max_steps, name=name)
+    with frame_progress(quiet) as progress:
+        epoch_task = progress.add_task("epochs", total=epochs, frame="")
+        step_task = progress.add_task("steps", total=1, frame="")
+
+        def report(kind: str, done: int, total: int, values: dict) -> None:
+            if kind == "train":
+                progress.update(step_task, completed=done, total=total,
+                                frame=f"loss {values['loss']:.4f} Q_g {values['qg']:.4f}")
+            else:
+                progress.update(epoch_task, completed=done, frame=f"val Q_g {values['val_qg']:.4f}")
+                if not quiet:
+                    progress.console.print(f"epoch {done}/{total}: train loss {values['train_loss']:.4f}, "
+                                           f"val loss {values['val_loss']:.4f}, val Q_g {values['val_qg']:.4f}, "
+                                           f"val accuracy {values['val_accuracy']:.4f}"
+                                           + (" (best)" if values.get("best") else ""))
+
+        summary = run_training(cfg, resume=resume, progress=report)
+    if not quiet:
+        STDERR.print(f"best validation Q_g {summary['best_val_qg']:.4f}: {summary['best']}")
+        if summary["installed"]:
+            STDERR.print(f"installed as --weights {Path(summary['installed']).stem} ({summary['installed']})")
+
+
+@main.command()
+@click.argument("sources", type=click.Path(path_type=Path))
+@click.argument("fused", type=click.Path(path_type=Path))
+@click.option("--gt", "gt_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder of all-in-focus ground truths NAME.* (adds PSNR and SSIM).")
+@click.option("--suffix", default="", help="Fused files are NAME<suffix>.* (e.g. _fused).")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write per-image values and means.")
+@click.option("--csv", "csv_out", type=click.Path(path_type=Path), default=None, help="Write per-image values.")
+@click.option("--quiet", "-q", is_flag=True, help="Only the mean row.")
+@click.option("--debug", is_flag=True, help="Show the traceback of an error.")
+@handle_errors
+def evaluate(sources: Path, fused: Path, gt_dir: Path | None, suffix: str, json_out: Path | None,
+             csv_out: Path | None, quiet: bool) -> None:
+    """Fusion metrics (Q_g, Q_y, Q_cb, Q_ncie, FMI_edge, FMI_dct) of FUSED/NAME.* against SOURCES.
+
+    SOURCES holds pairs NAME_1.*, NAME_2.* (or more numbered sources), or one sub-folder per stack.
+    """
+    from rich.table import Table
+
+    from .evaluate import evaluate_cases, find_cases, metric_columns, summarize, write_csv, write_json
+
+    try:
+        cases = find_cases(sources, fused, suffix=suffix, gt_dir=gt_dir)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    with frame_progress(quiet) as progress:
+        task = progress.add_task("evaluating", total=len(cases), frame="")
+        try:
+            rows = evaluate_cases(cases, progress=lambda i, n, name: progress.update(task, completed=i, frame=name))
+        except ValueError as exc:
+            raise FocusFuseError(str(exc)) from exc
+    columns = metric_columns(rows)
+    means = summarize(rows)
+    table = Table(title=f"fusion metrics, {len(rows)} image(s)", show_footer=False)
+    table.add_column("image")
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="right")
+    if not quiet:
+        for row in rows:
+            table.add_row(str(row["name"]), *(f"{float(row[c]):.4f}" for c in columns))
+    table.add_row("[bold]mean", *(f"[bold]{means[c]:.4f}" for c in columns))
+    Console(highlight=False, soft_wrap=True).print(table)
+    if json_out is not None:
+        write_json(rows, json_out)
+    if csv_out is not None:
+        write_csv(rows, csv_out)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

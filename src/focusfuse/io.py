@@ -230,6 +230,21 @@ def _encode(path: Path, image: np.ndarray) -> bytes:
     return buffer.tobytes()
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file through a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
 def write_image(path: str | os.PathLike, image: np.ndarray, *, compression: str | None = None,
                 description: str | None = None) -> Path:
     """Write by extension, keeping the dtype where the format allows it; atomic (temp file + rename)."""

@@ -1,0 +1,193 @@
+"""The training loop behind ``focusfuse train``: Adam, step decay, AMP on CUDA, checkpoints, logs.
+
+A run directory holds ``last.pt`` (everything needed to resume), ``best.pt`` (weights with the best
+validation Q_g, in focusfuse's weights format), ``log.jsonl`` (one line per epoch) and ``curves.png``.
+The best weights are also installed under a name in the user data dir, for ``--weights NAME``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..decision import refine_decision_map
+from ..model import GACN, initial_decision_map
+from ..weights import save_weights, user_weights_dir
+from .data import FocusPairs, PairRecipe, split_images
+from .loss import gacn_loss
+from .plot import plot_curves
+
+ProgressCallback = Callable[[str, int, int, dict[str, float]], None]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run (saved with it)."""
+
+    images: str
+    out: str
+    segments: str | None = None
+    epochs: int = 50
+    batch_size: int = 16
+    lr: float = 1e-4
+    lr_decay: float = 0.8  # multiplied every ``lr_step`` epochs (paper: x0.8 every 2)
+    lr_step: int = 2
+    qg_weight: float = 1.0
+    heaviside_k: float = 1.0
+    samples_per_image: int = 4
+    validation_every: int = 10  # every 10th image is held out
+    validation_samples: int = 4
+    crop: int = 156
+    seed: int = 0
+    workers: int = 0
+    device: str = "auto"
+    amp: bool = True
+    max_steps: int = 0  # stop an epoch after this many steps (0 = whole epoch); for smoke tests
+    name: str | None = None  # installed weights name (default: the run folder's name)
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def forward_pair(model: GACN, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training forward pass: (initial map p0, final map p) for batches (B,1,H,W)."""
+    sf = model.focus_measure(torch.cat([a, b], dim=0))
+    sf_a, sf_b = sf.chunk(2, dim=0)
+    p0 = initial_decision_map(model.decision_logit(sf_a, sf_b))
+    return p0, refine_decision_map(p0, a, b)
+
+
+def make_loaders(cfg: TrainConfig) -> tuple[FocusPairs, DataLoader, DataLoader]:
+    train_paths, val_paths = split_images(cfg.images, cfg.validation_every)
+    recipe = PairRecipe(crop=cfg.crop, **cfg.recipe)
+    train_set = FocusPairs(train_paths, cfg.segments, samples_per_image=cfg.samples_per_image, seed=cfg.seed,
+                           recipe=recipe)
+    val_set = FocusPairs(val_paths, cfg.segments, samples_per_image=cfg.validation_samples, seed=cfg.seed + 1,
+                         recipe=recipe, fixed=True)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                              num_workers=cfg.workers, generator=generator, persistent_workers=cfg.workers > 0)
+    val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers)
+    return train_set, train_loader, val_loader
+
+
+@torch.no_grad()
+def validate(model: GACN, loader: DataLoader, device: torch.device, cfg: TrainConfig) -> dict[str, float]:
+    """Mean loss terms on the fixed validation pairs, in eval mode (as the model is used)."""
+    model.eval()
+    totals: dict[str, float] = {}
+    n = 0
+    for a, b, mask in loader:
+        a, b, mask = a.to(device), b.to(device), mask.to(device)
+        p0, p = forward_pair(model, a, b)
+        terms = gacn_loss(p0, p, a, b, mask, cfg.qg_weight, k=1000.0)
+        accuracy = ((p0 > 0.5).float() == mask).float().mean()
+        for key, value in {**{k: float(v) for k, v in terms.items()}, "accuracy": float(accuracy)}.items():
+            totals[key] = totals.get(key, 0.0) + value * a.shape[0]
+        n += a.shape[0]
+    return {f"val_{k}": v / max(n, 1) for k, v in totals.items()}
+
+
+def _checkpoint(path: Path, model: GACN, optimizer, scheduler, epoch: int, best: float, cfg: TrainConfig) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": epoch, "best_val_qg": best,
+                "config": asdict(cfg), "torch_rng": torch.get_rng_state()}, tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Run (or resume) training; returns a summary with the best epoch, its metrics and file paths."""
+    from ..device import resolve_device
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    train_set, train_loader, val_loader = make_loaders(cfg)
+    model = GACN().to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_decay)
+    start_epoch, best = 0, -1.0
+    log_path, last_path, best_path = out / "log.jsonl", out / "last.pt", out / "best.pt"
+    if resume and last_path.exists():
+        state = torch.load(last_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best = state["epoch"] + 1, state["best_val_qg"]
+        torch.set_rng_state(state["torch_rng"])
+    elif log_path.exists():
+        log_path.unlink()
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    use_amp = cfg.amp and device.type == "cuda"
+    started = time.time()
+    for epoch in range(start_epoch, cfg.epochs):
+        train_set.set_epoch(epoch)
+        model.train()
+        sums: dict[str, float] = {}
+        steps = len(train_loader) if cfg.max_steps <= 0 else min(cfg.max_steps, len(train_loader))
+        epoch_start = time.time()
+        for step, (a, b, mask) in enumerate(train_loader):
+            if step >= steps:
+                break
+            a, b, mask = (t.to(device, non_blocking=True, memory_format=torch.channels_last) for t in (a, b, mask))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                p0, p = forward_pair(model, a, b)
+            terms = gacn_loss(p0.float(), p.float(), a, b, mask, cfg.qg_weight, cfg.heaviside_k)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optimizer.step()
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            if progress is not None:
+                progress("train", step + 1, steps, {k: v / (step + 1) for k, v in sums.items()})
+        scheduler.step()
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                  **{f"train_{k}": v / max(steps, 1) for k, v in sums.items()},
+                  **validate(model, val_loader, device, cfg),
+                  "epoch_seconds": time.time() - epoch_start, "elapsed_seconds": time.time() - started}
+        if record["val_qg"] > best:
+            best = record["val_qg"]
+            record["best"] = True
+            save_weights(model, best_path, _metadata(cfg, record, device))
+        with open(log_path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        _checkpoint(last_path, model, optimizer, scheduler, epoch, best, cfg)
+        plot_curves(log_path, out / "curves.png")
+        if progress is not None:
+            progress("epoch", epoch + 1, cfg.epochs, record)
+    installed = install_weights(best_path, cfg.name or out.resolve().name) if best_path.exists() else None
+    return {"best_val_qg": best, "best": str(best_path), "installed": str(installed) if installed else None,
+            "log": str(log_path)}
+
+
+def _metadata(cfg: TrainConfig, record: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {"training_data": str(cfg.images), "segments": cfg.segments, "epoch": record["epoch"],
+            "val_qg": record["val_qg"], "val_dice": record["val_dice"], "device": str(device),
+            "config": asdict(cfg)}
+
+
+def install_weights(path: Path, name: str) -> Path:
+    """Copy weights into the user data dir as NAME.pt (usable as ``--weights NAME``)."""
+    target = user_weights_dir() / f"{name}.pt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(path, tmp)
+    os.replace(tmp, target)
+    return target

@@ -1,0 +1,132 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from focusfuse.metrics import qg_global
+from focusfuse.train.data import FocusPairs, PairRecipe, make_pair, random_shapes_mask, split_images
+from focusfuse.train.loss import dice_loss, gacn_loss, qg_differentiable
+from focusfuse.weights import load_model
+from focusfuse.io import write_image
+
+
+def _real_image(name: str = "camera") -> np.ndarray:
+    """A real photograph bundled with scikit-image (gray float in [0, 1])."""
+    from skimage import data
+
+    image = getattr(data, name)()
+    if image.ndim == 3:
+        image = image @ np.array([0.2125, 0.7154, 0.0721])
+    return (image / 255.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", ["camera", "astronaut"])
+def test_differentiable_qg_with_large_k_equals_the_metric(name):
+    import cv2
+
+    sharp = _real_image(name)[:256, :256]
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 2.0)
+    mask = np.zeros_like(sharp)
+    mask[:, :128] = 1
+    a = mask * sharp + (1 - mask) * blurred
+    b = (1 - mask) * sharp + mask * blurred
+    fused = 0.7 * a + 0.3 * b
+    as_t = lambda x: torch.from_numpy(x.astype(np.float32))[None, None]  # noqa: E731
+    ours = float(qg_differentiable(as_t(a), as_t(b), as_t(fused), k=1e4))
+    reference = qg_global(a * 255.0, b * 255.0, fused * 255.0)
+    assert abs(ours - reference) < 1e-3
+
+
+def test_loss_gradients_are_finite_and_dice_behaves():
+    torch.manual_seed(0)
+    a = torch.rand(2, 1, 32, 32)
+    b = torch.rand(2, 1, 32, 32)
+    b[:, :, :8] = 0.5  # flat area: zero gradients must not produce NaN
+    mask = (torch.rand(2, 1, 32, 32) > 0.5).float()
+    logits = torch.randn(2, 1, 32, 32, requires_grad=True)
+    p = torch.sigmoid(logits)
+    terms = gacn_loss(p, p, a, b, mask, k=1.0)
+    terms["loss"].backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    assert float(dice_loss(mask, mask).max()) < 1e-6
+    assert float(dice_loss(1 - mask, mask).min()) > 0.9
+
+
+def test_pairs_are_reproducible_and_well_formed(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write_image(tmp_path / f"im{i}.png", (rng.random((70, 90, 3)) * 255).astype(np.uint8))
+    recipe = PairRecipe(resize=64, crop=48)
+    ds1 = FocusPairs(sorted(tmp_path.glob("*.png")), samples_per_image=2, seed=5, recipe=recipe)
+    ds2 = FocusPairs(sorted(tmp_path.glob("*.png")), samples_per_image=2, seed=5, recipe=recipe)
+    assert len(ds1) == 6
+    for i in range(len(ds1)):
+        a1, b1, m1 = ds1[i]
+        a2, b2, m2 = ds2[i]
+        assert torch.equal(a1, a2) and torch.equal(b1, b2) and torch.equal(m1, m2)
+        assert a1.shape == (1, 48, 48) and 0.1 <= float(m1.mean()) <= 0.9
+        assert float(a1.min()) >= 0 and float(a1.max()) <= 1
+    ds1.set_epoch(1)
+    assert not torch.equal(ds1[0][0], ds2[0][0])  # a new epoch draws new pairs
+
+
+def test_pair_has_a_in_focus_where_the_mask_is_one():
+    import cv2
+
+    sharp = _real_image()[100:228, 100:228]
+    mask = random_shapes_mask(128, 128, np.random.default_rng(3))
+    recipe = PairRecipe(max_offset=0, max_noise=0)
+    for seed in range(4):
+        a, b, m = make_pair(sharp, mask, np.random.default_rng(seed), recipe)
+        inside = cv2.erode(m, np.ones((15, 15))) > 0.5
+        outside = cv2.erode(1 - m, np.ones((15, 15))) > 0.5
+        lap_a, lap_b = np.abs(cv2.Laplacian(a, cv2.CV_32F)), np.abs(cv2.Laplacian(b, cv2.CV_32F))
+        assert lap_a[inside].mean() > lap_b[inside].mean()
+        assert lap_b[outside].mean() > lap_a[outside].mean()
+
+
+def test_split_holds_out_every_tenth_image(tmp_path):
+    for i in range(25):
+        (tmp_path / f"{i}.png").write_bytes(b"")
+    train, validation = split_images(tmp_path)
+    assert [p.name for p in validation] == ["0.png", "10.png", "20.png"]
+    assert len(train) == 22 and not set(train) & set(validation)
+
+
+def test_training_smoke_lowers_the_loss_and_writes_loadable_weights(tmp_path, monkeypatch):
+    """20 iterations on tiny crops (CPU)."""
+    from click.testing import CliRunner
+
+    from focusfuse.cli import main
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    images, segments = tmp_path / "images", tmp_path / "segments"
+    images.mkdir()
+    segments.mkdir()
+    rng = np.random.default_rng(1)
+    base = _real_image("astronaut")
+    for i in range(10):
+        y, x = rng.integers(0, 400, 2)
+        write_image(images / f"img{i}.png", np.round(base[y:y + 80, x:x + 80] * 255).astype(np.uint8))
+        labels = np.ones((80, 80), np.uint16)
+        labels[:, 40:] = 2
+        write_image(segments / f"img{i}.png", labels)
+    out = tmp_path / "run"
+    def args(epochs: int) -> list[str]:
+        return ["train", "--images", str(images), "--segments", str(segments), "--out", str(out), "--epochs",
+                str(epochs), "--batch-size", "4", "--crop", "40", "--samples-per-image", "10", "--max-steps", "10",
+                "--lr", "3e-3", "--device", "cpu", "--name", "smoke", "-q"]
+
+    result = CliRunner().invoke(main, args(2))
+    assert result.exit_code == 0, result.output
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and log[1]["train_loss"] < log[0]["train_loss"]
+    model = load_model("smoke")  # installed in the user data dir
+    assert model.metadata["epoch"] in (1, 2)
+    assert (out / "curves.png").stat().st_size > 0 and (out / "last.pt").exists()
+    again = CliRunner().invoke(main, args(2))
+    assert again.exit_code == 2  # refuses to clobber a run without --resume
+    resumed = CliRunner().invoke(main, args(3) + ["--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert len((out / "log.jsonl").read_text().splitlines()) == 3
