@@ -56,6 +56,36 @@ def psnr(x: np.ndarray, truth: np.ndarray) -> float:
     return psnr_gray(x.reshape(x.shape[0], -1).astype(np.float64), truth.reshape(truth.shape[0], -1))
 
 
+def max_champion_compose(model: GACN, frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Experimental (not shipped): the calibrated champion's hard index map from the initial maps, then a
+    second pass composes the frames with boundary-refined one-hot weights."""
+    from focusfuse.decision import refine_decision_map
+    from focusfuse.model import initial_decision_map
+
+    with torch.inference_mode():
+        tensors = [to_tensor(f) for f in frames]
+        grays = [to_gray(t)[None] for t in tensors]
+        sf_best = model.focus_measure(grays[0])
+        index = torch.zeros(grays[0].shape[-2:], dtype=torch.long)
+        for j in range(1, len(frames)):
+            sf = model.focus_measure(grays[j])
+            p0 = initial_decision_map(model.decision_logit(sf_best, sf))
+            sf_best = torch.maximum(sf_best, sf)
+            index = torch.where(p0[0, 0] < 0.5, j, index)
+        hard_gray = torch.stack([g[0, 0] for g in grays]).gather(0, index[None])[0][None, None]
+        total = torch.zeros_like(tensors[0])
+        weight = torch.zeros_like(grays[0][0])
+        for j in range(len(frames)):
+            onehot = (index == j).float()[None, None]
+            if onehot.any():
+                w = refine_decision_map(onehot, hard_gray, hard_gray).clamp(0, 1)[0]
+                total = total + w * tensors[j]
+                weight = weight + w
+        fused = total / weight.clamp_min(1e-6)
+        out = np.round(fused.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    return out, index.numpy()
+
+
 def textured_mask(truth: np.ndarray) -> np.ndarray:
     """Pixels whose sharp neighbourhood has detail (index choice is ambiguous in flat areas)."""
     import cv2
@@ -92,7 +122,8 @@ def main() -> None:
     model = load_model(args.weights, "cpu")
     _, validation = split_images(BSDS / "images")
     rng = np.random.default_rng(args.seed)
-    strategies = ["calibrated", "calibration", "serial", "logodds (experimental)"]
+    strategies = ["calibrated", "calibration", "serial", "logodds (experimental)",
+                  "two-pass compose (experimental)"]
     rows: dict[str, list[dict[str, float]]] = {s: [] for s in strategies}
     seconds: dict[str, float] = {s: 0.0 for s in strategies}
     best_frame = []
@@ -107,6 +138,8 @@ def main() -> None:
             start = time.perf_counter()
             if strategy.startswith("logodds"):
                 fused, index = logodds_baseline(model, frames)
+            elif strategy.startswith("two-pass"):
+                fused, index = max_champion_compose(model, frames)
             else:
                 result = fuse_stack(frames, strategy=strategy, weights=model, device="cpu")
                 fused, index = result.fused, result.index_map

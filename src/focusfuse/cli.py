@@ -111,6 +111,12 @@ def _write_map(path: Path, values: np.ndarray, kind: str) -> None:
     write_image(path, data)
 
 
+def _provenance(model, strategy: str, frames: int) -> str:
+    """One line for the output's description: how the image was made."""
+    weights = Path(model.source).name if model.source else "in-memory weights"
+    return f"focusfuse {__version__} (GACN focus stacking): {frames} frames, strategy {strategy}, weights {weights}"
+
+
 def _load_model(weights: str | None, device: str):
     """Resolve the device and load the weights up front, so their errors come before any work."""
     from .device import resolve_device
@@ -141,6 +147,7 @@ def pair(image_a: Path, image_b: Path, output: Path, decision_map: Path | None, 
     """Fuse two images IMAGE_A and IMAGE_B into OUTPUT."""
     from .fusion import fuse_pair
     from .io import write_image
+    from .metadata import read_metadata
 
     for path in (image_a, image_b):
         if not path.is_file():
@@ -149,7 +156,8 @@ def pair(image_a: Path, image_b: Path, output: Path, decision_map: Path | None, 
     model = _load_model(weights, device)
     start = time.perf_counter()
     result = fuse_pair(image_a, image_b, weights=model, device=model.device)
-    write_image(output, result.fused)
+    write_image(output, result.fused, metadata=read_metadata(image_a),
+                description=_provenance(model, "pair", 2))
     if decision_map is not None:
         _write_map(decision_map, result.decision_map, "probability")
     if not quiet:
@@ -172,7 +180,8 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, strate
           weights: str | None, device: str, quiet: bool) -> None:
     """Fuse a focus stack: a folder, several files, or a multi-page TIFF."""
     from .frames import frame_refs, input_paths, require_frames
-    from .io import write_image
+    from .io import FrameRef, write_image
+    from .metadata import read_metadata
     from .stack import fuse_stack
 
     refs = frame_refs(list(inputs))
@@ -184,7 +193,9 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, strate
         task = progress.add_task("fusing", total=len(refs), frame="")
         result = fuse_stack(refs, strategy=strategy, weights=model, device=model.device,
                             progress=lambda done, total, name: progress.update(task, completed=done, frame=name))
-    write_image(output, result.fused)
+    reference = refs[len(refs) // 2]
+    metadata = read_metadata(reference.path) if isinstance(reference, FrameRef) else None
+    write_image(output, result.fused, metadata=metadata, description=_provenance(model, strategy, len(refs)))
     if index_map is not None:
         _write_map(index_map, result.index_map, "index")
     if not quiet:

@@ -7,6 +7,7 @@ folder that is renamed into place, so an output is either complete or absent.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import warnings
@@ -19,6 +20,7 @@ import numpy as np
 import tifffile
 
 from .errors import InputError, UsageError
+from .metadata import ImageMetadata, embed_exif_in_tiff, embed_in_jpeg, embed_in_png, tiff_write_kwargs
 
 READ_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 WRITE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -246,8 +248,12 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, *, compression: str | None = None,
-                description: str | None = None) -> Path:
-    """Write by extension, keeping the dtype where the format allows it; atomic (temp file + rename)."""
+                description: str | None = None, metadata: ImageMetadata | None = None) -> Path:
+    """Write by extension, keeping the dtype where the format allows it; atomic (temp file + rename).
+
+    ``metadata`` (EXIF, ICC profile, resolution) of a reference frame is embedded in PNG, JPEG and TIFF
+    outputs; ``description`` notes how the image was made.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in WRITE_SUFFIXES:
@@ -257,14 +263,24 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, compression: str 
         if image.dtype == np.uint16 and target == np.uint8:
             warnings.warn(f"{path.name}: {suffix} holds 8 bits; 16-bit result reduced to 8-bit", stacklevel=2)
         image = convert_dtype(image, target)
+    meta = metadata or ImageMetadata()
+    if description is not None:
+        meta = dataclasses.replace(meta, description=description)
     tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
     try:
         if suffix in TIFF_SUFFIXES:
             photometric = "rgb" if image.ndim == 3 else "minisblack"
-            tifffile.imwrite(tmp, image, photometric=photometric, compression=compression,
-                             description=description, metadata=None)
+            channels = image.shape[2] if image.ndim == 3 else 1
+            tifffile.imwrite(tmp, image, photometric=photometric, compression=compression, metadata=None,
+                             **tiff_write_kwargs(meta, channels=channels))
+            embed_exif_in_tiff(tmp, meta)
         else:
-            tmp.write_bytes(_encode(path, image))
+            data = _encode(path, image)
+            if suffix == ".png":
+                data = embed_in_png(data, meta)
+            elif suffix in (".jpg", ".jpeg"):
+                data = embed_in_jpeg(data, meta)
+            tmp.write_bytes(data)
         os.replace(tmp, path)
     except OSError as exc:
         raise UsageError(f"{path}: cannot write ({exc.strerror or exc})") from exc

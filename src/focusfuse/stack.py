@@ -2,11 +2,14 @@
 
 Frames stream through one at a time; a strategy keeps only running state (never the whole stack):
 
-- ``calibrated`` (default): a running per-pixel champion. Frame 1's focus measure (the spatial
-  frequency of its deep features) seeds it; every further frame costs one feature pass and is compared
-  with the champion's focus measure in one decision pass; where the new frame wins, its focus measure,
-  pixels and index replace the champion's. N feature passes, N-1 decision passes, and every comparison
-  is between the two sharpest candidates, so it does not saturate like Eq. 18.
+- ``calibrated`` (default): a running per-pixel champion. The champion's focus measure is the
+  per-channel maximum, over the frames so far, of the spatial frequency of their deep features. Every
+  new frame costs one feature pass and is compared with the champion in one decision pass; the fused
+  image is blended towards the new frame where it wins (final decision map), the index map follows.
+  N feature passes, N-1 decision passes; every comparison is against the sharpest evidence so far, so
+  it does not saturate like Eq. 18. All running state is updated pixel by pixel from decisions that
+  depend on the inputs only (the maximum, and the initial map for the gray guide), so a tiled run
+  needs only the network's fixed halo.
 - ``calibration``: the paper's decision calibration (Eq. 18), as the authors' code does it: every frame
   is compared with frame 1 (features cached) and a per-pixel decision volume
   DV_1 = p_2, DV_2 = 1 - p_2, DV_j = p_2 / (p_j + 1e-4) * (1 - p_j) picks the frame (hard choice).
@@ -69,7 +72,7 @@ class StackStrategy:
 
 
 class CalibratedStack(StackStrategy):
-    """Running champion focus measure; one feature and one decision pass per new frame."""
+    """Running champion: per-channel max focus measure; one feature and one decision pass per new frame."""
 
     def __init__(self, model: GACN) -> None:
         super().__init__(model)
@@ -86,8 +89,8 @@ class CalibratedStack(StackStrategy):
         p0 = initial_decision_map(self.model.decision_logit(self.sf_best, sf))
         p = refine_decision_map(p0, self.gray_best, gray)
         self._take(i, frame, p[0])
-        self.gray_best = blend(p, self.gray_best, gray)
-        self.sf_best = blend(p0, self.sf_best, sf)
+        self.gray_best = blend(p0, self.gray_best, gray)
+        self.sf_best = torch.maximum(self.sf_best, sf)
 
 
 class CalibrationStack(StackStrategy):

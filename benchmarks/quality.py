@@ -1,0 +1,97 @@
+"""Fusion quality on the 26 GACN test pairs: focusfuse with given weights vs the official outputs.
+
+Fuses every pair of ../shared/data/test/gacn26 with each ``--weights`` (through focusfuse's own
+pipeline), evaluates the six metrics, and prints their means next to those of the authors' published
+fused images (../shared/reference/gacn_official/gacn26). With ``--markdown`` the table is written
+to that file (between markers, so docs/benchmarks.md can hold other sections too).
+
+    python benchmarks/quality.py --weights weights/focusfuse-gacn.pt \
+        --weights ../shared/reference/gacn_official/GACN.pkl --markdown docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from focusfuse.evaluate import evaluate_cases, find_cases, summarize
+from focusfuse.fusion import fuse_pair
+from focusfuse.io import write_image
+from focusfuse.metrics import METRIC_NAMES
+from focusfuse.weights import load_model
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+PAIRS = SHARED / "data" / "test" / "gacn26"
+OFFICIAL_FUSED = SHARED / "reference" / "gacn_official" / "gacn26"
+BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
+
+
+def fuse_all(weights: str, out_dir: Path, device: str) -> float:
+    """Fuse the 26 pairs into out_dir/NAME.png; returns seconds spent fusing."""
+    model = load_model(weights, device)
+    seconds = 0.0
+    for first in sorted(PAIRS.glob("*_1.png")):
+        name = first.name[: -len("_1.png")]
+        start = time.perf_counter()
+        result = fuse_pair(first, PAIRS / f"{name}_2.png", weights=model, device=device)
+        seconds += time.perf_counter() - start
+        write_image(out_dir / f"{name}.png", result.fused)
+    return seconds
+
+
+def means_for(fused_dir: Path, suffix: str = "") -> dict[str, float]:
+    return summarize(evaluate_cases(find_cases(PAIRS, fused_dir, suffix=suffix)))
+
+
+def table(rows: list[tuple[str, dict[str, float]]]) -> str:
+    head = "| result | " + " | ".join(METRIC_NAMES) + " |\n|---|" + "---|" * len(METRIC_NAMES)
+    lines = [head]
+    for label, means in rows:
+        lines.append(f"| {label} | " + " | ".join(f"{means[m]:.4f}" for m in METRIC_NAMES) + " |")
+    return "\n".join(lines)
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace the quality section of a markdown file (or append it)."""
+    section = f"{BEGIN}\n{text}\n{END}"
+    old = path.read_text() if path.exists() else ""
+    if BEGIN in old and END in old:
+        new = old[: old.index(BEGIN)] + section + old[old.index(END) + len(END):]
+    else:
+        new = (old.rstrip() + "\n\n" if old else "") + section + "\n"
+    path.write_text(new)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", action="append", required=True, help="weights file or name (repeatable)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--markdown", type=Path, default=None)
+    args = parser.parse_args()
+
+    rows = [("official fused images (authors' code)", means_for(OFFICIAL_FUSED, "_fused"))]
+    timings = []
+    for weights in args.weights:
+        with tempfile.TemporaryDirectory() as tmp:
+            seconds = fuse_all(weights, Path(tmp), args.device)
+            rows.append((f"focusfuse, weights `{Path(weights).name}`", means_for(Path(tmp))))
+            timings.append(f"{Path(weights).name}: {seconds:.1f} s for 26 pairs")
+    text = table(rows)
+    print(text)
+    print("; ".join(timings))
+    if args.markdown:
+        stamp = (f"Measured {dt.date.today().isoformat()} on {platform.processor() or platform.machine()}, "
+                 f"{torch.get_num_threads()} threads, torch {torch.__version__}, device {args.device}. "
+                 + "; ".join(timings) + ".")
+        write_section(args.markdown, "### Fusion quality on the 26 GACN test pairs (mean of each metric)\n\n"
+                      + text + "\n\n" + stamp)
+
+
+if __name__ == "__main__":
+    main()
