@@ -46,6 +46,18 @@ def weights_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def good_model() -> GACN:
+    """Trained weights: the package's default weights if installed, else the official checkpoint."""
+    from focusfuse.errors import WeightsError
+    from focusfuse.weights import load_model
+
+    try:
+        return load_model(None)
+    except WeightsError:
+        return load_model(need_shared("reference", "gacn_official", "GACN.pkl"))
+
+
+@pytest.fixture
 def official_model() -> GACN:
     from focusfuse.weights import load_model
 

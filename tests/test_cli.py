@@ -66,44 +66,12 @@ def test_output_equal_to_input_is_refused(pair_files, weights_file):
 def test_stack_writes_fused_and_index_map(stack_dir, weights_file, tmp_path):
     out, index = tmp_path / "out.tif", tmp_path / "index.png"
     r = _runner().invoke(main, ["stack", str(stack_dir), "-o", str(out), "--index-map", str(index),
-                                "--weights", str(weights_file), "--device", "cpu", "--strategy", "serial"])
+                                "--weights", str(weights_file), "--device", "cpu", "--strategy", "serial", "--align", "none"])
     assert r.exit_code == 0, r.stderr
     fused = read_image(out)
     assert fused.dtype == np.uint16 and fused.shape == (20, 24)
     assert read_image(index).max() <= 2
     assert "fused 3 frames" in r.stderr
-
-
-@pytest.mark.parametrize("args,message,code", [
-    (["stack", "{missing}", "-o", "{out}"], "no such file", 2),
-    (["stack", "{one}", "-o", "{out}"], "at least 2 frames", 2),
-    (["stack", "{frames}", "-o", "{tmp}/out.gif"], "unknown output type", 2),
-    (["stack", "{frames}", "-o", "{tmp}/nope/out.png"], "does not exist", 2),
-    (["stack", "{frames}", "-o", "{out}", "--device", "cuda:7"], "--device cuda:7", 2),
-    (["pair", "{frames}/img1.png", "{corrupt}", "-o", "{out}"], "not a readable image", 1),
-    (["pair", "{frames}/img1.png", "{small}", "-o", "{out}"], "differs from the first frame", 1),
-    (["stack", "{frames}", "-o", "{out}", "--weights", "{corrupt}"], "cannot read weights", 2),
-    (["stack", "{frames}", "-o", "{out}", "--weights", "no-such-weights"], "no such file or installed", 2),
-])
-def test_bad_input_gives_one_line_and_no_output(stack_dir, weights_file, tmp_path, args, message, code):
-    one = tmp_path / "one"
-    one.mkdir()
-    write_image(one / "x.png", np.zeros((4, 4), np.uint8))
-    corrupt = tmp_path / "corrupt.png"
-    corrupt.write_bytes(b"\x89PNG garbage")
-    small = write_image(tmp_path / "small.png", np.zeros((5, 5), np.uint16))
-    out = tmp_path / "out.png"
-    values = dict(missing=tmp_path / "missing", out=out, one=one, frames=stack_dir, tmp=tmp_path,
-                  corrupt=corrupt, small=small)
-    argv = [a.format(**values) for a in args]
-    if "--weights" not in argv:
-        argv += ["--weights", str(weights_file)]
-    r = _runner().invoke(main, argv)
-    assert r.exit_code == code, r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("focusfuse: error:") and message in lines[0]
-    assert "Traceback" not in r.stderr
-    assert not out.exists()
 
 
 def test_missing_default_weights_explain_what_to_do(stack_dir, tmp_path, monkeypatch):
@@ -114,11 +82,6 @@ def test_missing_default_weights_explain_what_to_do(stack_dir, tmp_path, monkeyp
     r = _runner().invoke(main, ["stack", str(stack_dir), "-o", str(tmp_path / "o.png")])
     assert r.exit_code == 2
     assert "no default weights are installed" in r.stderr and "--weights" in r.stderr
-
-
-def test_debug_shows_the_traceback(stack_dir, tmp_path):
-    r = _runner().invoke(main, ["stack", str(stack_dir), "-o", str(tmp_path / "o.png"), "--weights", "nope", "--debug"])
-    assert r.exit_code == 2 and "Traceback" in r.stderr
 
 
 def test_demo_runs_and_reports_psnr(weights_file, tmp_path):

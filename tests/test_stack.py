@@ -34,7 +34,7 @@ def _frames(n, h=24, w=28, channels=3):
 @pytest.mark.parametrize("n", [2, 5])
 def test_pass_counts(model, strategy, features, decisions, n):
     counts = _count_passes(model)
-    fuse_stack(_frames(n), strategy=strategy, weights=model, device="cpu")
+    fuse_stack(_frames(n), strategy=strategy, weights=model, device="cpu", align="none")
     assert counts == {"feature": features(n), "decision": decisions(n)}
 
 
@@ -44,7 +44,7 @@ def test_two_frame_stack_fuses_like_a_pair(model, strategy):
 
     a, b = _frames(2)
     pair = fuse_pair(a, b, weights=model, device="cpu")
-    stack = fuse_stack([a, b], strategy=strategy, weights=model, device="cpu")
+    stack = fuse_stack([a, b], strategy=strategy, weights=model, device="cpu", align="none")
     expected_index = (pair.decision_map < 0.5).astype(np.uint16)
     if strategy == "calibration":  # hard choice of Eq. 18: DV_2 = 1 - p_2 > DV_1 = p_2
         expected_index = (1 - pair.decision_map > pair.decision_map).astype(np.uint16)
@@ -57,7 +57,7 @@ def test_two_frame_stack_fuses_like_a_pair(model, strategy):
 def test_result_types_and_names(model, tmp_path):
     for i, frame in enumerate(_frames(3)):
         write_image(tmp_path / f"img{i + 1}.png", np.round(frame * 65535).astype(np.uint16))
-    result = fuse_stack(tmp_path, weights=model, device="cpu")
+    result = fuse_stack(tmp_path, weights=model, device="cpu", align="none")
     assert result.fused.dtype == np.uint16 and result.fused.shape == (24, 28, 3)
     assert result.index_map.dtype == np.uint16 and result.index_map.max() <= 2
     assert result.frames == ["img1.png", "img2.png", "img3.png"]
@@ -66,15 +66,15 @@ def test_result_types_and_names(model, tmp_path):
 
 def test_progress_is_reported_per_frame(model):
     seen = []
-    fuse_stack(_frames(4), weights=model, device="cpu", progress=lambda d, t, name: seen.append((d, t)))
+    fuse_stack(_frames(4), weights=model, device="cpu", align="none", progress=lambda d, t, name: seen.append((d, t)))
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
 
 def test_one_frame_and_unknown_strategy_are_refused(model):
     with pytest.raises(UsageError, match="at least 2 frames"):
-        fuse_stack(_frames(1), weights=model, device="cpu")
+        fuse_stack(_frames(1), weights=model, device="cpu", align="none")
     with pytest.raises(UsageError, match="unknown strategy"):
-        fuse_stack(_frames(2), strategy="magic", weights=model, device="cpu")
+        fuse_stack(_frames(2), strategy="magic", weights=model, device="cpu", align="none")
 
 
 def _live_tensor_bytes() -> int:
@@ -94,7 +94,7 @@ def _live_tensor_bytes() -> int:
 def _peak_traced_memory(model, paths):
     """Peak Python/numpy allocation (tracemalloc) while fusing ``paths``."""
     tracemalloc.start()
-    fuse_stack(paths, weights=model, device="cpu")
+    fuse_stack(paths, weights=model, device="cpu", align="none")
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return peak
@@ -103,7 +103,7 @@ def _peak_traced_memory(model, paths):
 def _peak_tensor_memory(model, paths):
     """Largest live CPU tensor storage seen after each frame."""
     peaks = []
-    fuse_stack(paths, weights=model, device="cpu", progress=lambda d, t, name: peaks.append(_live_tensor_bytes()))
+    fuse_stack(paths, weights=model, device="cpu", align="none", progress=lambda d, t, name: peaks.append(_live_tensor_bytes()))
     return max(peaks)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import time
 import traceback
@@ -11,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import click
-import numpy as np
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -50,10 +51,11 @@ def handle_errors(func: Callable) -> Callable:
             except KeyboardInterrupt:
                 click.echo("focusfuse: interrupted", err=True)
                 sys.exit(130)
-            except MemoryError as exc:
+            except (MemoryError, torch.cuda.OutOfMemoryError) as exc:
                 if debug:
                     traceback.print_exc()
-                click.echo(f"focusfuse: error: out of memory ({_one_line(exc)})", err=True)
+                click.echo(f"focusfuse: error: out of memory ({_one_line(exc)}); try a smaller --tile-size or "
+                           "--device cpu", err=True)
                 sys.exit(1)
             except Exception as exc:  # anything else is a bug or an unforeseen input: still one line
                 if debug:
@@ -86,37 +88,6 @@ def frame_progress(quiet: bool) -> Progress:
                     TimeRemainingColumn(), console=STDERR, disable=quiet, transient=True)
 
 
-def _check_outputs(outputs: Sequence[Path | None], overwrite: bool, inputs: Sequence[Path]) -> None:
-    from .io import check_output_path
-
-    given = [p for p in outputs if p is not None]
-    if len({p.resolve() for p in given}) != len(given):
-        raise UsageError("two outputs name the same file")
-    for path in given:
-        check_output_path(path, overwrite=overwrite, inputs=inputs)
-
-
-def _write_map(path: Path, values: np.ndarray, kind: str) -> None:
-    """Decision maps as round(p * 65535) (16 bit) or round(p * 255) (8-bit formats); index maps raw."""
-    from .io import EIGHT_BIT_ONLY, write_image
-
-    eight_bit = path.suffix.lower() in EIGHT_BIT_ONLY
-    if kind == "probability":
-        scale = 255.0 if eight_bit else 65535.0
-        data = np.round(np.clip(values, 0.0, 1.0) * scale).astype(np.uint8 if eight_bit else np.uint16)
-    else:
-        if eight_bit and values.max(initial=0) > 255:
-            raise UsageError(f"{path}: more than 256 frames need a PNG or TIFF index map")
-        data = values.astype(np.uint8 if eight_bit else np.uint16)
-    write_image(path, data)
-
-
-def _provenance(model, strategy: str, frames: int) -> str:
-    """One line for the output's description: how the image was made."""
-    weights = Path(model.source).name if model.source else "in-memory weights"
-    return f"focusfuse {__version__} (GACN focus stacking): {frames} frames, strategy {strategy}, weights {weights}"
-
-
 def _load_model(weights: str | None, device: str):
     """Resolve the device and load the weights up front, so their errors come before any work."""
     from .device import resolve_device
@@ -131,6 +102,25 @@ def _load_model(weights: str | None, device: str):
 @click.version_option(__version__, prog_name="focusfuse")
 def main() -> None:
     """focusfuse: all-in-focus images from focus-bracketed frames (GACN)."""
+    _silence_opencv()
+
+
+def _silence_opencv() -> None:
+    """OpenCV's decoders log their own warnings; we report problems ourselves, in one line."""
+    import cv2
+
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+
+
+ALIGN_CHOICE = click.Choice(["auto", "none", "translation", "affine", "homography"])
+STRATEGY_CHOICE = click.Choice(["calibrated", "calibration", "serial"])
+
+
+def _json_line(event: str, **fields) -> None:
+    """One machine-readable progress line on stdout (``--json``)."""
+    click.echo(json.dumps({"event": event, **fields}, default=str))
 
 
 @main.command()
@@ -139,69 +129,168 @@ def main() -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Fused image.")
 @click.option("--decision-map", type=click.Path(path_type=Path), default=None,
               help="Write the final decision map (1 = from A) as a 16-bit PNG/TIFF.")
+@click.option("--align", type=ALIGN_CHOICE, default="none", show_default=True, help="Register B onto A first.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @common_options
 @handle_errors
-def pair(image_a: Path, image_b: Path, output: Path, decision_map: Path | None, overwrite: bool,
+def pair(image_a: Path, image_b: Path, output: Path, decision_map: Path | None, align: str, overwrite: bool,
          weights: str | None, device: str, quiet: bool) -> None:
     """Fuse two images IMAGE_A and IMAGE_B into OUTPUT."""
     from .fusion import fuse_pair
     from .io import write_image
     from .metadata import read_metadata
+    from .pipeline import check_outputs, provenance, write_map
 
     for path in (image_a, image_b):
         if not path.is_file():
             raise UsageError(f"{path}: no such file")
-    _check_outputs([output, decision_map], overwrite, [image_a, image_b])
+    check_outputs([p for p in (output, decision_map) if p is not None], overwrite, [image_a, image_b])
     model = _load_model(weights, device)
     start = time.perf_counter()
-    result = fuse_pair(image_a, image_b, weights=model, device=model.device)
-    write_image(output, result.fused, metadata=read_metadata(image_a),
-                description=_provenance(model, "pair", 2))
+    result = fuse_pair(image_a, image_b, weights=model, device=model.device, align=align)
+    write_image(output, result.fused, metadata=read_metadata(image_a), description=provenance(model, "pair", 2))
     if decision_map is not None:
-        _write_map(decision_map, result.decision_map, "probability")
+        write_map(decision_map, result.decision_map, "probability")
     if not quiet:
         h, w = result.decision_map.shape
         STDERR.print(f"fused {w}x{h} pair in {time.perf_counter() - start:.1f} s -> {output}")
 
 
+def stack_options(func: Callable) -> Callable:
+    """Options shared by ``stack`` and ``batch``."""
+    options = [
+        click.option("--strategy", type=STRATEGY_CHOICE, default="calibrated", show_default=True,
+                     help="calibrated: running champion, N feature passes (best); calibration: the paper's "
+                          "Eq. 18; serial: pairwise, 2(N-1) feature passes."),
+        click.option("--align", type=ALIGN_CHOICE, default="auto", show_default=True,
+                     help="Register frames onto the middle one (auto: phase correlation + ECC, affine)."),
+        click.option("--crop", is_flag=True, help="Keep only the area valid in all aligned frames."),
+        click.option("--depth-smooth", type=click.IntRange(0), default=0, show_default=True,
+                     help="Median-filter radius for the index/depth map."),
+        click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Fused image.")
-@click.option("--index-map", type=click.Path(path_type=Path), default=None,
-              help="Write which frame each pixel came from (0-based, natural file order), 16-bit PNG/TIFF.")
-@click.option("--strategy", type=click.Choice(["calibrated", "calibration", "serial"]), default="calibrated",
-              show_default=True, help="calibrated: running champion, N feature passes (best); "
-                                      "calibration: the paper's Eq. 18; serial: pairwise, 2(N-1) passes.")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Fused image (required "
+              "unless --align-only).")
+@click.option("--index-map", "--depth-map", "index_map", type=click.Path(path_type=Path), default=None,
+              help="Which frame each pixel came from: 0-based index in natural file order, raw 16-bit PNG/TIFF.")
+@click.option("--depth-preview", type=click.Path(path_type=Path), default=None,
+              help="Colourised index map with a colour bar (PNG).")
+@click.option("--height-map", type=click.Path(path_type=Path), default=None,
+              help="Float32 TIFF of heights in physical units (needs --z-step or TIFF z spacing).")
+@click.option("--z-step", type=float, default=None, help="Focus step between frames, for --height-map.")
+@click.option("--z-unit", default="", help="Unit of --z-step, for the preview's labels (e.g. um).")
+@click.option("--align-only", type=click.Path(path_type=Path), default=None,
+              help="Only align: write the registered frames into this folder, no fusion.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable progress and report on stdout.")
+@stack_options
 @common_options
 @handle_errors
-def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, strategy: str, overwrite: bool,
-          weights: str | None, device: str, quiet: bool) -> None:
+def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_preview: Path | None,
+          height_map: Path | None, z_step: float | None, z_unit: str, align_only: Path | None, as_json: bool,
+          strategy: str, align: str, crop: bool, depth_smooth: int, overwrite: bool, weights: str | None,
+          device: str, quiet: bool) -> None:
     """Fuse a focus stack: a folder, several files, or a multi-page TIFF."""
     from .frames import frame_refs, input_paths, require_frames
-    from .io import FrameRef, write_image
-    from .metadata import read_metadata
-    from .stack import fuse_stack
+    from .pipeline import StackJob, check_outputs, run_stack, write_aligned_frames
 
+    if output is None and align_only is None:
+        raise UsageError("missing -o/--output (the fused image)")
     refs = frame_refs(list(inputs))
     require_frames(refs)
-    _check_outputs([output, index_map], overwrite, input_paths(refs))
-    model = _load_model(weights, device)
-    start = time.perf_counter()
+    model = None
+    if align_only is None:
+        job = StackJob(inputs=refs, output=output, strategy=strategy, align=align, crop=crop,
+                       index_map=index_map, depth_preview=depth_preview, depth_smooth=depth_smooth,
+                       height_map=height_map, z_step=z_step, z_unit=z_unit, overwrite=overwrite)
+        check_outputs(job.outputs(), overwrite, input_paths(refs))
+        model = _load_model(weights, device)
+    quiet = quiet or as_json
     with frame_progress(quiet) as progress:
-        task = progress.add_task("fusing", total=len(refs), frame="")
-        result = fuse_stack(refs, strategy=strategy, weights=model, device=model.device,
-                            progress=lambda done, total, name: progress.update(task, completed=done, frame=name))
-    reference = refs[len(refs) // 2]
-    metadata = read_metadata(reference.path) if isinstance(reference, FrameRef) else None
-    write_image(output, result.fused, metadata=metadata, description=_provenance(model, strategy, len(refs)))
-    if index_map is not None:
-        _write_map(index_map, result.index_map, "index")
-    if not quiet:
-        h, w = result.index_map.shape
-        STDERR.print(f"fused {len(result.frames)} frames ({w}x{h}, {strategy}) in "
-                     f"{time.perf_counter() - start:.1f} s -> {output}")
+        align_task = progress.add_task("aligning", total=len(refs), frame="", visible=align != "none")
+        fuse_task = progress.add_task("fusing", total=len(refs), frame="")
+
+        def on_align(done: int, total: int) -> None:
+            progress.update(align_task, completed=done)
+            if as_json:
+                _json_line("align", done=done, total=total)
+
+        def on_frame(done: int, total: int, name: str) -> None:
+            progress.update(fuse_task, completed=done, frame=name)
+            if as_json:
+                _json_line("frame", done=done, total=total, name=name)
+
+        if align_only is not None:
+            report = write_aligned_frames(refs, align_only, mode=align, crop=crop, overwrite=overwrite,
+                                          progress=on_frame, align_progress=on_align)
+        else:
+            report = run_stack(job, model, progress=on_frame, align_progress=on_align)
+    if as_json:
+        _json_line("done", **report)
+    elif not quiet:
+        if align_only is not None:
+            STDERR.print(f"aligned {len(report['aligned'])} frames -> {align_only}/")
+        else:
+            STDERR.print(f"fused {report['frames_used']} frames ({report['width']}x{report['height']}, {strategy}, "
+                         f"align {align}) in {report['seconds']:.1f} s -> {output}")
+
+
+@main.command()
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Folder for one fused image (and report) per stack.")
+@click.option("--format", "image_format", type=click.Choice(["tif", "png", "jpg"]), default="tif", show_default=True)
+@click.option("--index-maps", is_flag=True, help="Also write NAME_index.png per stack.")
+@click.option("--depth-previews", is_flag=True, help="Also write NAME_depth.png per stack.")
+@click.option("--resume", is_flag=True, help="Skip stacks whose output and sidecar match inputs and parameters.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable progress on stdout.")
+@stack_options
+@common_options
+@handle_errors
+def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_previews: bool, resume: bool,
+          as_json: bool, strategy: str, align: str, crop: bool, depth_smooth: int, overwrite: bool,
+          weights: str | None, device: str, quiet: bool) -> None:
+    """Fuse every stack under ROOT (sub-folders of frames, multi-page TIFFs) into OUTDIR."""
+    from .batch import REPORT_NAME, discover_stacks, run_batch
+    from .pipeline import StackJob
+
+    stacks = discover_stacks(root)
+    model = _load_model(weights, device)
+    template = StackJob(inputs=[], output=Path(), strategy=strategy, align=align, crop=crop,
+                        depth_smooth=depth_smooth, overwrite=overwrite)
+    quiet = quiet or as_json
+    with frame_progress(quiet) as progress:
+        stack_task = progress.add_task("stacks", total=len(stacks), frame="")
+        frame_task = progress.add_task("frames", total=1, frame="")
+
+        def on_stack(status: str, name: str, info: dict) -> None:
+            if status == "start":
+                progress.update(stack_task, frame=name)
+            else:
+                progress.advance(stack_task)
+                if status == "failed":
+                    progress.console.print(f"[red]failed[/red] {name}: {info['error']}")
+            if as_json:
+                fields = {k: v for k, v in info.items() if k not in ("traceback", "name", "status")}
+                _json_line("stack", status=status, name=name, **fields)
+
+        report = run_batch(root, out_dir, template, model, image_format=image_format, index_maps=index_maps,
+                           previews=depth_previews, resume=resume, on_stack=on_stack,
+                           progress=lambda d, t, n: progress.update(frame_task, completed=d, total=t, frame=n))
+    if as_json:
+        _json_line("done", ok=report["ok"], skipped=report["skipped"], failed=report["failed"],
+                   seconds=report["seconds"], report=str(out_dir / REPORT_NAME))
+    elif not quiet:
+        STDERR.print(f"{report['ok']} fused, {report['skipped']} skipped, {report['failed']} failed "
+                     f"in {report['seconds']:.1f} s; report: {out_dir / REPORT_NAME}")
+    if report["failed"]:
+        sys.exit(1)
 
 
 @main.command()

@@ -19,6 +19,7 @@ import torch
 
 from .color import normalize_layout, to_tensor
 from .errors import InputError, UsageError
+from .align import StackAlignment, crop_to_box, warp_frame
 from .io import FrameRef, expand_inputs
 
 FrameLike = Union[np.ndarray, str, os.PathLike, FrameRef]
@@ -103,13 +104,39 @@ def match_channels(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torc
     return a, b.expand_as(a).contiguous()
 
 
-def iter_frames(refs: Sequence[np.ndarray | FrameRef], device: torch.device,
-                checker: FrameChecker) -> Iterator[tuple[int, str, torch.Tensor]]:
-    """Yield (index, name, float32 (C,H,W) tensor in [0, 1] on ``device``), reading one at a time."""
+class LazyFrames(Sequence):
+    """The frames as a sequence of arrays, each read when indexed (for the alignment pass)."""
+
+    def __init__(self, refs: Sequence[np.ndarray | FrameRef]) -> None:
+        self.refs = refs
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return read_frame(self.refs[i])
+
+
+def iter_frames(refs: Sequence[np.ndarray | FrameRef], device: torch.device, checker: FrameChecker, *,
+                alignment: StackAlignment | None = None,
+                box: tuple[int, int, int, int] | None = None) -> Iterator[tuple[int, str, torch.Tensor]]:
+    """Yield (index, name, float32 (C,H,W) tensor in [0, 1] on ``device``), reading one at a time.
+
+    With an ``alignment`` each frame is warped onto the reference frame (frames whose alignment
+    failed are skipped); with a ``box`` (x0, y0, x1, y1) it is cropped to it.
+    """
     for i, ref in enumerate(refs):
+        if alignment is not None and not alignment.frames[i].ok:
+            continue
         name = frame_name(ref, i)
         image = read_frame(ref)
         checker.check(image, name)
+        if alignment is not None:
+            image = warp_frame(image, alignment.frames[i], alignment.shape)
+        if box is not None:
+            image = crop_to_box(image, box)
         yield i, name, to_tensor(image, device)
 
 

@@ -14,7 +14,9 @@ import torch
 from .color import from_tensor, to_gray
 from .decision import blend, refine_decision_map
 from .device import resolve_device
-from .frames import FrameChecker, FrameLike, frame_refs, iter_frames, match_channels
+from .align import estimate_alignment
+from .errors import InputError
+from .frames import FrameChecker, FrameLike, LazyFrames, frame_refs, iter_frames, match_channels
 from .model import GACN, initial_decision_map
 from .weights import load_model
 
@@ -44,15 +46,26 @@ def fuse_tensors(model: GACN, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.T
 
 
 def fuse_pair(a: FrameLike, b: FrameLike, *, weights: str | os.PathLike | GACN | None = None,
-              device: str | torch.device = "auto") -> PairResult:
-    """Fuse two frames (arrays or paths). The fused image keeps the inputs' dtype and channels."""
+              device: str | torch.device = "auto", align: str = "none") -> PairResult:
+    """Fuse two frames (arrays or paths). The fused image keeps the inputs' dtype and channels.
+
+    ``align`` (none, auto, translation, affine, homography) registers B onto A first.
+    """
     dev = resolve_device(device)
     model = load_model(weights, dev)
     refs = frame_refs([a]) + frame_refs([b])
     if len(refs) != 2:
         raise ValueError("fuse_pair takes exactly two single frames (use fuse_stack for more)")
+    alignment = None
+    if align != "none":
+        try:
+            alignment = estimate_alignment(LazyFrames(refs), mode=align, reference=0)
+        except ValueError as exc:
+            raise InputError(f"alignment: {exc}") from exc
+        if alignment.failures():
+            raise InputError(f"alignment failed: {alignment.failures()[0]} (try --align none)")
     checker = FrameChecker()
-    (_, _, ta), (_, _, tb) = iter_frames(refs, dev, checker)
+    (_, _, ta), (_, _, tb) = iter_frames(refs, dev, checker, alignment=alignment)
     with torch.inference_mode():
         fused, p, p0 = fuse_tensors(model, ta, tb)
     return PairResult(from_tensor(fused, checker.dtype), p.cpu().numpy(), p0.cpu().numpy())

@@ -19,6 +19,7 @@ Frames stream through one at a time; a strategy keeps only running state (never 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -28,8 +29,10 @@ import torch
 from .color import from_tensor, to_gray
 from .decision import blend, refine_decision_map
 from .device import resolve_device
-from .errors import UsageError
-from .frames import FrameChecker, FrameLike, frame_refs, iter_frames, match_channels, require_frames
+from .errors import InputError, UsageError
+from .align import MODES as ALIGN_MODES
+from .align import StackAlignment, estimate_alignment
+from .frames import FrameChecker, FrameLike, LazyFrames, frame_refs, iter_frames, match_channels, require_frames
 from .fusion import decide_pair
 from .model import GACN, initial_decision_map
 from .weights import load_model
@@ -41,12 +44,16 @@ ProgressCallback = Callable[[int, int, str], None]
 
 @dataclass
 class StackResult:
-    """Fused image (dtype of the deepest frame), index map (uint16 HxW, 0-based frame index)."""
+    """Fused image (dtype of the deepest frame), index map (uint16 HxW, 0-based index into the input
+    frames), the frames used, the alignment (None without) and the frames left out with the reason."""
 
     fused: np.ndarray
     index_map: np.ndarray
     strategy: str
     frames: list[str] = field(default_factory=list)
+    alignment: StackAlignment | None = None
+    skipped: list[str] = field(default_factory=list)
+    box: tuple[int, int, int, int] | None = None
 
 
 class StackStrategy:
@@ -58,11 +65,12 @@ class StackStrategy:
         self.index: torch.Tensor | None = None
 
     def add(self, i: int, frame: torch.Tensor) -> None:
+        """Take frame number ``i`` (its index in the input list); the first call starts the state."""
         raise NotImplementedError
 
-    def _start(self, frame: torch.Tensor) -> None:
+    def _start(self, i: int, frame: torch.Tensor) -> None:
         self.fused = frame
-        self.index = torch.zeros(frame.shape[-2:], dtype=torch.int32, device=frame.device)
+        self.index = torch.full(frame.shape[-2:], i, dtype=torch.int32, device=frame.device)
 
     def _take(self, i: int, frame: torch.Tensor, p: torch.Tensor) -> None:
         """Soft blend of the running fused image with ``frame`` (p = weight of the running image)."""
@@ -82,8 +90,8 @@ class CalibratedStack(StackStrategy):
     def add(self, i: int, frame: torch.Tensor) -> None:
         gray = to_gray(frame)[None]
         sf = self.model.focus_measure(gray)
-        if i == 0:
-            self._start(frame)
+        if self.fused is None:
+            self._start(i, frame)
             self.sf_best, self.gray_best = sf, gray
             return
         p0 = initial_decision_map(self.model.decision_logit(self.sf_best, sf))
@@ -106,13 +114,13 @@ class CalibrationStack(StackStrategy):
     def add(self, i: int, frame: torch.Tensor) -> None:
         gray = to_gray(frame)[None]
         sf = self.model.focus_measure(gray)
-        if i == 0:
-            self._start(frame)
+        if self.fused is None:
+            self._start(i, frame)
             self.sf_base, self.gray_base = sf, gray
             return
         p0 = initial_decision_map(self.model.decision_logit(self.sf_base, sf))
         p = refine_decision_map(p0, self.gray_base, gray)[0, 0]
-        if i == 1:
+        if self.p2 is None:
             self.p2 = p
             self.best = p  # DV_1
             score = 1.0 - p  # DV_2
@@ -129,8 +137,8 @@ class SerialStack(StackStrategy):
     """Fuse the running result with each new frame as a pair (2 feature passes per frame)."""
 
     def add(self, i: int, frame: torch.Tensor) -> None:
-        if i == 0:
-            self._start(frame)
+        if self.fused is None:
+            self._start(i, frame)
             return
         fused, frame = match_channels(self.fused, frame)
         _, p = decide_pair(self.model, to_gray(fused)[None], to_gray(frame)[None])
@@ -145,20 +153,43 @@ STRATEGIES: dict[str, type[StackStrategy]] = {
 DEFAULT_STRATEGY = "calibrated"
 
 
+def align_stack(refs: Sequence, mode: str, progress: Callable[[int, int], None] | None = None) -> StackAlignment:
+    """First pass: estimate how each frame maps onto the reference (middle) frame."""
+    try:
+        return estimate_alignment(LazyFrames(refs), mode=mode, progress=progress)
+    except ValueError as exc:
+        raise InputError(f"alignment: {exc}") from exc
+
+
 def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, strategy: str = DEFAULT_STRATEGY,
                weights: str | os.PathLike | GACN | None = None, device: str | torch.device = "auto",
-               progress: ProgressCallback | None = None) -> StackResult:
-    """Fuse a focus stack: a list of arrays or paths, a folder, or a multi-page TIFF (read lazily)."""
+               align: str = "auto", crop: bool = False, progress: ProgressCallback | None = None,
+               align_progress: Callable[[int, int], None] | None = None) -> StackResult:
+    """Fuse a focus stack: a list of arrays or paths, a folder, or a multi-page TIFF (read lazily).
+
+    ``align`` (auto, none, translation, affine, homography) first registers every frame onto the
+    middle frame; frames that cannot be aligned are left out with a warning. ``crop`` keeps only the
+    area valid in all aligned frames.
+    """
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r} (use {', '.join(STRATEGIES)})")
+    if align not in ALIGN_MODES:
+        raise UsageError(f"unknown alignment {align!r} (use {', '.join(ALIGN_MODES)})")
     refs = frame_refs(frames)
     require_frames(refs)
     dev = resolve_device(device)
     state = STRATEGIES[strategy](load_model(weights, dev))
+    alignment = None if align == "none" else align_stack(refs, align, align_progress)
+    skipped = [] if alignment is None else alignment.failures()
+    for message in skipped:
+        warnings.warn(f"{message}; frame left out", stacklevel=2)
+    if alignment is not None:
+        require_frames([f for f in alignment.frames if f.ok])
+    box = alignment.valid_box() if (alignment is not None and crop) else None
     checker = FrameChecker()
     names: list[str] = []
     with torch.inference_mode():
-        for i, name, frame in iter_frames(refs, dev, checker):
+        for i, name, frame in iter_frames(refs, dev, checker, alignment=alignment, box=box):
             state.add(i, frame)
             names.append(name)
             if progress is not None:
@@ -167,7 +198,8 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, strategy: str = DEFAU
     if fused.ndim == 2 and checker.channels == 3:
         fused = np.repeat(fused[:, :, None], 3, axis=2)
     index_map = state.index.to(torch.int32).cpu().numpy().astype(np.uint16)
-    return StackResult(fused=fused, index_map=index_map, strategy=strategy, frames=names)
+    return StackResult(fused=fused, index_map=index_map, strategy=strategy, frames=names, alignment=alignment,
+                       skipped=skipped, box=box)
 
 
 __all__ = ["StackResult", "fuse_stack", "STRATEGIES", "DEFAULT_STRATEGY"]

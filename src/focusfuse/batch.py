@@ -1,0 +1,134 @@
+"""``focusfuse batch``: many stacks in one run, one output per stack, resumable, with JSON reports.
+
+A stack is a sub-folder of ROOT holding images, or a multi-page TIFF directly in ROOT. Every stack gets
+OUTDIR/NAME.<format> and a sidecar OUTDIR/NAME.json (its report plus a hash of its inputs' names,
+sizes and modification times and of the parameters); ``resume`` skips a stack only when its output
+exists and the sidecar's hashes match. A failing stack is reported and the others go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import FocusFuseError, UsageError
+from .io import list_images, natural_key, tiff_page_count, write_text_atomic
+from .model import GACN
+from .pipeline import StackJob, run_stack, weights_id
+
+REPORT_NAME = "batch-report.json"
+
+
+@dataclass(frozen=True)
+class StackSource:
+    name: str
+    inputs: tuple[Path, ...]
+
+
+def discover_stacks(root: str | os.PathLike) -> list[StackSource]:
+    """Sub-folders with images and multi-page TIFFs of ``root``, in natural order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"{root}: not a folder")
+    stacks = []
+    for entry in sorted(root.iterdir(), key=lambda p: natural_key(p.name)):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            images = list_images(entry)
+            if images:
+                stacks.append(StackSource(entry.name, tuple(images)))
+        elif entry.suffix.lower() in (".tif", ".tiff"):
+            try:
+                pages = tiff_page_count(entry)
+            except FocusFuseError:
+                pages = 2  # unreadable: let the stack fail with its own message
+            if pages > 1:
+                stacks.append(StackSource(entry.stem, (entry,)))
+    if not stacks:
+        raise UsageError(f"{root}: no stacks found (sub-folders of images, or multi-page TIFFs)")
+    return stacks
+
+
+def inputs_hash(paths: tuple[Path, ...]) -> str:
+    """Hash of the inputs' names, sizes and modification times."""
+    digest = hashlib.sha256()
+    for path in paths:
+        files = list_images(path) if path.is_dir() else [path]
+        for file in files:
+            stat = file.stat()
+            digest.update(f"{file.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _sidecar_matches(sidecar: Path, output: Path, hashes: dict[str, str]) -> bool:
+    if not (output.exists() and sidecar.exists()):
+        return False
+    try:
+        recorded = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return False
+    return recorded.get("status") == "ok" and all(recorded.get(k) == v for k, v in hashes.items())
+
+
+def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: StackJob, model: GACN, *,
+              image_format: str = "tif", index_maps: bool = False, previews: bool = False, resume: bool = False,
+              on_stack: Callable[[str, str, dict[str, Any]], None] | None = None,
+              progress=None) -> dict[str, Any]:
+    """Fuse every stack under ``root`` into ``out_dir``; returns (and writes) the run report."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stacks = discover_stacks(root)
+    params = {"strategy": template.strategy, "align": template.align, "crop": template.crop,
+              "format": image_format, "index_maps": index_maps, "previews": previews,
+              "depth_smooth": template.depth_smooth, **weights_id(model)}
+    started = time.perf_counter()
+    results = []
+    for number, stack in enumerate(stacks, start=1):
+        output = out / f"{stack.name}.{image_format}"
+        sidecar = out / f"{stack.name}.json"
+        hashes = {"inputs_hash": inputs_hash(stack.inputs), "params_hash": params_hash(params)}
+        if on_stack is not None:
+            on_stack("start", stack.name, {"number": number, "total": len(stacks)})
+        if resume and _sidecar_matches(sidecar, output, hashes):
+            entry = {"name": stack.name, "status": "skipped", "output": str(output)}
+        else:
+            job = replace(template, inputs=list(stack.inputs), output=output,
+                          index_map=out / f"{stack.name}_index.png" if index_maps else None,
+                          depth_preview=out / f"{stack.name}_depth.png" if previews else None,
+                          overwrite=template.overwrite or resume)
+            entry = _run_one(stack.name, job, model, progress)
+            write_text_atomic(sidecar, json.dumps({**entry, **hashes, "params": params}, indent=1) + "\n")
+        results.append(entry)
+        if on_stack is not None:
+            on_stack(entry["status"], stack.name, entry)
+    report = {
+        "root": str(root), "output_dir": str(out), "stacks": results,
+        "ok": sum(r["status"] == "ok" for r in results), "skipped": sum(r["status"] == "skipped" for r in results),
+        "failed": sum(r["status"] == "failed" for r in results),
+        "seconds": round(time.perf_counter() - started, 3), "params": params,
+    }
+    write_text_atomic(out / REPORT_NAME, json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def _run_one(name: str, job: StackJob, model: GACN, progress) -> dict[str, Any]:
+    try:
+        report = run_stack(job, model, progress=progress)
+        return {"name": name, "status": "ok", **report}
+    except FocusFuseError as exc:
+        return {"name": name, "status": "failed", "error": str(exc).splitlines()[0]}
+    except Exception as exc:  # one broken stack must not end the batch
+        return {"name": name, "status": "failed", "error": f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}",
+                "traceback": traceback.format_exc()}

@@ -1,0 +1,180 @@
+"""The bad-input corpus: every case gets one clear stderr line, the right exit code, no traceback and no
+output file; conversions (mixed bit depths, gray with colour) succeed with a one-line warning."""
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from click.testing import CliRunner
+
+from focusfuse.cli import main
+from focusfuse.io import read_image, write_image
+
+from conftest import textured
+
+
+def _rgb8(seed, h=20, w=24):
+    return np.round(textured(h, w, seed, 3) * 255).astype(np.uint8)
+
+
+@pytest.fixture
+def corpus(tmp_path) -> dict[str, Path]:
+    """Inputs generated for the cases below."""
+    c = {}
+    good = tmp_path / "good"
+    good.mkdir()
+    for i in range(3):
+        write_image(good / f"f{i}.png", _rgb8(i))
+    c["good"] = good
+    c["empty_dir"] = tmp_path / "empty"
+    c["empty_dir"].mkdir()
+    one = tmp_path / "one"
+    one.mkdir()
+    write_image(one / "only.png", _rgb8(1))
+    c["one"] = one
+
+    def folder_with(name, extra_name, writer):
+        folder = tmp_path / name
+        folder.mkdir()
+        write_image(folder / "a.png", _rgb8(1))
+        write_image(folder / "b.png", _rgb8(2))
+        writer(folder / extra_name)
+        return folder
+
+    c["corrupt"] = folder_with("corrupt", "c.png", lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\nnot an image"))
+    jpeg = (tmp_path / "x.jpg")
+    write_image(jpeg, _rgb8(3))
+    data = jpeg.read_bytes()
+    c["truncated"] = folder_with("truncated", "c.jpg", lambda p: p.write_bytes(data[: len(data) // 2]))
+    c["zero_bytes"] = folder_with("zero_bytes", "c.png", lambda p: p.write_bytes(b""))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tifffile warns that a zero-size TIFF is nonconformant: that is the point
+        c["zero_size"] = folder_with("zero_size", "c.tif", lambda p: tifffile.imwrite(p, np.zeros((0, 24), np.uint8)))
+    c["mismatched"] = folder_with("mismatched", "c.png", lambda p: write_image(p, _rgb8(4, 22, 24)))
+    nan = np.full((20, 24), 0.5, np.float32)
+    nan[3, 3] = np.nan
+    c["nan"] = folder_with("nan", "c.tif", lambda p: tifffile.imwrite(p, nan))
+    inf = np.full((20, 24), 0.5, np.float32)
+    inf[3, 3] = np.inf
+    c["inf"] = folder_with("inf", "c.tif", lambda p: tifffile.imwrite(p, inf))
+    c["not_image"] = folder_with("not_image", "c.gif", lambda p: p.write_bytes(b"GIF89a"))
+    c["text_file"] = tmp_path / "notes.txt"
+    c["text_file"].write_text("hello")
+    mixed = tmp_path / "mixed_depth"
+    mixed.mkdir()
+    write_image(mixed / "a.png", _rgb8(1))
+    write_image(mixed / "b.png", np.round(textured(20, 24, 2, 3) * 65535).astype(np.uint16))
+    c["mixed_depth"] = mixed
+    channels = tmp_path / "mixed_channels"
+    channels.mkdir()
+    write_image(channels / "a.png", _rgb8(1))
+    write_image(channels / "b.png", np.round(textured(20, 24, 2) * 255).astype(np.uint8))
+    c["mixed_channels"] = channels
+    return c
+
+
+ERRORS = [
+    # (case, inputs, output name, extra args, exit code, message)
+    ("missing path", "{tmp}/nope", "out.png", [], 2, "no such file"),
+    ("empty folder", "{empty_dir}", "out.png", [], 2, "holds no images"),
+    ("one frame", "{one}", "out.png", [], 2, "at least 2 frames"),
+    ("corrupt file", "{corrupt}", "out.png", [], 1, "not a readable image"),
+    ("truncated file", "{truncated}", "out.png", [], 1, "not a readable image"),
+    ("zero-byte file", "{zero_bytes}", "out.png", [], 1, "empty file"),
+    ("zero-size image", "{zero_size}", "out.png", [], 1, "no pixels"),
+    ("mismatched sizes", "{mismatched}", "out.png", [], 1, "differs from the first frame"),
+    ("NaN in float TIFF", "{nan}", "out.png", [], 1, "NaN or infinite"),
+    ("inf in float TIFF", "{inf}", "out.png", [], 1, "NaN or infinite"),
+    ("unsupported input type", "{text_file}", "out.png", [], 2, "unsupported file type"),
+    ("unknown output extension", "{good}", "out.gif", [], 2, "unknown output type"),
+    ("output folder missing", "{good}", "missing/out.png", [], 2, "does not exist"),
+    ("output equal to an input", "{good}", "good/f0.png", ["--overwrite"], 2, "overwrite an input"),
+    ("existing output", "{good}", "exists.png", [], 2, "exists"),
+    ("CUDA absent", "{good}", "out.png", ["--device", "cuda"], 2, "CUDA is not available"),
+    ("bad device name", "{good}", "out.png", ["--device", "tpu"], 2, "--device tpu"),
+    ("unreadable weights", "{good}", "out.png", ["--weights", "{corrupt}/c.png"], 2, "cannot read weights"),
+]
+
+
+@pytest.mark.parametrize("case,inputs,output,extra,code,message", ERRORS, ids=[e[0] for e in ERRORS])
+def test_bad_input_gives_one_line(corpus, tmp_path, weights_file, case, inputs, output, extra, code, message):
+    if case == "CUDA absent" and torch.cuda.is_available():
+        pytest.skip("CUDA is present")
+    values = {k: str(v) for k, v in corpus.items()} | {"tmp": str(tmp_path)}
+    out = tmp_path / output
+    if case == "existing output":
+        out.write_bytes(b"precious")
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    args = ["stack", inputs.format(**values), "-o", str(out), "--align", "none"] + [a.format(**values) for a in extra]
+    if "--weights" not in args:
+        args += ["--weights", str(weights_file)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("focusfuse: error:") and message in lines[0], lines[0]
+    assert "Traceback" not in result.output
+    if case == "existing output":
+        assert out.read_bytes() == b"precious"
+    elif case != "output equal to an input":
+        assert not out.exists()
+    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    assert {p: t for p, t in after.items() if p in before} == before  # nothing touched
+    assert not [p for p in after if p not in before and p.name.startswith(".")]  # no partial files
+
+
+def test_debug_shows_the_traceback(corpus, tmp_path, weights_file):
+    r = CliRunner().invoke(main, ["stack", str(corpus["corrupt"]), "-o", str(tmp_path / "o.png"), "--align", "none",
+                                  "--weights", str(weights_file), "--debug"])
+    assert r.exit_code == 1 and "Traceback" in r.stderr
+
+
+def test_unwritable_output_folder(corpus, tmp_path, weights_file, monkeypatch):
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    folder.chmod(0o500)
+    if os.geteuid() == 0:  # root ignores permission bits: make the check see them
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == folder else real_access(p, m))
+    try:
+        r = CliRunner().invoke(main, ["stack", str(corpus["good"]), "-o", str(folder / "out.png"), "--align", "none",
+                                      "--weights", str(weights_file)])
+    finally:
+        folder.chmod(0o700)
+    assert r.exit_code == 2 and "not writable" in r.stderr
+    assert not (folder / "out.png").exists()
+
+
+@pytest.mark.parametrize("case,expected_dtype,expected_shape,warning", [
+    ("mixed_depth", np.uint16, (20, 24, 3), "bit depth"),
+    ("mixed_channels", np.uint8, (20, 24, 3), "gray and colour"),
+])
+def test_conversions_warn_in_one_line_and_succeed(corpus, tmp_path, weights_file, case, expected_dtype,
+                                                  expected_shape, warning):
+    out = tmp_path / "out.tif"
+    r = CliRunner().invoke(main, ["stack", str(corpus[case]), "-o", str(out), "--align", "none",
+                                  "--weights", str(weights_file), "-q"])
+    assert r.exit_code == 0, r.output
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("focusfuse: warning:") and warning in lines[0]
+    fused = read_image(out)
+    assert fused.dtype == expected_dtype and fused.shape == expected_shape
+
+
+def test_out_of_memory_is_one_line(corpus, tmp_path, weights_file, monkeypatch):
+    import focusfuse.stack as stack_module
+
+    def exhausted(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(stack_module.CalibratedStack, "add", exhausted)
+    out = tmp_path / "o.png"
+    r = CliRunner().invoke(main, ["stack", str(corpus["good"]), "-o", str(out), "--align", "none",
+                                  "--weights", str(weights_file)])
+    assert r.exit_code == 1
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "out of memory" in lines[0] and not out.exists()

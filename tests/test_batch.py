@@ -1,0 +1,107 @@
+"""focusfuse batch: many stacks, a broken one reported, --resume re-runs only what changed."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tifffile
+from click.testing import CliRunner
+
+from focusfuse.batch import discover_stacks, inputs_hash
+from focusfuse.cli import main
+from focusfuse.io import read_image, write_image
+
+from conftest import textured
+
+
+@pytest.fixture
+def root(tmp_path):
+    root = tmp_path / "stacks"
+    for name in ("alpha", "beta"):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(3):
+            write_image(folder / f"z{i}.png", np.round(textured(20, 24, i + len(name), 3) * 255).astype(np.uint8))
+    broken = root / "broken"
+    broken.mkdir()
+    write_image(broken / "z0.png", np.zeros((20, 24, 3), np.uint8))
+    (broken / "z1.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    tifffile.imwrite(root / "gamma.tif", np.round(np.stack([textured(20, 24, s) for s in (7, 8, 9)]) * 65535).astype(np.uint16),
+                     photometric="minisblack")
+    return root
+
+
+def _batch(root, out, weights_file, *extra):
+    return CliRunner().invoke(main, ["batch", str(root), "-o", str(out), "--align", "none", "--weights",
+                                     str(weights_file), "--device", "cpu", "-q", *extra])
+
+
+def test_discovers_folders_and_multipage_tiffs(root):
+    assert [s.name for s in discover_stacks(root)] == ["alpha", "beta", "broken", "gamma"]
+
+
+def test_a_broken_stack_is_reported_and_the_others_finish(root, tmp_path, weights_file):
+    out = tmp_path / "out"
+    r = _batch(root, out, weights_file)
+    assert r.exit_code == 1
+    report = json.loads((out / "batch-report.json").read_text())
+    status = {s["name"]: s["status"] for s in report["stacks"]}
+    assert status == {"alpha": "ok", "beta": "ok", "broken": "failed", "gamma": "ok"}
+    assert (report["ok"], report["failed"]) == (3, 1)
+    assert read_image(out / "gamma.tif").dtype == np.uint16
+    assert not (out / "broken.tif").exists()
+    failed = json.loads((out / "broken.json").read_text())
+    assert "z1.png" in failed["error"] and failed["status"] == "failed"
+    alpha = json.loads((out / "alpha.json").read_text())
+    for key in ("frames_used", "width", "height", "device", "seconds", "peak_rss_mb", "strategy",
+                "weights_sha256", "inputs_hash", "params_hash"):
+        assert key in alpha
+
+
+def test_resume_reruns_only_changed_stacks(root, tmp_path, weights_file):
+    out = tmp_path / "out"
+    _batch(root, out, weights_file)
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tif")}
+    # change one input of beta (new content, new mtime)
+    target = root / "beta" / "z1.png"
+    write_image(target, np.round(textured(20, 24, 99, 3) * 255).astype(np.uint8), )
+    os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 10**9))
+    r = _batch(root, out, weights_file, "--resume")
+    report = json.loads((out / "batch-report.json").read_text())
+    status = {s["name"]: s["status"] for s in report["stacks"]}
+    assert status == {"alpha": "skipped", "beta": "ok", "broken": "failed", "gamma": "skipped"}
+    assert r.exit_code == 1  # the broken stack still fails
+    assert (out / "alpha.tif").stat().st_mtime_ns == before["alpha.tif"]
+    assert (out / "beta.tif").stat().st_mtime_ns != before["beta.tif"]
+
+
+def test_resume_reruns_when_parameters_change(root, tmp_path, weights_file):
+    out = tmp_path / "out"
+    _batch(root, out, weights_file)
+    _batch(root, out, weights_file, "--resume", "--strategy", "serial")
+    report = json.loads((out / "batch-report.json").read_text())
+    assert {s["name"]: s["status"] for s in report["stacks"]}["alpha"] == "ok"
+
+
+def test_without_resume_existing_outputs_are_refused_per_stack(root, tmp_path, weights_file):
+    out = tmp_path / "out"
+    _batch(root, out, weights_file)
+    _batch(root, out, weights_file)
+    report = json.loads((out / "batch-report.json").read_text())
+    alpha = next(s for s in report["stacks"] if s["name"] == "alpha")
+    assert alpha["status"] == "failed" and "exists" in alpha["error"]
+
+
+def test_inputs_hash_tracks_names_sizes_and_times(root):
+    first = inputs_hash((root / "alpha",))
+    assert first == inputs_hash((root / "alpha",))
+    (root / "alpha" / "z3.png").write_bytes((root / "alpha" / "z0.png").read_bytes())
+    assert inputs_hash((root / "alpha",)) != first
+
+
+def test_batch_json_lines(root, tmp_path, weights_file):
+    r = _batch(root, tmp_path / "out", weights_file, "--json")
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    assert events[-1]["event"] == "done" and events[-1]["failed"] == 1
+    assert sum(e["event"] == "stack" and e["status"] == "ok" for e in events) == 3
