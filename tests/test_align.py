@@ -12,13 +12,18 @@ from scipy import ndimage
 from skimage import data
 
 from focusfuse.align import (
+    SNAP_SHIFT_PX,
     FrameAlignment,
     StackAlignment,
     _Link,
+    anchored_frames,
     crop_to_box,
     estimate_alignment,
+    focus_signature,
     frame_alignments,
+    partner_candidates,
     resize_matrix,
+    snap_to_identity,
     valid_box,
     warp_frame,
 )
@@ -52,9 +57,14 @@ def motion(scale: float = 1.0, angle_deg: float = 0.0, dx: float = 0.0, dy: floa
     return shift @ centre @ linear @ np.linalg.inv(centre)
 
 
-def focus_blurred(image: np.ndarray, focus: float, strength: float = 2.0) -> np.ndarray:
+MILD_BLUR = (0.6, 1.0, 1.6, 2.6)  # Gaussian sigmas (px) of the defocus model, sharpest first
+DEEP_BLUR = (0.6, 1.0, 1.6, 2.6, 4.2, 6.8)  # a deeper model: far-apart focus planes no longer match
+
+
+def focus_blurred(image: np.ndarray, focus: float, strength: float = 2.0,
+                  blur: Sequence[float] = MILD_BLUR) -> np.ndarray:
     """Depth-dependent defocus: depth rises left to right, the plane at ``focus`` (0..1) is sharp."""
-    levels = np.array([0.6, 1.0, 1.6, 2.6])
+    levels = np.asarray(blur, dtype=np.float64)
     blurred = np.stack([cv2.GaussianBlur(image, (0, 0), sigma) for sigma in levels])
     depth = np.linspace(0.0, 1.0, image.shape[1])
     position = np.interp(0.6 + strength * np.abs(depth - focus), levels, np.arange(len(levels)))
@@ -77,14 +87,19 @@ def render(image: np.ndarray, frame_to_crop: np.ndarray) -> np.ndarray:
 
 
 def bracket(motions: list[np.ndarray], gains: Sequence[float] = GAINS, colour: bool = False,
-            seed: int = 0) -> list[np.ndarray]:
-    """uint8 frames: moved, focused at successive depths, with exposure drift and noise."""
+            seed: int = 0, focus_order: Sequence[int] | None = None, strength: float = 2.0,
+            blur: Sequence[float] = MILD_BLUR) -> list[np.ndarray]:
+    """uint8 frames: moved, focused at successive depths, with exposure drift and noise.
+
+    ``focus_order[i]`` is the focus step (0..N-1) of frame i (default: i, i.e. in focus order).
+    """
     rng = np.random.default_rng(seed)
     source = scene()
+    order = range(len(motions)) if focus_order is None else focus_order
     frames = []
     for index, frame_motion in enumerate(motions):
-        focus = index / max(1, len(motions) - 1)
-        frame = render(focus_blurred(source, focus), frame_motion) * gains[index]
+        focus = order[index] / max(1, len(motions) - 1)
+        frame = render(focus_blurred(source, focus, strength, blur), frame_motion) * gains[index]
         frame = frame + rng.normal(0.0, 0.003, frame.shape)
         if colour:
             frame = frame[:, :, None] * np.array([1.0, 0.95, 0.85])
@@ -126,6 +141,7 @@ LARGE_SHIFTS = [motion(dx=21.5 * (i - 3), dy=-14.5 * (i - 3)) for i in range(7)]
 BREATHING = [motion(scale=1.0 + 0.005 * i, dx=0.2 * i, dy=-0.15 * i) for i in range(7)]  # 1.000 -> 1.030
 ROTATION = [motion(angle_deg=0.3 * i, dx=0.5 * i, dy=0.25 * i) for i in range(7)]
 PERSPECTIVE = [motion(scale=1.0 + 0.003 * i, perspective=(1.5e-5 * i, -1.0e-5 * i)) for i in range(7)]
+DRIFT = [motion(scale=1.0 + 0.004 * i, dx=2.3 * i - 7.0, dy=-1.1 * i + 3.0) for i in range(7)]  # ~3 px per step
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,11 +393,11 @@ def test_warp_frame_keeps_dtype_and_layout(dtype: type, layout: tuple[int, ...],
         assert warped.max() > 1.2  # float is kept as it is
 
 
-def test_identity_warp_returns_the_frame_and_bad_size_raises() -> None:
-    image = np.zeros((20, 30), np.uint8)
+def test_identity_warp_returns_the_frame_and_other_output_sizes_resample() -> None:
+    image = np.arange(600, dtype=np.uint8).reshape(20, 30)
     assert warp_frame(image, FrameAlignment(np.eye(3)), (20, 30)) is image
-    with pytest.raises(ValueError):
-        warp_frame(image, FrameAlignment(np.eye(3)), (30, 20))
+    window = warp_frame(image, FrameAlignment(translation(-5, -3)), (10, 12))  # a region of the frame
+    assert window.shape == (10, 12) and np.array_equal(window, image[3:13, 5:17])
 
 
 def translation(dx: float, dy: float) -> np.ndarray:
@@ -442,3 +458,99 @@ def test_crop_to_box_cuts_a_view() -> None:
     np.testing.assert_array_equal(cropped, image[2:5, 1:4])
     with pytest.raises(ValueError):
         crop_to_box(image, (0, 0, 7, 5))
+
+
+# ---------------------------------------------------------------------------------------------
+# Recovery of failed frames through a similar-focus partner
+
+SHUFFLED = (0, 1, 6, 2, 3, 4, 5)  # frame 2 is focused at the far end: its neighbours do not match it
+
+
+def shuffled_bracket() -> list[np.ndarray]:
+    """DRIFT frames with deep defocus, out of focus order: only frame 6 is focused near frame 2."""
+    return bracket(DRIFT, focus_order=SHUFFLED, strength=5.0, blur=DEEP_BLUR)
+
+
+def test_a_frame_out_of_focus_order_is_aligned_through_a_similar_focus_partner() -> None:
+    frames = CountingFrames(shuffled_bracket())
+    alignment = estimate_alignment(frames)
+    assert alignment.failures() == []
+    assert [frame.message for frame in alignment.frames] == [""] * 7
+    assert alignment.notes() == [alignment.frames[2].note]
+    assert alignment.frames[2].note.startswith("frame 2: aligned via frame 6 (neighbour step: no match")
+    assert frames.reads == 7 + 2  # the failed frame and its one partner, read again
+    # The recovered frame and the frames after it (which skipped it) chain correctly.
+    assert max(point_errors(alignment, DRIFT)) < TOLERANCE_PX
+    assert_gains(alignment)  # exposure is chained through the partner too
+
+
+def test_a_one_shot_iterator_is_not_read_again_and_the_frame_stays_failed() -> None:
+    alignment = estimate_alignment(iter(shuffled_bracket()))
+    assert [frame.ok for frame in alignment.frames] == [True, True, False, True, True, True, True]
+    assert alignment.frames[2].message.startswith("frame 2: no match") and alignment.notes() == []
+    np.testing.assert_allclose(alignment.frames[2].transform, alignment.frames[1].transform)  # copied
+    errors = point_errors(alignment, DRIFT)
+    assert errors[2] > 1.0  # the copied transform is a poor guess: what the recovery is for
+    assert max(errors[i] for i in (0, 1, 3, 4, 5, 6)) < TOLERANCE_PX
+
+
+def test_focus_signature_ranks_frames_by_focus_not_by_position() -> None:
+    frames = shuffled_bracket()
+    signatures = [focus_signature(frame.astype(np.float32) / 255) for frame in frames]
+    assert signatures[0].shape == (12, 16) and signatures[0].dtype == np.float32
+    distances = [float(np.linalg.norm(signature - signatures[2])) for signature in signatures]
+    assert int(np.argsort(distances)[1]) == 6  # focus step 5 is nearest to focus step 6
+    gain_changed = focus_signature(frames[2].astype(np.float32) / 255 * 0.7)
+    np.testing.assert_allclose(gain_changed, signatures[2], atol=1e-3)  # exposure does not matter
+
+
+def test_partners_are_aligned_frames_not_chained_through_the_failed_one() -> None:
+    identity = (np.eye(3), np.eye(2))
+    links = [
+        _Link(None, *identity),
+        _Link(0, *identity),
+        _Link(1, *identity, ok=False, message="frame 2: no match", tried=(1, 0)),
+        _Link(2, *identity),  # matched the failed frame 2 (a jump in the chain)
+        _Link(3, *identity),
+        _Link(1, *identity),
+    ]
+    assert anchored_frames(links) == [True, True, False, False, False, True]
+    signatures = [np.full((2, 2), value, np.float32) for value in (0.0, 0.1, 1.0, 0.9, 0.8, 0.5)]
+    signatures[5] = None  # unusable
+    # Most similar to frame 2: 3, 4 (chained through it), 1, 0 (already tried), 5 (unusable).
+    assert partner_candidates(signatures, links, 2) == []
+    links[2].tried = ()
+    assert partner_candidates(signatures, links, 2) == [1, 0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Snapping near-identity results
+
+
+def test_near_identity_is_snapped_and_the_threshold_holds() -> None:
+    inside = snap_to_identity(FrameAlignment(translation(0.8 * SNAP_SHIFT_PX, 0.0), 1.0015, -0.0009), SHAPE)
+    np.testing.assert_array_equal(inside.transform, np.eye(3))
+    assert (inside.gain, inside.offset) == (1.0, 0.0)
+    scaled = motion(scale=1.0 + 1.2 * SNAP_SHIFT_PX / 200.0)  # corners move by ~1.2 x the threshold
+    outside = snap_to_identity(FrameAlignment(scaled, 1.003, 0.0), SHAPE)
+    np.testing.assert_array_equal(outside.transform, scaled)
+    assert outside.gain == 1.003
+    exposure_only = snap_to_identity(FrameAlignment(scaled, 1.001, 0.0005), SHAPE)
+    assert (exposure_only.gain, exposure_only.offset) == (1.0, 0.0)
+
+
+def test_an_aligned_focus_bracket_gets_exact_identity_transforms() -> None:
+    still = [motion()] * 7
+    alignment = estimate_alignment(bracket(still, gains=[1.0] * 7))
+    assert alignment.failures() == []
+    for frame in alignment.frames:
+        np.testing.assert_array_equal(frame.transform, np.eye(3))
+
+
+def test_an_aligned_stack_is_not_resampled() -> None:
+    shots = [bracket([motion()], gains=[1.0], seed=seed)[0] for seed in range(4)]  # same focus, new noise
+    alignment = estimate_alignment(shots)
+    for shot, frame in zip(shots, alignment.frames):
+        np.testing.assert_array_equal(frame.transform, np.eye(3))
+        assert (frame.gain, frame.offset, frame.ok) == (1.0, 0.0, True)
+        assert warp_frame(shot, frame, SHAPE) is shot

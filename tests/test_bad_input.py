@@ -37,13 +37,16 @@ def corpus(tmp_path) -> dict[str, Path]:
     write_image(one / "only.png", _rgb8(1))
     c["one"] = one
 
-    def folder_with(name, extra_name, writer):
+    def folder_with(name, extra_name, writer, good=_rgb8, suffix=".png"):
         folder = tmp_path / name
         folder.mkdir()
-        write_image(folder / "a.png", _rgb8(1))
-        write_image(folder / "b.png", _rgb8(2))
+        write_image(folder / f"a{suffix}", good(1))
+        write_image(folder / f"b{suffix}", good(2))
         writer(folder / extra_name)
         return folder
+
+    def gray_float(seed):
+        return textured(20, 24, seed)
 
     c["corrupt"] = folder_with("corrupt", "c.png", lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\nnot an image"))
     jpeg = (tmp_path / "x.jpg")
@@ -53,14 +56,15 @@ def corpus(tmp_path) -> dict[str, Path]:
     c["zero_bytes"] = folder_with("zero_bytes", "c.png", lambda p: p.write_bytes(b""))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tifffile warns that a zero-size TIFF is nonconformant: that is the point
-        c["zero_size"] = folder_with("zero_size", "c.tif", lambda p: tifffile.imwrite(p, np.zeros((0, 24), np.uint8)))
+        c["zero_size"] = folder_with("zero_size", "c.tif", lambda p: tifffile.imwrite(p, np.zeros((0, 24), np.uint8)),
+                                     lambda seed: np.round(textured(20, 24, seed) * 255).astype(np.uint8), ".tif")
     c["mismatched"] = folder_with("mismatched", "c.png", lambda p: write_image(p, _rgb8(4, 22, 24)))
     nan = np.full((20, 24), 0.5, np.float32)
     nan[3, 3] = np.nan
-    c["nan"] = folder_with("nan", "c.tif", lambda p: tifffile.imwrite(p, nan))
+    c["nan"] = folder_with("nan", "c.tif", lambda p: tifffile.imwrite(p, nan), gray_float, ".tif")
     inf = np.full((20, 24), 0.5, np.float32)
     inf[3, 3] = np.inf
-    c["inf"] = folder_with("inf", "c.tif", lambda p: tifffile.imwrite(p, inf))
+    c["inf"] = folder_with("inf", "c.tif", lambda p: tifffile.imwrite(p, inf), gray_float, ".tif")
     c["not_image"] = folder_with("not_image", "c.gif", lambda p: p.write_bytes(b"GIF89a"))
     c["text_file"] = tmp_path / "notes.txt"
     c["text_file"].write_text("hello")

@@ -4,6 +4,8 @@ Estimation is one streaming pass (:func:`estimate_alignment`): each frame is red
 image, compared with its neighbour (the previous frame that aligned), and only 3x3 transforms and
 gain/offset pairs are kept. Neighbours differ little in focus, so they look alike even when the two
 ends of the bracket do not; the neighbour steps are then chained (composed) to the reference frame.
+A frame whose neighbour step fails (e.g. one out of focus order) is read again afterwards and
+aligned to the frame of most similar focus, found by a small per-frame focus signature.
 
 The fusion pass reads each frame again and calls :func:`warp_frame` with that frame's
 :class:`FrameAlignment`; :meth:`StackAlignment.valid_box` and :func:`crop_to_box` cut away the
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence, Sized
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -37,6 +39,15 @@ MAX_STEP_PERSPECTIVE = 0.05  # largest change of the homogeneous w over the fram
 MIN_ECC_CORRELATION = 0.7  # ECC correlation of the band-passed neighbours below this: no match
 MIN_GAIN, MAX_GAIN = 0.5, 2.0  # plausible exposure ratio between neighbours
 
+# Recovery of frames whose neighbour step failed (see :func:`recover_failed`).
+SIGNATURE_CELLS = 16  # focus signature grid: cells along the long side (16x12 for 4:3 frames)
+RECOVERY_CANDIDATES = 3  # partners tried per failed frame, most similar focus first
+
+# Near-identity results are snapped to the exact identity, so that warp_frame leaves them untouched.
+SNAP_SHIFT_PX = 0.05  # largest corner/centre displacement (full resolution)
+SNAP_GAIN = 0.002  # largest |gain - 1|
+SNAP_OFFSET = 0.001  # largest |offset| (0..1 scale)
+
 
 @dataclass
 class FrameAlignment:
@@ -45,11 +56,15 @@ class FrameAlignment:
     ``transform`` (3x3 float64) maps this frame's full-resolution pixel coordinates to the reference
     frame's. ``gain``/``offset`` match its brightness to the reference: ``corrected = gain * frame +
     offset`` on the frame's 0..1 scale. ``ok`` is False when this frame could not be aligned to any
-    neighbour (unusable frame, ECC failure, low correlation, implausible step); then its step counts
-    as identity: ``transform``/``gain``/``offset`` are copied from the chained neighbour, the nearest
-    earlier frame that aligned (for a bad first frame, the frame after it; identity and unit gain
-    when no frame aligned at all), and ``message`` says why. Fusion should normally leave such frames
-    out: a copied transform is only a guess.
+    neighbour nor to a similar-focus partner (unusable frame, ECC failure, low correlation,
+    implausible step); then its step counts as identity: ``transform``/``gain``/``offset`` are copied
+    from the chained neighbour, the nearest earlier frame that aligned (for a bad first frame, the
+    frame after it; identity and unit gain when no frame aligned at all), and ``message`` says why.
+    Fusion should normally leave such frames out: a copied transform is only a guess.
+
+    ``message`` is empty for every frame with ``ok=True``. ``note`` is informational and never
+    marks a failure: a frame whose neighbour step failed but that was then aligned through a
+    similar-focus partner says so there (``"frame 1: aligned via frame 46 (...)"``).
     """
 
     transform: np.ndarray
@@ -57,6 +72,7 @@ class FrameAlignment:
     offset: float = 0.0
     ok: bool = True
     message: str = ""
+    note: str = ""
 
 
 @dataclass
@@ -78,6 +94,10 @@ class StackAlignment:
         """One message per frame whose alignment failed (empty when all frames aligned)."""
         return [frame.message for frame in self.frames if not frame.ok]
 
+    def notes(self) -> list[str]:
+        """The informational notes (e.g. frames aligned through a partner), in frame order."""
+        return [frame.note for frame in self.frames if frame.note]
+
 
 @dataclass
 class _Reduced:
@@ -86,6 +106,7 @@ class _Reduced:
     index: int
     detail: np.ndarray
     smooth: np.ndarray
+    signature: np.ndarray  # see focus_signature
 
 
 @dataclass
@@ -97,6 +118,8 @@ class _Link:
     photometric: np.ndarray  # 2x2 acting on (value, 1): this frame's values -> parent's
     ok: bool = True
     message: str = ""
+    tried: tuple[int, ...] = ()  # frames a failed frame was already compared with
+    note: str = ""
 
 
 @dataclass
@@ -107,6 +130,7 @@ class _Chain:
     recent: list[_Reduced] = field(default_factory=list)  # last two aligned frames, newest last
     pending: _Reduced | None = None  # the last frame that failed, if no frame aligned since
     orphans: list[int] = field(default_factory=list)  # unusable frames before the first usable one
+    signatures: list[np.ndarray | None] = field(default_factory=list)  # per frame; None when unusable
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,6 +245,30 @@ def smooth_image(gray: np.ndarray) -> np.ndarray:
 def has_texture(gray: np.ndarray) -> bool:
     """False for (nearly) constant frames, which carry no alignment information."""
     return float(np.std(gray)) > 1e-3
+
+
+def signature_grid(shape: tuple[int, int]) -> tuple[int, int]:
+    """(columns, rows) of the focus signature: SIGNATURE_CELLS along the long side, square-ish cells."""
+    height, width = shape
+    long_side = max(height, width)
+    columns = min(width, max(1, round(SIGNATURE_CELLS * width / long_side)))
+    rows = min(height, max(1, round(SIGNATURE_CELLS * height / long_side)))
+    return columns, rows
+
+
+def focus_signature(gray: np.ndarray) -> np.ndarray:
+    """Where the frame is sharp: log fine-detail energy per grid cell, minus its mean over the cells.
+
+    Fine detail (the gray image minus its 1 px blur) is what defocus removes first. The log turns
+    the comparison into one of ratios, a floor at 1e-4 of the mean energy keeps flat cells from
+    dominating, and removing the mean drops exposure and overall contrast. Frames focused at the
+    same depth get close signatures (Euclidean distance) even when they sit far apart in the
+    bracket. A few hundred float32 values per frame (16x12 for 4:3 frames).
+    """
+    fine = gray - cv2.GaussianBlur(gray, (0, 0), 1.0)
+    energy = cv2.resize(fine * fine, signature_grid(gray.shape), interpolation=cv2.INTER_AREA).astype(np.float64)
+    logs = np.log(energy + 1e-4 * float(energy.mean()) + 1e-20)
+    return (logs - logs.mean()).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -418,7 +466,7 @@ def reduce_frame(image: np.ndarray, index: int, size: tuple[int, int]) -> _Reduc
         return "contains NaN/inf pixels"
     if not has_texture(gray):
         return "no texture (constant image)"
-    return _Reduced(index, detail_image(gray), smooth_image(gray))
+    return _Reduced(index, detail_image(gray), smooth_image(gray), focus_signature(gray))
 
 
 def link_frame(chain: _Chain, frame: _Reduced, motion: int) -> None:
@@ -444,12 +492,14 @@ def link_frame(chain: _Chain, frame: _Reduced, motion: int) -> None:
             return
         first_reason = first_reason or reason
     parent = chain.recent[-1].index
-    chain.links.append(_Link(parent, np.eye(3), np.eye(2), False, f"frame {frame.index}: {first_reason}"))
+    tried = tuple(candidate.index for candidate in candidates)
+    chain.links.append(_Link(parent, np.eye(3), np.eye(2), False, f"frame {frame.index}: {first_reason}", tried))
     chain.pending = frame
 
 
 def add_frame(chain: _Chain, index: int, reduced: _Reduced | str, motion: int) -> None:
-    """Append one frame (or the reason it is unusable) to the chain."""
+    """Append one frame (or the reason it is unusable) and its focus signature to the chain."""
+    chain.signatures.append(None if isinstance(reduced, str) else reduced.signature)
     if isinstance(reduced, str):
         parent = chain.recent[-1].index if chain.recent else None
         chain.links.append(_Link(parent, np.eye(3), np.eye(2), False, f"frame {index}: {reduced}"))
@@ -464,6 +514,128 @@ def add_frame(chain: _Chain, index: int, reduced: _Reduced | str, motion: int) -
         link_frame(chain, reduced, motion)
 
 
+# --------------------------------------------------------------------------------------------
+# Recovery: failed frames aligned to a similar-focus partner
+
+
+def anchored_frames(links: list[_Link]) -> list[bool]:
+    """Per frame: True when its link and every link on its way to the chain's root aligned (ok)."""
+    state: list[bool | None] = [None] * len(links)
+    for start in range(len(links)):
+        path, index = [], start
+        while index is not None and state[index] is None:
+            path.append(index)
+            index = links[index].parent
+        value = True if index is None else bool(state[index])
+        for item in reversed(path):
+            value = value and links[item].ok
+            state[item] = value
+    return [bool(value) for value in state]
+
+
+def chained_through(links: list[_Link], index: int) -> set[int]:
+    """Frames whose way to the chain's root passes through frame ``index`` (``index`` included)."""
+    children: dict[int, list[int]] = {}
+    for other, link in enumerate(links):
+        if link.parent is not None:
+            children.setdefault(link.parent, []).append(other)
+    result, queue = {index}, [index]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            if child not in result:
+                result.add(child)
+                queue.append(child)
+    return result
+
+
+def partner_candidates(signatures: list[np.ndarray | None], links: list[_Link], index: int) -> list[int]:
+    """Up to RECOVERY_CANDIDATES frames for failed frame ``index`` to align to, most similar focus first.
+
+    Left out: unusable frames (no signature), the frames it was already compared with, and frames
+    chained through it (after a jump in the chain), which can never anchor it.
+    """
+    own = signatures[index]
+    if own is None:
+        return []
+    excluded = chained_through(links, index) | set(links[index].tried)
+    scored = sorted(
+        (float(np.linalg.norm(signature - own)), other)
+        for other, signature in enumerate(signatures)
+        if signature is not None and other not in excluded
+    )
+    return [other for _, other in scored[:RECOVERY_CANDIDATES]]
+
+
+def reread_frame(frames: Sequence, index: int, shape: tuple[int, int], size: tuple[int, int]) -> _Reduced | str:
+    """Frame ``index`` read again and reduced, or the reason it cannot be used."""
+    image = check_frame(frames[index], index)
+    if image.shape[:2] != shape:
+        return "size changed when read again"
+    return reduce_frame(image, index, size)
+
+
+def partner_link(index: int, failed: _Link, partner: int, step: np.ndarray, photometric: np.ndarray) -> _Link:
+    """The aligned link that replaces frame ``index``'s failed one, with a note on how it was found."""
+    reason = failed.message.split(": ", 1)[-1]
+    note = f"frame {index}: aligned via frame {partner} (neighbour step: {reason})"
+    return _Link(partner, step, photometric, note=note)
+
+
+def try_partners(
+    links: list[_Link], index: int, partners: list[int], frames: Sequence,
+    shape: tuple[int, int], size: tuple[int, int], motion: int,
+) -> bool:
+    """Align frame ``index`` to the first of ``partners`` that passes every check; True when one did."""
+    if not partners:
+        return False
+    frame = reread_frame(frames, index, shape, size)
+    if isinstance(frame, str):
+        return False
+    for partner_index in partners:
+        partner = reread_frame(frames, partner_index, shape, size)
+        if isinstance(partner, str):
+            continue
+        step, photometric, reason = neighbour_step(partner, frame, motion)
+        if not reason:
+            links[index] = partner_link(index, links[index], partner_index, step, photometric)
+            return True
+    return False
+
+
+def recover_failed(
+    links: list[_Link], signatures: list[np.ndarray | None], frames: Sequence,
+    shape: tuple[int, int], size: tuple[int, int], motion: int,
+) -> None:
+    """Align each failed (but usable) frame to a similar-focus partner and chain it through that partner.
+
+    A failed frame's candidates are its RECOVERY_CANDIDATES most similar focus signatures (see
+    :func:`partner_candidates`); one is tried once it is anchored (it and its whole way to the root
+    aligned), so no frame is chained through itself. A recovery can anchor further frames (those
+    that had matched the recovered frame), so passes repeat until one recovers nothing; each pair
+    is tried at most once. Frames chained to a recovered frame, and failed frames that copy its
+    transform, follow it automatically when the chain is composed. Frames left failed keep their
+    link, with the partners tried added to the message.
+    """
+    remaining = {index: partner_candidates(signatures, links, index)
+                 for index, link in enumerate(links) if not link.ok and signatures[index] is not None}
+    attempted: dict[int, list[int]] = {index: [] for index in remaining}
+    recovered = True
+    while recovered:
+        recovered = False
+        for index in remaining:
+            if links[index].ok:
+                continue
+            anchored = anchored_frames(links)
+            ready = [other for other in remaining[index] if anchored[other]]
+            remaining[index] = [other for other in remaining[index] if not anchored[other]]
+            attempted[index] += ready
+            recovered = try_partners(links, index, ready, frames, shape, size, motion) or recovered
+    for index, partners in attempted.items():
+        if partners and not links[index].ok:
+            tried = ", ".join(str(partner) for partner in partners)
+            links[index].message += f"; no similar-focus frame matched either (tried {tried})"
+
+
 def is_lonely_root(links: list[_Link], root: int) -> bool:
     """True when ``root`` starts the chain and no frame aligned to it."""
     return links[root].parent is None and not any(link.parent == root and link.ok for link in links)
@@ -473,7 +645,7 @@ def blame_root(links: list[_Link], root: int, successor: int) -> None:
     """Make ``successor`` the chain's root and mark the old root as the frame that failed."""
     message = links[successor].message.replace(f"frame {successor}:", f"frame {root}:", 1)
     links[successor] = _Link(None, np.eye(3), np.eye(2))
-    links[root] = _Link(successor, np.eye(3), np.eye(2), False, message or f"frame {root}: no match")
+    links[root] = _Link(successor, np.eye(3), np.eye(2), False, message or f"frame {root}: no match", (successor,))
 
 
 def chain_to_root(links: list[_Link]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -507,10 +679,26 @@ def frame_alignments(links: list[_Link], reference: int, to_small: np.ndarray) -
     for link, frame_geometry, frame_exposure in zip(links, geometry, exposure):
         transform = rescale_transform(reference_geometry @ frame_geometry, to_small)
         photometric = reference_exposure @ frame_exposure
-        result.append(
-            FrameAlignment(transform, float(photometric[0, 0]), float(photometric[0, 1]), link.ok, link.message)
-        )
+        result.append(FrameAlignment(
+            transform, float(photometric[0, 0]), float(photometric[0, 1]), link.ok, link.message, link.note
+        ))
     return result
+
+
+def snap_to_identity(frame: FrameAlignment, shape: tuple[int, int]) -> FrameAlignment:
+    """The alignment with a near-identity geometry and/or exposure replaced by the exact identity.
+
+    Geometry: no frame corner nor the centre moves by more than SNAP_SHIFT_PX (full resolution).
+    Exposure: |gain - 1| <= SNAP_GAIN and |offset| <= SNAP_OFFSET. The two are snapped separately;
+    when both are, :func:`warp_frame` returns the frame itself (no resampling).
+    """
+    height, width = shape
+    points = np.vstack([frame_corners(shape), [[(width - 1) / 2.0, (height - 1) / 2.0]]])
+    moved = np.linalg.norm(map_points(frame.transform, points) - points, axis=1)
+    transform = np.eye(3) if bool(np.all(moved <= SNAP_SHIFT_PX)) else frame.transform
+    same_exposure = abs(frame.gain - 1.0) <= SNAP_GAIN and abs(frame.offset) <= SNAP_OFFSET
+    gain, offset = (1.0, 0.0) if same_exposure else (frame.gain, frame.offset)
+    return replace(frame, transform=transform, gain=gain, offset=offset)
 
 
 def identity_alignment(count: int, shape: tuple[int, int], reference: int) -> StackAlignment:
@@ -528,9 +716,14 @@ def pick_reference(reference: int | None, count: int) -> int:
     return chosen
 
 
+def is_indexable(frames: Iterable[np.ndarray] | Sequence) -> bool:
+    """True for inputs that can be read again by index (sequences, arrays), False for one-shot iterators."""
+    return isinstance(frames, Sequence) or (isinstance(frames, Sized) and hasattr(frames, "__getitem__"))
+
+
 def count_without_reading(frames: Iterable[np.ndarray] | Sequence) -> tuple[int, tuple[int, int]]:
     """Number of frames and the first frame's (H, W), reading only the first frame of a sequence."""
-    if isinstance(frames, Sequence) or (isinstance(frames, Sized) and hasattr(frames, "__getitem__")):
+    if is_indexable(frames):
         if len(frames) == 0:
             raise ValueError("no frames to align")
         return len(frames), check_frame(frames[0], 0).shape[:2]
@@ -556,14 +749,25 @@ def estimate_alignment(
     """Estimate how every frame maps onto the reference frame (default: the middle one, N // 2).
 
     ``frames`` is iterated once, one frame at a time (HxW or HxWx3; uint8, uint16 or float in 0..1);
-    only the working-resolution images of the last two aligned frames and of the last failed one are
-    kept, so memory does not grow with the stack. Estimation runs on area-downscaled gray images
-    (long side <= ``max_size``); transforms are returned at full resolution.
+    only the working-resolution images of the last two aligned frames and of the last failed one,
+    plus a focus signature of a few hundred floats per frame (:func:`focus_signature`), are kept, so
+    memory hardly grows with the stack. Estimation runs on area-downscaled gray images (long side
+    <= ``max_size``); transforms are returned at full resolution.
 
     Each frame is aligned to its neighbour (the previous frame that aligned; if that fails, the one
     before it, so one odd frame, e.g. out of focus order, does not break the chain) and the steps are
     composed along the chain to the reference. Geometry is estimated on band-passed images (see
-    :func:`detail_image`), exposure on heavily blurred ones (see :func:`exposure_match`). Modes:
+    :func:`detail_image`), exposure on heavily blurred ones (see :func:`exposure_match`).
+
+    When ``frames`` can be indexed (a sequence or array), frames whose neighbour step failed are
+    then read again and aligned to the aligned frame of most similar focus, up to
+    RECOVERY_CANDIDATES tries (see :func:`recover_failed`): a frame out of focus order is aligned to
+    the frames it really neighbours in focus. Such a frame is ``ok`` and says so in ``note``. A
+    one-shot iterator cannot be read again: there, failed frames stay failed.
+
+    Finally a geometry or exposure within SNAP_SHIFT_PX / SNAP_GAIN / SNAP_OFFSET of the identity
+    is set to exactly the identity (:func:`snap_to_identity`), so that already aligned frames are
+    not resampled. Modes:
 
     * ``"auto"``: phase correlation for the coarse shift, then coarse-to-fine ECC with an affine
       model. Affine is the smallest ECC model that contains a scale change: lens breathing is a
@@ -579,7 +783,8 @@ def estimate_alignment(
     step or exposure change) gets ``ok=False`` and a message; it never raises. ``progress(done,
     total)`` is called after each frame (total is 0 when ``frames`` has no length). Raises ValueError
     for an unknown mode, no frames, a bad reference index, or frames of differing size or of an
-    unusable layout or pixel type.
+    unusable layout or pixel type. A sequence is read once, plus the re-reads of failed frames and of
+    the partners tried for them (none when no frame fails).
     """
     check_mode(mode)
     if max_size < 32:
@@ -610,9 +815,12 @@ def estimate_alignment(
 
     if shape is None:
         raise ValueError("no frames to align")
+    if is_indexable(frames):
+        recover_failed(chain.links, chain.signatures, frames, shape, size, motion)
     chosen = pick_reference(reference, len(chain.links))
     to_small = resize_matrix(size[0] / shape[1], size[1] / shape[0])
-    return StackAlignment(chosen, frame_alignments(chain.links, chosen, to_small), shape)
+    aligned = frame_alignments(chain.links, chosen, to_small)
+    return StackAlignment(chosen, [snap_to_identity(frame, shape) for frame in aligned], shape)
 
 
 # --------------------------------------------------------------------------------------------
@@ -634,13 +842,12 @@ def warp_frame(
     the focus measure the fusion relies on. Borders are replicated, not black: a constant fill would
     put a hard artificial edge (strong "focus") into every shifted frame, whereas replicated pixels
     carry no gradient across the border; ``StackAlignment.valid_box`` gives the region to keep.
-    An identity alignment returns ``image`` itself.
+    An identity alignment returns ``image`` itself. ``shape`` is the output's (H, W); it may differ
+    from the input's when a region is warped from the part of a frame it maps onto.
     """
     image = np.asarray(image)
-    if image.shape[:2] != tuple(shape):
-        raise ValueError(f"frame size {image.shape[1]}x{image.shape[0]} differs from {shape[1]}x{shape[0]}")
     transform = np.asarray(alignment.transform, dtype=np.float64)
-    same_place = np.allclose(transform, np.eye(3), atol=1e-9)
+    same_place = np.allclose(transform, np.eye(3), atol=1e-9) and image.shape[:2] == tuple(shape)
     same_exposure = abs(alignment.gain - 1.0) < 1e-9 and abs(alignment.offset) < 1e-9
     if same_place and same_exposure:
         return image

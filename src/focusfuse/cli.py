@@ -123,6 +123,19 @@ def _json_line(event: str, **fields) -> None:
     click.echo(json.dumps({"event": event, **fields}, default=str))
 
 
+def size_options(func: Callable) -> Callable:
+    """--tile-size and --compression, for large images."""
+    options = [
+        click.option("--tile-size", type=click.IntRange(0), default=None,
+                     help="Process in tiles of this size (0: whole image; default: chosen from free memory)."),
+        click.option("--compression", type=click.Choice(["none", "zlib"]), default="none", show_default=True,
+                     help="Compression of TIFF outputs."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @main.command()
 @click.argument("image_a", type=click.Path(path_type=Path))
 @click.argument("image_b", type=click.Path(path_type=Path))
@@ -131,29 +144,22 @@ def _json_line(event: str, **fields) -> None:
               help="Write the final decision map (1 = from A) as a 16-bit PNG/TIFF.")
 @click.option("--align", type=ALIGN_CHOICE, default="none", show_default=True, help="Register B onto A first.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@size_options
 @common_options
 @handle_errors
-def pair(image_a: Path, image_b: Path, output: Path, decision_map: Path | None, align: str, overwrite: bool,
-         weights: str | None, device: str, quiet: bool) -> None:
+def pair(image_a: Path, image_b: Path, output: Path, decision_map: Path | None, align: str, tile_size: int | None,
+         compression: str, overwrite: bool, weights: str | None, device: str, quiet: bool) -> None:
     """Fuse two images IMAGE_A and IMAGE_B into OUTPUT."""
-    from .fusion import fuse_pair
-    from .io import write_image
-    from .metadata import read_metadata
-    from .pipeline import check_outputs, provenance, write_map
+    from .pipeline import run_pair
 
     for path in (image_a, image_b):
         if not path.is_file():
             raise UsageError(f"{path}: no such file")
-    check_outputs([p for p in (output, decision_map) if p is not None], overwrite, [image_a, image_b])
     model = _load_model(weights, device)
-    start = time.perf_counter()
-    result = fuse_pair(image_a, image_b, weights=model, device=model.device, align=align)
-    write_image(output, result.fused, metadata=read_metadata(image_a), description=provenance(model, "pair", 2))
-    if decision_map is not None:
-        write_map(decision_map, result.decision_map, "probability")
+    report = run_pair(image_a, image_b, output, model, decision_map=decision_map, align=align, tile_size=tile_size,
+                      compression=None if compression == "none" else compression, overwrite=overwrite)
     if not quiet:
-        h, w = result.decision_map.shape
-        STDERR.print(f"fused {w}x{h} pair in {time.perf_counter() - start:.1f} s -> {output}")
+        STDERR.print(f"fused {report['width']}x{report['height']} pair in {report['seconds']:.1f} s -> {output}")
 
 
 def stack_options(func: Callable) -> Callable:
@@ -190,12 +196,13 @@ def stack_options(func: Callable) -> Callable:
               help="Only align: write the registered frames into this folder, no fusion.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable progress and report on stdout.")
 @stack_options
+@size_options
 @common_options
 @handle_errors
 def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_preview: Path | None,
           height_map: Path | None, z_step: float | None, z_unit: str, align_only: Path | None, as_json: bool,
-          strategy: str, align: str, crop: bool, depth_smooth: int, overwrite: bool, weights: str | None,
-          device: str, quiet: bool) -> None:
+          strategy: str, align: str, crop: bool, depth_smooth: int, overwrite: bool, tile_size: int | None,
+          compression: str, weights: str | None, device: str, quiet: bool) -> None:
     """Fuse a focus stack: a folder, several files, or a multi-page TIFF."""
     from .frames import frame_refs, input_paths, require_frames
     from .pipeline import StackJob, check_outputs, run_stack, write_aligned_frames
@@ -208,7 +215,8 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
     if align_only is None:
         job = StackJob(inputs=refs, output=output, strategy=strategy, align=align, crop=crop,
                        index_map=index_map, depth_preview=depth_preview, depth_smooth=depth_smooth,
-                       height_map=height_map, z_step=z_step, z_unit=z_unit, overwrite=overwrite)
+                       height_map=height_map, z_step=z_step, z_unit=z_unit, overwrite=overwrite,
+                       tile_size=tile_size, compression=None if compression == "none" else compression)
         check_outputs(job.outputs(), overwrite, input_paths(refs))
         model = _load_model(weights, device)
     quiet = quiet or as_json
@@ -251,11 +259,12 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
 @click.option("--resume", is_flag=True, help="Skip stacks whose output and sidecar match inputs and parameters.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable progress on stdout.")
 @stack_options
+@size_options
 @common_options
 @handle_errors
 def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_previews: bool, resume: bool,
           as_json: bool, strategy: str, align: str, crop: bool, depth_smooth: int, overwrite: bool,
-          weights: str | None, device: str, quiet: bool) -> None:
+          tile_size: int | None, compression: str, weights: str | None, device: str, quiet: bool) -> None:
     """Fuse every stack under ROOT (sub-folders of frames, multi-page TIFFs) into OUTDIR."""
     from .batch import REPORT_NAME, discover_stacks, run_batch
     from .pipeline import StackJob
@@ -263,7 +272,8 @@ def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_
     stacks = discover_stacks(root)
     model = _load_model(weights, device)
     template = StackJob(inputs=[], output=Path(), strategy=strategy, align=align, crop=crop,
-                        depth_smooth=depth_smooth, overwrite=overwrite)
+                        depth_smooth=depth_smooth, overwrite=overwrite, tile_size=tile_size,
+                        compression=None if compression == "none" else compression)
     quiet = quiet or as_json
     with frame_progress(quiet) as progress:
         stack_task = progress.add_task("stacks", total=len(stacks), frame="")

@@ -1,4 +1,4 @@
-"""Decision maps: boundary refinement of the initial map and the blend of Eq. 4.
+"""Decision maps: the pair decision, boundary refinement of the initial map and the blend of Eq. 4.
 
 p0 (initial map, 1 where frame A is in focus) is blurred to find the focus boundary; near the
 boundary p0 is replaced by a guided-filter smoothed version (guide: the p0-weighted gray fusion).
@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .filters import gaussian_blur, guided_filter
+from .model import GACN, initial_decision_map
 
 BOUNDARY_BLUR_SIZE = 9
 BOUNDARY_BLUR_SIGMA = 8.0
@@ -36,3 +37,11 @@ def refine_decision_map(p0: torch.Tensor, gray_a: torch.Tensor, gray_b: torch.Te
 def blend(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Eq. 4: F = p * A + (1 - p) * B on every channel (p broadcasts over channels)."""
     return p * a + (1.0 - p) * b
+
+
+def decide_pair(model: GACN, gray_a: torch.Tensor, gray_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gray frames (B,1,H,W) -> (initial map p0, final map p), both (B,1,H,W), 1 where A is in focus."""
+    sf = model.focus_measure(torch.cat([gray_a, gray_b], dim=0))
+    sf_a, sf_b = sf.chunk(2, dim=0)
+    p0 = initial_decision_map(model.decision_logit(sf_a, sf_b))
+    return p0, refine_decision_map(p0, gray_a, gray_b)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
@@ -17,9 +17,8 @@ from typing import Union
 import numpy as np
 import torch
 
-from .color import normalize_layout, to_tensor
+from .color import normalize_layout
 from .errors import InputError, UsageError
-from .align import StackAlignment, crop_to_box, warp_frame
 from .io import FrameRef, expand_inputs
 
 FrameLike = Union[np.ndarray, str, os.PathLike, FrameRef]
@@ -72,19 +71,23 @@ class FrameChecker:
     warned: set[str] = field(default_factory=set)
 
     def check(self, image: np.ndarray, name: str) -> None:
-        size = image.shape[:2]
-        channels = 1 if image.ndim == 2 else image.shape[2]
+        self.check_info(image.shape[:2], image.dtype, 1 if image.ndim == 2 else image.shape[2], name)
+
+    def check_info(self, size: tuple[int, int], dtype: np.dtype, channels: int, name: str) -> None:
+        """Check a frame's size, dtype and channel count (known before decoding it) against the first."""
+        size = tuple(size)
+        dtype = np.dtype(dtype)
         if self.shape is None:
-            self.shape, self.dtype, self.channels = size, image.dtype, channels
+            self.shape, self.dtype, self.channels = size, dtype, channels
             return
         if size != self.shape:
             raise InputError(f"{name}: size {size[1]}x{size[0]} differs from the first frame's "
                              f"{self.shape[1]}x{self.shape[0]} (frames must be the same size)")
-        if image.dtype != self.dtype:
-            self._warn_once("depth", f"{name}: bit depth {image.dtype} differs from {self.dtype}; "
+        if dtype != self.dtype:
+            self._warn_once("depth", f"{name}: bit depth {dtype} differs from {self.dtype}; "
                                      "converting, the result keeps the deeper one")
-            if _DEPTH_RANK[image.dtype] > _DEPTH_RANK[self.dtype]:
-                self.dtype = image.dtype
+            if _DEPTH_RANK[dtype] > _DEPTH_RANK[self.dtype]:
+                self.dtype = dtype
         if channels != self.channels:
             self._warn_once("channels", f"{name}: mixing gray and colour frames; gray is used as RGB")
             self.channels = max(self.channels, channels)
@@ -117,27 +120,6 @@ class LazyFrames(Sequence):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         return read_frame(self.refs[i])
-
-
-def iter_frames(refs: Sequence[np.ndarray | FrameRef], device: torch.device, checker: FrameChecker, *,
-                alignment: StackAlignment | None = None,
-                box: tuple[int, int, int, int] | None = None) -> Iterator[tuple[int, str, torch.Tensor]]:
-    """Yield (index, name, float32 (C,H,W) tensor in [0, 1] on ``device``), reading one at a time.
-
-    With an ``alignment`` each frame is warped onto the reference frame (frames whose alignment
-    failed are skipped); with a ``box`` (x0, y0, x1, y1) it is cropped to it.
-    """
-    for i, ref in enumerate(refs):
-        if alignment is not None and not alignment.frames[i].ok:
-            continue
-        name = frame_name(ref, i)
-        image = read_frame(ref)
-        checker.check(image, name)
-        if alignment is not None:
-            image = warp_frame(image, alignment.frames[i], alignment.shape)
-        if box is not None:
-            image = crop_to_box(image, box)
-        yield i, name, to_tensor(image, device)
 
 
 def require_frames(refs: Sequence, minimum: int = 2) -> None:

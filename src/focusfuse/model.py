@@ -13,6 +13,8 @@ runs once per compared pair and only needs the two frames' SF maps.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -74,13 +76,30 @@ class FeatureExtractor(nn.Module):
         self.blocks = nn.ModuleList(ConvBlock(c, growth) for c in in_channels)
         self.cse = nn.ModuleList(ChannelSE(growth) for _ in in_channels)
 
-    def forward(self, gray: torch.Tensor) -> torch.Tensor:
+    def forward(self, gray: torch.Tensor, channel_weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """Features of ``gray``. Each CSE weighs its block's channels by statistics of the whole frame:
+        computed from this input by default, or given as ``channel_weights`` ((B, 16) per block) when
+        the frame is processed in tiles (see :func:`focusfuse.tiling.frame_channel_weights`)."""
         outputs: list[torch.Tensor] = []
         x = gray
-        for block, cse in zip(self.blocks, self.cse):
-            outputs.append(cse(block(x)))
+        for k, (block, cse) in enumerate(zip(self.blocks, self.cse)):
+            y = block(x)
+            w = cse.channel_weights(y.mean(dim=(2, 3))) if channel_weights is None else channel_weights[k]
+            outputs.append(y * w[:, :, None, None])
             x = torch.cat(outputs, dim=1)
         return x
+
+    def block_output(self, gray: torch.Tensor, k: int, channel_weights: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Output of block ``k`` before its CSE, given the CSE weights of blocks 0..k-1."""
+        outputs: list[torch.Tensor] = []
+        x = gray
+        for j in range(k + 1):
+            y = self.blocks[j](x)
+            if j == k:
+                return y
+            outputs.append(y * channel_weights[j][:, :, None, None])
+            x = torch.cat(outputs, dim=1)
+        raise IndexError(k)
 
 
 class DecisionPath(nn.Module):
@@ -123,9 +142,9 @@ class GACN(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def focus_measure(self, gray: torch.Tensor) -> torch.Tensor:
+    def focus_measure(self, gray: torch.Tensor, channel_weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         """Per-frame part: gray (B,1,H,W) -> spatial frequency of its deep features (B,64,H,W)."""
-        return spatial_frequency(self.features(gray), SF_RADIUS)
+        return spatial_frequency(self.features(gray, channel_weights), SF_RADIUS)
 
     def decision_logit(self, sf_a: torch.Tensor, sf_b: torch.Tensor) -> torch.Tensor:
         """Per-pair part: two focus measures -> decision logit y (B,1,H,W), > 0 where A is sharper."""

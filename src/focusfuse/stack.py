@@ -19,27 +19,34 @@ Frames stream through one at a time; a strategy keeps only running state (never 
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Protocol
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .color import from_tensor, to_gray
-from .decision import blend, refine_decision_map
+from .decision import blend, decide_pair, refine_decision_map
 from .device import resolve_device
 from .errors import InputError, UsageError
 from .align import MODES as ALIGN_MODES
-from .align import StackAlignment, estimate_alignment
-from .frames import FrameChecker, FrameLike, LazyFrames, frame_refs, iter_frames, match_channels, require_frames
-from .fusion import decide_pair
+from .align import FrameAlignment, StackAlignment, estimate_alignment
+from .color import to_tensor
+from .frames import FrameChecker, FrameLike, LazyFrames, frame_name, frame_refs, match_channels, require_frames
+from .io import FrameRef
+from .sinks import ArraySink
+from .sources import ArraySource, CroppedSource, FileSource, FrameSource, WarpedSource
+from .tiling import Box, Tile, choose_tile_size, frame_channel_weights, tile_grid
 from .model import GACN, initial_decision_map
 from .weights import load_model
 
 EQ18_EPS = 1e-4
 
 ProgressCallback = Callable[[int, int, str], None]
+ChannelWeights = Sequence[torch.Tensor] | None
 
 
 @dataclass
@@ -47,13 +54,14 @@ class StackResult:
     """Fused image (dtype of the deepest frame), index map (uint16 HxW, 0-based index into the input
     frames), the frames used, the alignment (None without) and the frames left out with the reason."""
 
-    fused: np.ndarray
-    index_map: np.ndarray
+    fused: np.ndarray | None  # None when a sink wrote it elsewhere
+    index_map: np.ndarray | None
     strategy: str
     frames: list[str] = field(default_factory=list)
     alignment: StackAlignment | None = None
     skipped: list[str] = field(default_factory=list)
     box: tuple[int, int, int, int] | None = None
+    shape: tuple[int, int] = (0, 0)
 
 
 class StackStrategy:
@@ -64,8 +72,11 @@ class StackStrategy:
         self.fused: torch.Tensor | None = None
         self.index: torch.Tensor | None = None
 
-    def add(self, i: int, frame: torch.Tensor) -> None:
-        """Take frame number ``i`` (its index in the input list); the first call starts the state."""
+    def add(self, i: int, frame: torch.Tensor, channel_weights: ChannelWeights = None) -> None:
+        """Take frame number ``i`` (its index in the input list); the first call starts the state.
+
+        ``channel_weights``: the frame's whole-frame CSE weights when ``frame`` is a tile of it.
+        """
         raise NotImplementedError
 
     def _start(self, i: int, frame: torch.Tensor) -> None:
@@ -87,9 +98,9 @@ class CalibratedStack(StackStrategy):
         self.sf_best: torch.Tensor | None = None
         self.gray_best: torch.Tensor | None = None
 
-    def add(self, i: int, frame: torch.Tensor) -> None:
+    def add(self, i: int, frame: torch.Tensor, channel_weights: ChannelWeights = None) -> None:
         gray = to_gray(frame)[None]
-        sf = self.model.focus_measure(gray)
+        sf = self.model.focus_measure(gray, channel_weights)
         if self.fused is None:
             self._start(i, frame)
             self.sf_best, self.gray_best = sf, gray
@@ -99,6 +110,25 @@ class CalibratedStack(StackStrategy):
         self._take(i, frame, p[0])
         self.gray_best = blend(p0, self.gray_best, gray)
         self.sf_best = torch.maximum(self.sf_best, sf)
+
+
+class PairStack(CalibratedStack):
+    """Two frames: the calibrated step is exactly the pair fusion; also keeps the decision maps."""
+
+    def __init__(self, model: GACN) -> None:
+        super().__init__(model)
+        self.maps: dict[str, torch.Tensor] = {}
+
+    def add(self, i: int, frame: torch.Tensor, channel_weights: ChannelWeights = None) -> None:
+        if self.fused is None:
+            super().add(i, frame, channel_weights)
+            return
+        gray = to_gray(frame)[None]
+        sf = self.model.focus_measure(gray, channel_weights)
+        p0 = initial_decision_map(self.model.decision_logit(self.sf_best, sf))
+        p = refine_decision_map(p0, self.gray_best, gray)
+        self._take(i, frame, p[0])
+        self.maps = {"decision": p[0, 0], "initial": p0[0, 0]}
 
 
 class CalibrationStack(StackStrategy):
@@ -111,9 +141,9 @@ class CalibrationStack(StackStrategy):
         self.p2: torch.Tensor | None = None
         self.best: torch.Tensor | None = None
 
-    def add(self, i: int, frame: torch.Tensor) -> None:
+    def add(self, i: int, frame: torch.Tensor, channel_weights: ChannelWeights = None) -> None:
         gray = to_gray(frame)[None]
-        sf = self.model.focus_measure(gray)
+        sf = self.model.focus_measure(gray, channel_weights)
         if self.fused is None:
             self._start(i, frame)
             self.sf_base, self.gray_base = sf, gray
@@ -136,7 +166,7 @@ class CalibrationStack(StackStrategy):
 class SerialStack(StackStrategy):
     """Fuse the running result with each new frame as a pair (2 feature passes per frame)."""
 
-    def add(self, i: int, frame: torch.Tensor) -> None:
+    def add(self, i: int, frame: torch.Tensor, channel_weights: ChannelWeights = None) -> None:
         if self.fused is None:
             self._start(i, frame)
             return
@@ -153,23 +183,105 @@ STRATEGIES: dict[str, type[StackStrategy]] = {
 DEFAULT_STRATEGY = "calibrated"
 
 
-def align_stack(refs: Sequence, mode: str, progress: Callable[[int, int], None] | None = None) -> StackAlignment:
-    """First pass: estimate how each frame maps onto the reference (middle) frame."""
+def estimate_or_fail(refs: Sequence, mode: str, reference: int | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> StackAlignment:
+    """First pass: estimate how each frame maps onto the reference (default: middle) frame."""
     try:
-        return estimate_alignment(LazyFrames(refs), mode=mode, progress=progress)
+        return estimate_alignment(LazyFrames(refs), mode=mode, reference=reference, progress=progress)
     except ValueError as exc:
         raise InputError(f"alignment: {exc}") from exc
 
 
+def open_sources(refs: Sequence, alignment: StackAlignment | None, window: tuple[int, int, int, int] | None,
+                 cache_dir: str) -> list[tuple[int, FrameSource]]:
+    """(index, source) of every usable frame: registered when aligned, cropped with a window (x0, y0, x1, y1)."""
+    sources = []
+    for i, ref in enumerate(refs):
+        if alignment is not None and not alignment.frames[i].ok:
+            continue
+        name = frame_name(ref, i)
+        source: FrameSource = FileSource(ref, name, cache_dir) if isinstance(ref, FrameRef) else ArraySource(ref, name)
+        if alignment is not None and not is_identity(alignment.frames[i]):
+            source = WarpedSource(source, alignment.frames[i], alignment.shape)
+        if window is not None:
+            x0, y0, x1, y1 = window
+            source = CroppedSource(source, Box(y0, y1, x0, x1))
+        sources.append((i, source))
+    return sources
+
+
+def is_identity(alignment: FrameAlignment) -> bool:
+    return (np.array_equal(alignment.transform, np.eye(3)) and alignment.gain == 1.0 and alignment.offset == 0.0)
+
+
+class Sink(Protocol):
+    fused: np.ndarray | None
+    index: np.ndarray | None
+
+    shape: tuple[int, int]
+
+    def write(self, core: Box, fused: np.ndarray, index: np.ndarray,
+              maps: dict[str, np.ndarray] | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+SinkFactory = Callable[[int, int, int, np.dtype, int], Sink]
+
+
+def fuse_frames(refs: Sequence, strategy: type[StackStrategy], model: GACN, device: torch.device, *,
+                alignment: StackAlignment | None = None, window: tuple[int, int, int, int] | None = None,
+                tile_size: int | None = None, progress: ProgressCallback | None = None,
+                sink: SinkFactory | None = None, maps: Sequence[str] = ()) -> tuple[Sink, list[str]]:
+    """The fusion loop: tiles outer, frames inner; returns the sink holding the result and the frames used.
+
+    Frames are opened as sources (registered with ``alignment``, cropped to ``window``) and read one at a
+    time, one tile at a time. With several tiles, every frame's whole-frame channel statistics are
+    computed first, so tiles fuse exactly as the whole image would.
+    """
+    with tempfile.TemporaryDirectory(prefix="focusfuse-") as cache, torch.inference_mode():
+        sources = open_sources(refs, alignment, window, cache)
+        try:
+            require_frames(sources)
+            checker = FrameChecker()
+            for _, source in sources:
+                checker.check_info(source.info.shape, source.info.dtype, source.info.channels, source.name)
+            height, width = checker.shape
+            tile = choose_tile_size(height, width, device) if tile_size is None else tile_size
+            tiles = tile_grid(height, width, tile)
+            if sink is not None:
+                out = sink(height, width, checker.channels, checker.dtype, len(tiles))
+            else:
+                out = ArraySink(height, width, checker.channels, checker.dtype, maps=maps)
+            run = _TiledRun(model, sources, (height, width), tile, device, progress)
+            channel_weights = run.channel_weights()
+            for tile_ in tiles:
+                state = strategy(model)
+                run.fuse_tile(state, tile_, channel_weights)
+                rows, cols = tile_.core.within(tile_.crop)
+                tile_maps = {k: v[rows, cols].float().cpu().numpy() for k, v in getattr(state, "maps", {}).items()}
+                out.write(tile_.core, from_tensor(state.fused[:, rows, cols], checker.dtype),
+                          state.index[rows, cols].to(torch.int32).cpu().numpy().astype(np.uint16), tile_maps)
+            out.close()
+        finally:
+            for _, source in sources:
+                source.close()
+    return out, [source.name for _, source in sources]
+
+
 def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, strategy: str = DEFAULT_STRATEGY,
                weights: str | os.PathLike | GACN | None = None, device: str | torch.device = "auto",
-               align: str = "auto", crop: bool = False, progress: ProgressCallback | None = None,
-               align_progress: Callable[[int, int], None] | None = None) -> StackResult:
+               align: str = "auto", crop: bool = False, tile_size: int | None = None,
+               progress: ProgressCallback | None = None, align_progress: Callable[[int, int], None] | None = None,
+               sink: SinkFactory | None = None) -> StackResult:
     """Fuse a focus stack: a list of arrays or paths, a folder, or a multi-page TIFF (read lazily).
 
     ``align`` (auto, none, translation, affine, homography) first registers every frame onto the
     middle frame; frames that cannot be aligned are left out with a warning. ``crop`` keeps only the
-    area valid in all aligned frames.
+    area valid in all aligned frames. ``tile_size`` bounds memory: the image is processed in tiles of
+    that size (with a halo, and whole-frame channel statistics, so the result equals the untiled one);
+    0 processes it whole; None chooses from the free memory of the device. ``sink(height, width,
+    channels, dtype, n_tiles)`` may direct the result elsewhere than into arrays (e.g. a TIFF file).
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r} (use {', '.join(STRATEGIES)})")
@@ -178,28 +290,52 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, strategy: str = DEFAU
     refs = frame_refs(frames)
     require_frames(refs)
     dev = resolve_device(device)
-    state = STRATEGIES[strategy](load_model(weights, dev))
-    alignment = None if align == "none" else align_stack(refs, align, align_progress)
+    model = load_model(weights, dev)
+    alignment = None if align == "none" else estimate_or_fail(refs, align, progress=align_progress)
     skipped = [] if alignment is None else alignment.failures()
     for message in skipped:
         warnings.warn(f"{message}; frame left out", stacklevel=2)
-    if alignment is not None:
-        require_frames([f for f in alignment.frames if f.ok])
-    box = alignment.valid_box() if (alignment is not None and crop) else None
-    checker = FrameChecker()
-    names: list[str] = []
-    with torch.inference_mode():
-        for i, name, frame in iter_frames(refs, dev, checker, alignment=alignment, box=box):
-            state.add(i, frame)
-            names.append(name)
-            if progress is not None:
-                progress(i + 1, len(refs), name)
-    fused = from_tensor(state.fused, checker.dtype)
-    if fused.ndim == 2 and checker.channels == 3:
-        fused = np.repeat(fused[:, :, None], 3, axis=2)
-    index_map = state.index.to(torch.int32).cpu().numpy().astype(np.uint16)
-    return StackResult(fused=fused, index_map=index_map, strategy=strategy, frames=names, alignment=alignment,
-                       skipped=skipped, box=box)
+    window = alignment.valid_box() if (alignment is not None and crop) else None
+    out, names = fuse_frames(refs, STRATEGIES[strategy], model, dev, alignment=alignment, window=window,
+                             tile_size=tile_size, progress=progress, sink=sink)
+    return StackResult(fused=out.fused, index_map=out.index, strategy=strategy, frames=names, alignment=alignment,
+                       skipped=skipped, box=window, shape=out.shape)
+
+
+class _TiledRun:
+    """The frame-inner loop of one tile, and the whole-frame channel statistics tiles need."""
+
+    def __init__(self, model: GACN, sources: list[tuple[int, FrameSource]], shape: tuple[int, int], tile_size: int,
+                 device: torch.device, progress: ProgressCallback | None) -> None:
+        self.model, self.sources, self.device, self.progress = model, sources, device, progress
+        self.shape, self.tile_size = shape, tile_size
+        n_tiles = len(tile_grid(*shape, tile_size))
+        self.whole = n_tiles == 1
+        self.steps = len(sources) * (n_tiles + (0 if self.whole else 1))
+        self.done = 0
+
+    def _step(self, name: str) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.steps, name)
+
+    def read(self, source: FrameSource, box: Box | None) -> torch.Tensor:
+        return to_tensor(source.read(box), self.device)
+
+    def channel_weights(self) -> list[ChannelWeights]:
+        if self.whole:
+            return [None] * len(self.sources)
+        weights = []
+        for _, source in self.sources:
+            weights.append(frame_channel_weights(self.model, lambda box, s=source: self.read(s, box), *self.shape,
+                                                 self.tile_size))
+            self._step(f"{source.name} (statistics)")
+        return weights
+
+    def fuse_tile(self, state: StackStrategy, tile: Tile, channel_weights: list[ChannelWeights]) -> None:
+        for (i, source), weights in zip(self.sources, channel_weights):
+            state.add(i, self.read(source, None if self.whole else tile.crop), weights)
+            self._step(source.name)
 
 
 __all__ = ["StackResult", "fuse_stack", "STRATEGIES", "DEFAULT_STRATEGY"]

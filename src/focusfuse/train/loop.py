@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..decision import refine_decision_map
-from ..model import GACN, initial_decision_map
+from ..decision import decide_pair
+from ..model import GACN
 from ..weights import save_weights, user_weights_dir
 from .data import FocusPairs, PairRecipe, split_images
 from .loss import gacn_loss
@@ -64,14 +64,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def forward_pair(model: GACN, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training forward pass: (initial map p0, final map p) for batches (B,1,H,W)."""
-    sf = model.focus_measure(torch.cat([a, b], dim=0))
-    sf_a, sf_b = sf.chunk(2, dim=0)
-    p0 = initial_decision_map(model.decision_logit(sf_a, sf_b))
-    return p0, refine_decision_map(p0, a, b)
-
-
 def make_loaders(cfg: TrainConfig) -> tuple[FocusPairs, DataLoader, DataLoader]:
     train_paths, val_paths = split_images(cfg.images, cfg.validation_every)
     recipe = PairRecipe(crop=cfg.crop, **cfg.recipe)
@@ -94,7 +86,7 @@ def validate(model: GACN, loader: DataLoader, device: torch.device, cfg: TrainCo
     n = 0
     for a, b, mask in loader:
         a, b, mask = a.to(device), b.to(device), mask.to(device)
-        p0, p = forward_pair(model, a, b)
+        p0, p = decide_pair(model, a, b)
         terms = gacn_loss(p0, p, a, b, mask, cfg.qg_weight, k=1000.0)
         accuracy = ((p0 > 0.5).float() == mask).float().mean()
         for key, value in {**{k: float(v) for k, v in terms.items()}, "accuracy": float(accuracy)}.items():
@@ -148,7 +140,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressCallback 
                 break
             a, b, mask = (t.to(device, non_blocking=True, memory_format=torch.channels_last) for t in (a, b, mask))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                p0, p = forward_pair(model, a, b)
+                p0, p = decide_pair(model, a, b)
             terms = gacn_loss(p0.float(), p.float(), a, b, mask, cfg.qg_weight, cfg.heaviside_k)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()

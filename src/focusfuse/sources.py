@@ -1,0 +1,274 @@
+"""Frame sources: a frame's size and type without decoding it, and its pixels region by region.
+
+Tiled fusion reads each frame once per tile, so a frame must be readable by region:
+- arrays are sliced;
+- tiled or striped TIFF pages are read by decoding only the tiles/strips a region touches;
+- other files (PNG, JPEG, ...) are decoded once into a raw temporary file, read back with pread (no
+  memory map, so the cache never counts towards our resident memory);
+- an aligned frame is warped region by region from the source pixels the region maps onto.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from .align import FrameAlignment, warp_frame
+from .color import normalize_layout
+from .errors import InputError
+from .frames import read_frame
+from .io import FrameRef, TIFF_SUFFIXES, exif_orientation
+from .tiling import Box
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    shape: tuple[int, int]
+    channels: int
+    dtype: np.dtype
+
+
+class FrameSource:
+    """A frame: ``info`` (size, channels, dtype) and ``read(box)`` (HxW or HxWx3, native dtype)."""
+
+    name: str
+    info: FrameInfo
+
+    def read(self, box: Box | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release temporary files."""
+
+
+def _check_pixels(image: np.ndarray, name: str) -> np.ndarray:
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        raise InputError(f"{name}: image contains NaN or infinite values")
+    return image
+
+
+class ArraySource(FrameSource):
+    def __init__(self, image: np.ndarray, name: str) -> None:
+        self.name = name
+        self.image = read_frame(image)
+        self.info = FrameInfo(self.image.shape[:2], 1 if self.image.ndim == 2 else 3, self.image.dtype)
+
+    def read(self, box: Box | None = None) -> np.ndarray:
+        return self.image if box is None else self.image[box.slices]
+
+
+# ------------------------------------------------------------------------------------------- probing
+
+def _png_info(path: Path) -> FrameInfo | None:
+    with open(path, "rb") as fh:
+        head = fh.read(33)
+    if len(head) < 33 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
+    channels = 1 if colour in (0, 4) else 3
+    return FrameInfo((height, width), channels, np.dtype(np.uint16 if depth == 16 else np.uint8))
+
+
+def _tiff_info(ref: FrameRef) -> FrameInfo:
+    try:
+        with tifffile.TiffFile(ref.path) as tif:
+            series = tif.series[0]
+            page = series.pages[ref.page or 0] if series.pages else tif.pages[0]
+            shape = page.shape
+            dtype = np.dtype(page.dtype)
+    except Exception as exc:
+        raise InputError(f"{ref.path}: not a readable TIFF ({str(exc).splitlines()[0]})") from exc
+    if len(shape) == 3 and shape[0] in (3, 4) and shape[-1] not in (3, 4):
+        shape = (shape[1], shape[2], shape[0])
+    channels = 1 if len(shape) == 2 or shape[-1] in (1, 2) else 3
+    if dtype == np.float64 or dtype == np.float16:
+        dtype = np.dtype(np.float32)
+    return FrameInfo((int(shape[0]), int(shape[1])), channels, dtype)
+
+
+def probe(ref: FrameRef) -> FrameInfo:
+    """Size, channels and dtype of a file frame, decoding as little as possible."""
+    suffix = ref.path.suffix.lower()
+    if not ref.path.is_file():
+        raise InputError(f"{ref.path}: no such file")
+    if suffix in TIFF_SUFFIXES:
+        info = _tiff_info(ref)
+    else:
+        info = _png_info(ref.path) if suffix == ".png" else None
+        if info is None:
+            try:
+                from PIL import Image
+
+                with Image.open(ref.path) as im:
+                    width, height = im.size
+                    channels = 1 if im.mode in ("L", "I;16", "I", "F", "LA", "1") else 3
+                    dtype = np.dtype(np.uint16 if im.mode.startswith("I;16") else np.uint8)
+                    info = FrameInfo((height, width), channels, dtype)
+            except Exception:  # not something Pillow knows: decode it to learn
+                image = read_frame(ref)
+                info = FrameInfo(image.shape[:2], 1 if image.ndim == 2 else 3, image.dtype)
+    if exif_orientation(ref.path) in (5, 6, 7, 8):
+        info = replace(info, shape=(info.shape[1], info.shape[0]))
+    if info.shape[0] == 0 or info.shape[1] == 0:
+        raise InputError(f"{ref.path}: image has no pixels")
+    return info
+
+
+# -------------------------------------------------------------------------------------- TIFF regions
+
+def tiff_region_readable(ref: FrameRef) -> bool:
+    """True for uncompressed-or-codec TIFF pages stored contiguously in tiles or strips, upright."""
+    try:
+        with tifffile.TiffFile(ref.path) as tif:
+            series = tif.series[0]
+            page = series.pages[ref.page or 0] if series.pages else tif.pages[0]
+            return (isinstance(page, tifffile.TiffPage) and page.planarconfig == 1 and page.imagedepth == 1
+                    and len(page.dataoffsets) == math.prod(page.chunked) and exif_orientation(ref.path) == 1)
+    except Exception:
+        return False
+
+
+def read_tiff_region(ref: FrameRef, box: Box) -> np.ndarray:
+    """Pixels of ``box`` from a tiled/striped TIFF page, decoding only the chunks it touches."""
+    with tifffile.TiffFile(ref.path) as tif:
+        series = tif.series[0]
+        page = series.pages[ref.page or 0] if series.pages else tif.pages[0]
+        chunk_h, chunk_w = page.chunks[0], page.chunks[1]
+        per_row = page.chunked[1]
+        samples = page.shape[2] if len(page.shape) == 3 else 0
+        out = np.empty(box.shape + ((samples,) if samples else ()), dtype=page.dtype)
+        handle = tif.filehandle
+        for row in range(box.y0 // chunk_h, (box.y1 - 1) // chunk_h + 1):
+            for col in range(box.x0 // chunk_w, (box.x1 - 1) // chunk_w + 1):
+                index = row * per_row + col
+                handle.seek(page.dataoffsets[index])
+                data = handle.read(page.databytecounts[index])
+                segment, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
+                segment = segment[0]  # (chunk_h, chunk_w[, samples]), padded at the edges
+                if not samples:
+                    segment = segment[..., 0] if segment.ndim == 3 else segment
+                y0, x0 = row * chunk_h, col * chunk_w
+                part = Box(max(box.y0, y0), min(box.y1, y0 + chunk_h), max(box.x0, x0), min(box.x1, x0 + chunk_w))
+                out[part.within(box)] = segment[part.y0 - y0:part.y1 - y0, part.x0 - x0:part.x1 - x0]
+    return out
+
+
+# ------------------------------------------------------------------------------------- file sources
+
+class FileSource(FrameSource):
+    """A file frame; whole reads decode it, region reads use TIFF chunks or a raw decoded cache."""
+
+    def __init__(self, ref: FrameRef, name: str, cache_dir: str | os.PathLike | None = None) -> None:
+        self.ref = ref
+        self.name = name
+        self.info = probe(ref)
+        self.cache_dir = cache_dir
+        self.regions_from_tiff = ref.path.suffix.lower() in TIFF_SUFFIXES and tiff_region_readable(ref)
+        self.cache_path: Path | None = None
+        self.cached: FrameInfo | None = None
+
+    def read(self, box: Box | None = None) -> np.ndarray:
+        if box is None or box.shape == self.info.shape:
+            return self._whole()
+        if self.regions_from_tiff:
+            image = read_tiff_region(self.ref, box)
+            image = normalize_layout(image) if image.ndim == 3 else image
+            if image.dtype in (np.float64, np.float16):
+                image = image.astype(np.float32)
+            return _check_pixels(image, self.name)
+        return self._cached_region(box)
+
+    def _whole(self) -> np.ndarray:
+        image = read_frame(self.ref)
+        if image.shape[:2] != self.info.shape:
+            raise InputError(f"{self.name}: decoded size differs from its header")
+        return image
+
+    def _cached_region(self, box: Box) -> np.ndarray:
+        if self.cache_path is None:
+            image = self._whole()
+            handle, name = tempfile.mkstemp(prefix="focusfuse-", suffix=".raw", dir=self.cache_dir)
+            with os.fdopen(handle, "wb") as fh:
+                fh.write(np.ascontiguousarray(image).tobytes())
+            self.cache_path = Path(name)
+            self.cached = FrameInfo(image.shape[:2], 1 if image.ndim == 2 else 3, image.dtype)
+        info = self.cached
+        assert info is not None
+        pixel = info.channels * info.dtype.itemsize
+        row_bytes = info.shape[1] * pixel
+        out = np.empty((box.shape[0], box.shape[1] * info.channels), dtype=info.dtype)
+        with open(self.cache_path, "rb") as fh:
+            fd = fh.fileno()
+            for r, y in enumerate(range(box.y0, box.y1)):
+                data = os.pread(fd, (box.x1 - box.x0) * pixel, y * row_bytes + box.x0 * pixel)
+                out[r] = np.frombuffer(data, dtype=info.dtype)
+        return out if info.channels == 1 else out.reshape(box.shape[0], box.shape[1], info.channels)
+
+    def close(self) -> None:
+        if self.cache_path is not None and self.cache_path.exists():
+            self.cache_path.unlink()
+        self.cache_path = None
+
+
+# ------------------------------------------------------------------------------- warped and cropped
+
+class WarpedSource(FrameSource):
+    """A source registered onto the reference grid; regions are warped from the source area they map to."""
+
+    MARGIN = 3  # source pixels beyond the mapped area (bicubic support)
+
+    def __init__(self, source: FrameSource, alignment: FrameAlignment, shape: tuple[int, int]) -> None:
+        self.source = source
+        self.name = source.name
+        self.alignment = alignment
+        self.info = replace(source.info, shape=tuple(shape))
+
+    def read(self, box: Box | None = None) -> np.ndarray:
+        h, w = self.info.shape
+        box = box or Box(0, h, 0, w)
+        if box.shape == (h, w):
+            return warp_frame(self.source.read(), self.alignment, (h, w))
+        inverse = np.linalg.inv(self.alignment.transform)
+        corners = np.array([[box.x0, box.y0, 1], [box.x1 - 1, box.y0, 1], [box.x0, box.y1 - 1, 1],
+                            [box.x1 - 1, box.y1 - 1, 1]], np.float64) @ inverse.T
+        xs, ys = corners[:, 0] / corners[:, 2], corners[:, 1] / corners[:, 2]
+        src_h, src_w = self.source.info.shape
+        area = Box(int(max(0, math.floor(ys.min()) - self.MARGIN)), int(min(src_h, math.ceil(ys.max()) + self.MARGIN + 1)),
+                   int(max(0, math.floor(xs.min()) - self.MARGIN)), int(min(src_w, math.ceil(xs.max()) + self.MARGIN + 1)))
+        if area.y1 <= area.y0 or area.x1 <= area.x0:  # maps outside the source: replicate its nearest pixels
+            area = Box(min(max(int(ys.mean()), 0), src_h - 1), min(max(int(ys.mean()), 0), src_h - 1) + 1,
+                       min(max(int(xs.mean()), 0), src_w - 1), min(max(int(xs.mean()), 0), src_w - 1) + 1)
+        pixels = self.source.read(area)
+        # source crop coordinates -> full source -> reference -> this box
+        to_full = np.array([[1, 0, area.x0], [0, 1, area.y0], [0, 0, 1]], np.float64)
+        to_box = np.array([[1, 0, -box.x0], [0, 1, -box.y0], [0, 0, 1]], np.float64)
+        local = replace(self.alignment, transform=to_box @ self.alignment.transform @ to_full)
+        return warp_frame(pixels, local, box.shape)
+
+    def close(self) -> None:
+        self.source.close()
+
+
+class CroppedSource(FrameSource):
+    """A source seen through a window (``--crop``: the area valid in all aligned frames)."""
+
+    def __init__(self, source: FrameSource, window: Box) -> None:
+        self.source = source
+        self.name = source.name
+        self.window = window
+        self.info = replace(source.info, shape=window.shape)
+
+    def read(self, box: Box | None = None) -> np.ndarray:
+        box = box or Box(0, self.window.shape[0], 0, self.window.shape[1])
+        w = self.window
+        return self.source.read(Box(w.y0 + box.y0, w.y0 + box.y1, w.x0 + box.x0, w.x0 + box.x1))
+
+    def close(self) -> None:
+        self.source.close()

@@ -1,0 +1,145 @@
+"""Tiles for memory-bounded fusion: a grid of core regions with halos, and exact whole-frame statistics.
+
+Everything up to the final decision map is local except the channel-SE layers, whose weights come
+from each block's mean over the whole frame. A tile therefore needs a halo at least the network's
+radius (below), and the channel weights of every frame are computed first, block by block, in
+streaming passes over its tiles (:func:`frame_channel_weights`); with both, a tiled result equals
+the untiled one up to float round-off.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from .color import to_gray
+from .model import GACN
+
+# Receptive radius of the final decision map, in pixels of the input:
+FEATURE_RADIUS = 4  # four 3x3 convolutions
+SF_RADIUS = 1 + 5  # one-sided gradient + 11x11 window
+DECISION_RADIUS = 3 + 4 * (1 + 3)  # 7x7 SSE, then four (3x3 conv + 7x7 SSE)
+REFINE_RADIUS = 3 + 3  # guided filter: box means of the inputs, then of a and b (Gaussian: 4)
+NETWORK_RADIUS = FEATURE_RADIUS + SF_RADIUS + DECISION_RADIUS + REFINE_RADIUS  # 35
+HALO = 40
+TILE_MULTIPLE = 64
+BYTES_PER_PIXEL = {"cpu": 2600, "cuda": 2200}  # peak working memory of one stack step, measured, fp32
+
+
+@dataclass(frozen=True)
+class Box:
+    """A rectangle of rows y0:y1 and columns x0:x1."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.y1 - self.y0, self.x1 - self.x0
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.y0, self.y1), slice(self.x0, self.x1)
+
+    def grow(self, margin: int, height: int, width: int) -> Box:
+        """The box widened by ``margin`` on every side, clipped to the image."""
+        return Box(max(0, self.y0 - margin), min(height, self.y1 + margin),
+                   max(0, self.x0 - margin), min(width, self.x1 + margin))
+
+    def within(self, outer: Box) -> tuple[slice, slice]:
+        """Slices that cut this box out of an array covering ``outer``."""
+        return slice(self.y0 - outer.y0, self.y1 - outer.y0), slice(self.x0 - outer.x0, self.x1 - outer.x0)
+
+
+@dataclass(frozen=True)
+class Tile:
+    core: Box  # the pixels this tile produces
+    crop: Box  # the pixels it reads: the core plus the halo, clipped to the image
+
+
+def tile_grid(height: int, width: int, tile_size: int, halo: int = HALO) -> list[Tile]:
+    """Row-major tiles of at most ``tile_size`` squared; ``tile_size`` 0 (or larger than the image): one tile."""
+    if tile_size <= 0 or (tile_size >= height and tile_size >= width):
+        whole = Box(0, height, 0, width)
+        return [Tile(whole, whole)]
+    tiles = []
+    for y0 in range(0, height, tile_size):
+        for x0 in range(0, width, tile_size):
+            core = Box(y0, min(height, y0 + tile_size), x0, min(width, x0 + tile_size))
+            tiles.append(Tile(core, core.grow(halo, height, width)))
+    return tiles
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for work on ``device`` (CUDA: free device memory; CPU: MemAvailable)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def choose_tile_size(height: int, width: int, device: torch.device, budget: int | None = None) -> int:
+    """Largest tile (multiple of 64) whose working set fits in half the free memory; 0 if the image fits."""
+    budget = budget if budget is not None else available_memory(device) // 2
+    per_pixel = BYTES_PER_PIXEL["cuda" if device.type == "cuda" else "cpu"]
+    if height * width * per_pixel <= budget:
+        return 0
+    side = int(math.sqrt(budget / per_pixel)) - 2 * HALO
+    return max(TILE_MULTIPLE * 2, side // TILE_MULTIPLE * TILE_MULTIPLE)
+
+
+ReadRegion = Callable[[Box], torch.Tensor]
+
+
+@torch.no_grad()
+def frame_channel_weights(model: GACN, read: ReadRegion, height: int, width: int,
+                          tile_size: int) -> list[torch.Tensor]:
+    """The four CSE weight vectors of a frame, from streaming passes over its tiles (exact).
+
+    ``read(box)`` returns the frame's pixels in ``box`` as a (C, h, w) tensor in [0, 1] on the model's
+    device. Block k's output mean needs the weights of blocks 0..k-1, so there is one pass per block;
+    block k sees k + 1 convolutions, so its tiles need that many pixels of halo.
+    """
+    weights: list[torch.Tensor] = []
+    n_pixels = float(height * width)
+    for k, cse in enumerate(model.features.cse):
+        total = torch.zeros(cse.excite.out_features, dtype=torch.float64, device=model.device)
+        for tile in tile_grid(height, width, tile_size, halo=k + 1):
+            gray = to_gray(read(tile.crop))[None]
+            y = model.features.block_output(gray, k, weights)
+            rows, cols = tile.core.within(tile.crop)
+            total += y[0, :, rows, cols].sum(dim=(1, 2), dtype=torch.float64)
+        weights.append(cse.channel_weights((total / n_pixels).float()[None]))
+    return weights
+
+
+def iter_bands(tiles: list[Tile]) -> Iterator[list[Tile]]:
+    """Tiles grouped by row of the grid (same core rows), top to bottom."""
+    band: list[Tile] = []
+    for tile in tiles:
+        if band and tile.core.y0 != band[0].core.y0:
+            yield band
+            band = []
+        band.append(tile)
+    if band:
+        yield band
+
+
+__all__ = ["Box", "Tile", "HALO", "NETWORK_RADIUS", "tile_grid", "choose_tile_size", "frame_channel_weights",
+           "iter_bands", "available_memory"]
