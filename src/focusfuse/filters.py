@@ -10,22 +10,31 @@ import torch
 import torch.nn.functional as F
 
 
-def _separable_avg(x: torch.Tensor, radius: int, count_include_pad: bool) -> torch.Tensor:
-    """Window average as a row pass then a column pass (2k instead of k^2 adds per pixel)."""
-    k = 2 * radius + 1
-    x = F.avg_pool2d(x, (1, k), stride=1, padding=(0, radius), count_include_pad=count_include_pad)
-    return F.avg_pool2d(x, (k, 1), stride=1, padding=(radius, 0), count_include_pad=count_include_pad)
+def _separable_sum(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Window sum as a row pass then a column pass of depthwise ones-kernels (zero padding)."""
+    k, c = 2 * radius + 1, x.shape[1]
+    ones = torch.ones(1, 1, 1, 1, dtype=x.dtype, device=x.device)
+    x = F.conv2d(x, ones.expand(c, 1, 1, k), padding=(0, radius), groups=c)
+    return F.conv2d(x, ones.expand(c, 1, k, 1), padding=(radius, 0), groups=c)
+
+
+def _window_counts(height: int, width: int, radius: int, like: torch.Tensor) -> torch.Tensor:
+    """Number of pixels inside the image in each window: the product of the row and column counts."""
+    def counts(n: int) -> torch.Tensor:
+        i = torch.arange(n, device=like.device)
+        return (torch.clamp(i + radius, max=n - 1) - torch.clamp(i - radius, min=0) + 1).to(like.dtype)
+
+    return counts(height)[:, None] * counts(width)[None, :]
 
 
 def box_sum(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Sum over the (2r+1)x(2r+1) window centred on each pixel, zero padding outside the image."""
-    k = 2 * radius + 1
-    return _separable_avg(x, radius, count_include_pad=True) * float(k * k)
+    return _separable_sum(x, radius)
 
 
 def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean over the (2r+1)x(2r+1) window, normalised by the number of pixels inside the image."""
-    return _separable_avg(x, radius, count_include_pad=False)
+    return _separable_sum(x, radius) / _window_counts(x.shape[-2], x.shape[-1], radius, x)
 
 
 def gaussian_kernel1d(size: int, sigma: float, *, dtype: torch.dtype = torch.float32,

@@ -120,7 +120,7 @@ class DecisionPath(nn.Module):
 
 def activity(sf_a: torch.Tensor, sf_b: torch.Tensor) -> torch.Tensor:
     """Per-channel activity sigmoid(1000 * (SF_A - SF_B)): 1 where A's features are sharper."""
-    return torch.sigmoid(ACTIVITY_STEEPNESS * (sf_a - sf_b))
+    return torch.sub(sf_a, sf_b).mul_(ACTIVITY_STEEPNESS).sigmoid_()
 
 
 def initial_decision_map(logit: torch.Tensor) -> torch.Tensor:

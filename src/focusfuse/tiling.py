@@ -94,9 +94,18 @@ def available_memory(device: torch.device) -> int:
         return 4 << 30
 
 
+CPU_BUDGET_CAP = 8 << 30  # main memory is shared with everything else: use at most this much by default
+
+
 def choose_tile_size(height: int, width: int, device: torch.device, budget: int | None = None) -> int:
-    """Largest tile (multiple of 64) whose working set fits in half the free memory; 0 if the image fits."""
-    budget = budget if budget is not None else available_memory(device) // 2
+    """Largest tile (multiple of 64) whose working set fits the budget; 0 if the whole image fits.
+
+    The default budget is half the free memory of the device, capped at 8 GiB of main memory on CPU.
+    """
+    if budget is None:
+        budget = available_memory(device) // 2
+        if device.type != "cuda":
+            budget = min(budget, CPU_BUDGET_CAP)
     per_pixel = BYTES_PER_PIXEL["cuda" if device.type == "cuda" else "cpu"]
     if height * width * per_pixel <= budget:
         return 0
