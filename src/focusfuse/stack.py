@@ -110,6 +110,10 @@ class CalibratedStack(StackStrategy):
         self._take(i, frame, p[0])
         self.gray_best = blend(p0, self.gray_best, gray)
         self.sf_best = torch.maximum(self.sf_best, sf)
+        self.record(p0, p)
+
+    def record(self, p0: torch.Tensor, p: torch.Tensor) -> None:
+        """Hook called with each step's initial and final decision maps (B,1,H,W)."""
 
 
 class PairStack(CalibratedStack):
@@ -119,15 +123,7 @@ class PairStack(CalibratedStack):
         super().__init__(model)
         self.maps: dict[str, torch.Tensor] = {}
 
-    def add(self, i: int, frame: torch.Tensor, channel_weights: ChannelWeights = None) -> None:
-        if self.fused is None:
-            super().add(i, frame, channel_weights)
-            return
-        gray = to_gray(frame)[None]
-        sf = self.model.focus_measure(gray, channel_weights)
-        p0 = initial_decision_map(self.model.decision_logit(self.sf_best, sf))
-        p = refine_decision_map(p0, self.gray_best, gray)
-        self._take(i, frame, p[0])
+    def record(self, p0: torch.Tensor, p: torch.Tensor) -> None:
         self.maps = {"decision": p[0, 0], "initial": p0[0, 0]}
 
 
