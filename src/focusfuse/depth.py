@@ -8,12 +8,14 @@ ImageJ or OME-TIFF metadata when the stack is a multi-page TIFF.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import cv2
 import numpy as np
+import tifffile
 from scipy import ndimage
+
+from .metadata import tiff_physical_size
 
 
 def smooth_index_map(index_map: np.ndarray, radius: int) -> np.ndarray:
@@ -58,22 +60,14 @@ def depth_preview(index_map: np.ndarray, n_frames: int, z_step: float | None = N
 
 
 def z_spacing(path: str | os.PathLike) -> tuple[float, str] | None:
-    """Z step and unit of a multi-page TIFF from ImageJ ('spacing', 'unit') or OME (PhysicalSizeZ)."""
-    import tifffile
-
+    """Z step of a TIFF stack and its unit ('µm', 'nm', ...; '' when none is named): ImageJ 'spacing'
+    (in the description's 'unit', or 'zunit') or OME PhysicalSizeZ (PhysicalSizeZUnit, default µm)."""
     try:
         with tifffile.TiffFile(path) as tif:
-            if tif.is_imagej and tif.imagej_metadata and "spacing" in tif.imagej_metadata:
-                unit = str(tif.imagej_metadata.get("unit", "")).replace("\\u00B5", "µ")
-                return float(tif.imagej_metadata["spacing"]), unit
-            if tif.is_ome and tif.ome_metadata:
-                found = re.search(r'PhysicalSizeZ="([0-9.eE+-]+)"', tif.ome_metadata)
-                if found:
-                    unit = re.search(r'PhysicalSizeZUnit="([^"]+)"', tif.ome_metadata)
-                    return float(found.group(1)), unit.group(1) if unit else "µm"
-    except Exception:
+            size = tiff_physical_size(tif)
+    except Exception:  # noqa: BLE001 - no readable calibration: the caller asks for --z-step
         return None
-    return None
+    return (size.z, size.z_unit or "") if size.z else None
 
 
 def z_spacing_of_inputs(paths: list[Path]) -> tuple[float, str] | None:

@@ -1,17 +1,19 @@
 """Read and write images: PNG, JPEG, BMP, WebP (OpenCV) and TIFF (tifffile), 8/16-bit, gray/RGB.
 
 Arrays are HxW (gray) or HxWx3 (RGB order) in the file's own dtype. EXIF orientation is applied on
-read. A multi-page TIFF is a z-stack: one frame per page. Writes go to a temporary file in the target
-folder that is renamed into place, so an output is either complete or absent.
+read. A multi-page TIFF is a z-stack: one frame per page, or per Z plane of an ImageJ hyperstack or
+OME-TIFF (C=3 planes make an RGB frame; see :func:`plan_tiff_frames`). Writes go to a temporary
+file in the target folder that is renamed into place, so an output is either complete or absent.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,29 +87,140 @@ def _decode_opencv(path: Path) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def tiff_page_count(path: str | os.PathLike) -> int:
-    """Number of frames in a TIFF (pages of its first series)."""
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            frame_axes = [ax for ax in series.axes if ax not in "YXS"]
-            return int(np.prod([series.shape[series.axes.index(ax)] for ax in frame_axes])) if frame_axes else 1
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable TIFF ({exc})") from exc
+# ---------------------------------------------------------------------------------- TIFF z-stacks
+
+@dataclass(frozen=True)
+class TiffFrames:
+    """Which planes of a TIFF series make each frame of the stack.
+
+    Planes are indexed by the series axes before the page's own (Y, X, samples), in row-major
+    order, as ``series.pages`` lists them. Frames run over ``stack_axes`` (row-major); the other
+    axes are held at 0 except the channel axis, which takes each of ``channels`` (three planes
+    stacked as RGB, or one). ``notes`` say what was left out, for one warning per file.
+    """
+
+    shape: tuple[int, ...]
+    stack_axes: tuple[int, ...]
+    channel_axis: int | None = None
+    channels: tuple[int, ...] = (0,)
+    notes: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return math.prod(self.shape[i] for i in self.stack_axes)
+
+    def planes(self, frame: int) -> tuple[int, ...]:
+        """Plane indices of ``frame`` (one per channel); IndexError when there is no such frame."""
+        if not 0 <= frame < len(self):
+            raise IndexError(f"frame {frame} does not exist ({len(self)} frames)")
+        if not self.shape:
+            return (0,)
+        index = [0] * len(self.shape)
+        position = np.unravel_index(frame, [self.shape[i] for i in self.stack_axes])
+        for axis, value in zip(self.stack_axes, position):
+            index[axis] = int(value)
+        planes = []
+        for channel in self.channels:
+            if self.channel_axis is not None:
+                index[self.channel_axis] = channel
+            planes.append(int(np.ravel_multi_index(index, self.shape)))
+        return tuple(planes)
 
 
-def _read_tiff(path: Path, page: int | None) -> np.ndarray:
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            data = series.asarray() if page is None else series.asarray(key=page)
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable TIFF ({str(exc).splitlines()[0]})") from exc
-    if page is None and data.ndim >= 3 and data.shape[-1] not in (1, 2, 3, 4):
-        data = data.reshape(-1, *data.shape[-2:])[0]
-    if data.ndim == 3 and data.shape[0] in (3, 4) and data.shape[-1] not in (3, 4):
+def plan_tiff_frames(axes: str, shape: Sequence[int], *, rgb_pages: bool = False) -> TiffFrames:
+    """Frames of a series whose planes are indexed by ``axes``/``shape`` (the axes before Y, X, S).
+
+    The stack runs along Z when there is a Z axis, else along every non-C axis (a plain multi-page
+    TIFF: one frame per page). C of size 3 gives RGB frames (unless the pages are RGB already),
+    C of another size gives channel 0. Every other axis (T, ...) is held at index 0.
+    """
+    shape = tuple(int(n) for n in shape)
+    channel = axes.find("C") if "C" in axes else None
+    stack = [i for i, ax in enumerate(axes) if ax == "Z"] or [i for i in range(len(axes)) if i != channel]
+    notes = [f"using {axes[i]}=0 of {axes[i]}={shape[i]} (the stack runs along {axes[stack[0]]})"
+             for i in range(len(axes)) if i not in stack and i != channel and shape[i] > 1]
+    channels = _channel_indices(shape[channel] if channel is not None else 1, rgb_pages, notes)
+    return TiffFrames(shape, tuple(stack), channel, channels, tuple(notes))
+
+
+def _channel_indices(size: int, rgb_pages: bool, notes: list[str]) -> tuple[int, ...]:
+    """Channels that make a frame: all three of C=3 (as RGB), else channel 0 (noted when C > 1)."""
+    if size == 3 and not rgb_pages:
+        return (0, 1, 2)
+    if size > 1:
+        why = "pages are RGB already" if rgb_pages else "only C=3 is read as RGB"
+        notes.append(f"fusing channel 0 of C={size} ({why})")
+    return (0,)
+
+
+def tiff_series_frames(series: tifffile.TiffPageSeries) -> TiffFrames:
+    """The frames of a series: its axes before the page's own (Y, X, samples) index the planes."""
+    key = series.keyframe
+    page_ndim = len(key.shape)
+    lead = len(series.shape) - page_ndim
+    if lead < 0 or tuple(series.shape[lead:]) != tuple(key.shape):  # unusual shapes: page by page
+        return TiffFrames((max(len(series.pages), 1),), (0,))
+    return plan_tiff_frames(series.axes[:lead], series.shape[:lead], rgb_pages=key.samplesperpixel > 1)
+
+
+def tiff_frame_planes(series: tifffile.TiffPageSeries, frame: int) -> tuple[int, ...]:
+    """Plane indices of frame ``frame`` of ``series`` (IndexError when there is no such frame)."""
+    return tiff_series_frames(series).planes(frame)
+
+
+def tiff_plane_page(series: tifffile.TiffPageSeries, plane: int) -> tifffile.TiffPage | tifffile.TiffFrame | None:
+    """The page that stores ``plane``; None when it has no IFD of its own (truncated ImageJ, missing OME)."""
+    return series.pages[plane] if plane < len(series.pages) else None
+
+
+def _contiguous_plane(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, plane: int) -> np.ndarray:
+    """A plane of an uncompressed contiguous series without its own IFD (ImageJ files over 4 GB)."""
+    key = series.keyframe
+    dtype = np.dtype(key.dtype).newbyteorder(tif.byteorder)
+    count = math.prod(key.shape)
+    tif.filehandle.seek(series.dataoffset + plane * count * dtype.itemsize)
+    raw = tif.filehandle.read(count * dtype.itemsize)
+    if len(raw) < count * dtype.itemsize:
+        raise ValueError(f"plane {plane} lies beyond the end of the file")
+    return np.frombuffer(raw, dtype).reshape(key.shape).astype(key.dtype)
+
+
+def _read_plane(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, plane: int) -> np.ndarray:
+    """One plane as HxW or HxWxS."""
+    page = tiff_plane_page(series, plane)
+    if page is not None:
+        data = page.asarray()
+    elif plane >= len(series.pages) and series.dataoffset is not None:
+        data = _contiguous_plane(tif, series, plane)
+    else:
+        raise ValueError(f"plane {plane} is missing from the file")
+    if series.keyframe.planarconfig == 2 and data.ndim == 3:
         data = np.moveaxis(data, 0, -1)  # planar RGB
     return data
+
+
+def tiff_frames(path: str | os.PathLike) -> TiffFrames:
+    """The frames of a TIFF's first series (see :func:`plan_tiff_frames`)."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tiff_series_frames(tif.series[0])
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable TIFF ({str(exc).splitlines()[0]})") from exc
+
+
+def tiff_page_count(path: str | os.PathLike) -> int:
+    """Number of frames in a TIFF: Z planes of a hyperstack / OME-TIFF, else pages of its first series."""
+    return len(tiff_frames(path))
+
+
+def _read_tiff(path: Path, frame: int | None) -> np.ndarray:
+    """Frame ``frame`` (default 0) of a TIFF: one page, or its C pages stacked as RGB."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            planes = [_read_plane(tif, series, i) for i in tiff_frame_planes(series, frame or 0)]
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable TIFF ({str(exc).splitlines()[0]})") from exc
+    return planes[0] if len(planes) == 1 else np.stack(planes, axis=-1)
 
 
 def read_image(path: str | os.PathLike, page: int | None = None) -> np.ndarray:
@@ -135,7 +248,11 @@ def read_image(path: str | os.PathLike, page: int | None = None) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FrameRef:
-    """A frame to read lazily: a file, or one page of a multi-page TIFF."""
+    """A frame to read lazily: a file, or frame ``page`` of a TIFF stack.
+
+    ``page`` counts frames, not IFDs: the Z index of an ImageJ hyperstack or OME-TIFF (whose frame
+    may be made of several pages, one per channel), else the page of a plain multi-page TIFF.
+    """
 
     path: Path
     page: int | None = None
@@ -149,7 +266,7 @@ class FrameRef:
 
 
 def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[FrameRef]:
-    """Folders -> their images (natural order); multi-page TIFFs -> one frame per page; files as given."""
+    """Folders -> their images (natural order); TIFF stacks -> one frame per Z plane/page; files as given."""
     frames: list[FrameRef] = []
     for item in inputs:
         path = Path(item)
@@ -167,12 +284,15 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[FrameRef]:
 
 
 def _file_frames(path: Path) -> list[FrameRef]:
+    """One frame per file; a TIFF stack gives one per frame (warning once about what it leaves out)."""
     if path.suffix.lower() not in READ_SUFFIXES:
         raise UsageError(f"{path}: unsupported file type (use {', '.join(READ_SUFFIXES)})")
     if path.suffix.lower() in TIFF_SUFFIXES:
-        pages = tiff_page_count(path)
-        if pages > 1:
-            return [FrameRef(path, i) for i in range(pages)]
+        frames = tiff_frames(path)
+        for note in frames.notes:
+            warnings.warn(f"{path.name}: {note}", stacklevel=4)
+        if len(frames) > 1:
+            return [FrameRef(path, i) for i in range(len(frames))]
     return [FrameRef(path)]
 
 
@@ -232,12 +352,18 @@ def _encode(path: Path, image: np.ndarray) -> bytes:
     return buffer.tobytes()
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write a text file through a temporary file and a rename."""
+def partial_path(path: Path) -> Path:
+    """Hidden temporary name next to ``path`` under which an output is written before its rename."""
+    return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Call ``write(temporary_path)`` in the target folder, then rename onto ``path``; nothing is left
+    behind on failure."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp = partial_path(path)
     try:
-        tmp.write_text(text, encoding="utf-8")
+        write(tmp)
         os.replace(tmp, path)
     except OSError as exc:
         raise UsageError(f"{path}: cannot write ({exc.strerror or exc})") from exc
@@ -245,6 +371,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file through a temporary file and a rename."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, *, compression: str | None = None,
@@ -266,8 +397,8 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, compression: str 
     meta = metadata or ImageMetadata()
     if description is not None:
         meta = dataclasses.replace(meta, description=description)
-    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
-    try:
+
+    def write(tmp: Path) -> None:
         if suffix in TIFF_SUFFIXES:
             photometric = "rgb" if image.ndim == 3 else "minisblack"
             channels = image.shape[2] if image.ndim == 3 else 1
@@ -281,10 +412,5 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, compression: str 
             elif suffix in (".jpg", ".jpeg"):
                 data = embed_in_jpeg(data, meta)
             tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+
+    return atomic_write(path, write)

@@ -5,6 +5,12 @@ density, COM), PNG (eXIf, iCCP, pHYs, 'Description' text, ImageMagick 'Raw profi
 TIFF (ICC tag 34675, resolution, ImageDescription, Make/Model/... and the EXIF and GPS IFDs) and
 WebP (RIFF 'EXIF' and 'ICCP' chunks). The file type is recognised from its first bytes.
 
+Physical pixel size (TIFF only, :func:`tiff_physical_size`): ImageJ (X/YResolution in the unit of
+the ImageJ description, 'spacing' for Z), OME-XML (PhysicalSizeX/Y/Z and their units, default µm),
+else X/YResolution with ResolutionUnit inch or centimetre (centimetres are given in µm). TIFF
+outputs carry it as pixels per centimetre with ResolutionUnit CENTIMETER (per inch for inches) and
+as a "pixel size ..." line appended to the description.
+
 Writing works on bytes an encoder already produced, so pixels are never re-encoded:
 :func:`embed_in_jpeg` and :func:`embed_in_png` insert segments/chunks into ``cv2.imencode``
 output; TIFF takes :func:`tiff_write_kwargs` for ``tifffile.imwrite`` and then
@@ -19,6 +25,7 @@ it ends the block), and ImageWidth/ImageLength/PixelXDimension/PixelYDimension f
 from __future__ import annotations
 
 import io
+import math
 import mmap
 import os
 import re
@@ -28,6 +35,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
+from xml.etree import ElementTree
 
 import numpy as np
 import tifffile
@@ -51,6 +59,14 @@ SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # IHDR colour type -> channels
 TIFF_DESCRIPTION_SKIP = ("ImageJ=", "<?xml", "<OME", "{", "shape=")  # machine-readable, not prose
 DATETIME_FORMAT = re.compile(r"\d{4}:\d\d:\d\d \d\d:\d\d:\d\d")
+CENTIMETRES_PER_UNIT = {"pm": 1e-10, "Å": 1e-8, "nm": 1e-7, "µm": 1e-4, "mm": 0.1, "cm": 1.0, "m": 100.0,
+                        "inch": 2.54}
+UNIT_ALIASES = {"micron": "µm", "microns": "µm", "um": "µm", "μm": "µm", "\\u00b5m": "µm", "micrometer": "µm",
+                "micrometre": "µm", "micrometers": "µm", "micrometres": "µm", "nanometer": "nm",
+                "nanometre": "nm", "millimeter": "mm", "millimetre": "mm", "centimeter": "cm",
+                "centimetre": "cm", "meter": "m", "metre": "m", "in": "inch", "inches": "inch",
+                "angstrom": "Å", "\u212b": "Å", "picometer": "pm", "picometre": "pm"}
+ASCII_UNITS = {"µm": "um", "Å": "Angstrom"}  # TIFF text is 7-bit ASCII
 
 TagValue = tuple[int, int, int, bytes]  # (tag, TIFF type, count, value bytes in the target order)
 
@@ -60,7 +76,9 @@ class ImageMetadata:
     """Metadata to carry from a reference frame into an output image.
 
     ``exif`` is a TIFF-structured EXIF block with Orientation 1; ``resolution`` is pixels per
-    ``resolution_unit`` (TIFF ResolutionUnit: 2 inch, 3 centimetre) along x and y.
+    ``resolution_unit`` (TIFF ResolutionUnit: 2 inch, 3 centimetre) along x and y. ``pixel_size``
+    (TIFF inputs only) is the calibrated size of a pixel in ``pixel_unit``; when set it decides
+    the resolution written to outputs.
     """
 
     exif: bytes | None = None
@@ -68,10 +86,12 @@ class ImageMetadata:
     description: str | None = None
     resolution: tuple[float, float] | None = None
     resolution_unit: int | None = None
+    pixel_size: tuple[float, float] | None = None  # physical size of a pixel along x and y ...
+    pixel_unit: str | None = None  # ... in this unit (a key of CENTIMETRES_PER_UNIT: 'µm', 'nm', 'inch', ...)
 
     def is_empty(self) -> bool:
         """True when there is nothing to embed."""
-        return not (self.exif or self.icc_profile or self.description or self.resolution)
+        return not (self.exif or self.icc_profile or self.description or self.resolution or self.pixel_size)
 
 
 # ------------------------------------------------------------------------------------- EXIF walker
@@ -417,10 +437,11 @@ def _decode_text(raw: bytes) -> str | None:
 
 def _dpi(meta: ImageMetadata) -> tuple[float, float] | None:
     """Resolution in pixels per inch, when it has a physical unit."""
-    factor = {2: 1.0, 3: 2.54}.get(meta.resolution_unit or 2)
-    if not meta.resolution or factor is None:
+    resolution, unit = output_resolution(meta)
+    factor = {2: 1.0, 3: 2.54}.get(unit or 2)
+    if not resolution or factor is None:
         return None
-    return meta.resolution[0] * factor, meta.resolution[1] * factor
+    return resolution[0] * factor, resolution[1] * factor
 
 
 def _exif_resolution(exif: bytes | None) -> tuple[tuple[float, float] | None, int | None]:
@@ -562,9 +583,9 @@ def _jpeg_comment(text: str | None) -> bytes:
 def _patch_jfif_density(head: bytearray, jfif: _Segment, meta: ImageMetadata) -> None:
     """Write the resolution as dots per inch into the JFIF APP0 segment that ``head`` ends with."""
     dpi = _dpi(meta)
-    if dpi is None:
+    if dpi is None or max(dpi) > 0xFFFF:  # beyond a JFIF density (under ~0.39 µm): leave it as encoded
         return
-    x, y = (min(max(round(value), 1), 0xFFFF) for value in dpi)
+    x, y = (max(round(value), 1) for value in dpi)
     struct.pack_into(">BHH", head, jfif.end - len(jfif.payload) + 7, 1, x, y)
 
 
@@ -773,6 +794,140 @@ def embed_in_png(data: bytes, meta: ImageMetadata) -> bytes:
     return b"".join([data[:insert], *new.values(), *_without(data, insert, replaced)])
 
 
+# ---------------------------------------------------------------------------- physical pixel size
+
+def length_unit(text: Any) -> str | None:
+    """Canonical name of a length unit ('micron', 'um', 'µm', '\\u00B5m' -> 'µm'); None when not one."""
+    if not isinstance(text, str):
+        return None
+    text = text.strip()
+    if text in CENTIMETRES_PER_UNIT:
+        return text
+    return UNIT_ALIASES.get(text.lower(), text.lower() if text.lower() in CENTIMETRES_PER_UNIT else None)
+
+
+def convert_length(value: float, unit: str, to: str) -> float:
+    """``value`` in ``unit`` expressed in ``to`` (both keys of CENTIMETRES_PER_UNIT)."""
+    return value * CENTIMETRES_PER_UNIT[unit] / CENTIMETRES_PER_UNIT[to]
+
+
+@dataclass(frozen=True)
+class PhysicalSize:
+    """Calibration of a TIFF: pixel size along x and y in ``unit``, z step in ``z_unit``."""
+
+    pixel: tuple[float, float] | None = None
+    unit: str | None = None
+    z: float | None = None
+    z_unit: str | None = None
+
+
+def _positive(value: Any) -> float | None:
+    """``value`` as a finite float > 0, else None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def _ratio(value: Any) -> float | None:
+    """A TIFF RATIONAL (numerator, denominator) as a float > 0, else None."""
+    if isinstance(value, tuple) and len(value) == 2 and value[1]:
+        return _positive(value[0] / value[1])
+    return None
+
+
+def _imagej_size(tif: tifffile.TiffFile) -> PhysicalSize:
+    """ImageJ: X/YResolution are pixels per 'unit' of the description; 'spacing' is the z step."""
+    info = tif.imagej_metadata or {}
+    unit = length_unit(info.get("unit"))
+    tags = tif.pages[0].tags
+    x, y = _ratio(tags.valueof(282)), _ratio(tags.valueof(283))
+    pixel = (1 / x, 1 / (y or x)) if unit and x else None
+    z_unit = length_unit(info.get("zunit")) or unit
+    return PhysicalSize(pixel, unit if pixel else None, _positive(info.get("spacing")), z_unit)
+
+
+def _ome_pixels(xml: str) -> dict[str, str]:
+    """Attributes of the first Pixels element of an OME-XML document (the first series)."""
+    for element in ElementTree.fromstring(xml).iter():
+        if element.tag.rsplit("}", 1)[-1] == "Pixels":
+            return dict(element.attrib)
+    return {}
+
+
+def _ome_length(attrib: dict[str, str], axis: str) -> tuple[float | None, str | None]:
+    """PhysicalSize{axis} and its unit (µm when the unit attribute is absent)."""
+    value = _positive(attrib.get(f"PhysicalSize{axis}"))
+    unit = length_unit(attrib.get(f"PhysicalSize{axis}Unit", "µm"))
+    return (value, unit) if value and unit else (None, None)
+
+
+def _ome_size(tif: tifffile.TiffFile) -> PhysicalSize:
+    """OME: PhysicalSizeX/Y/Z of the first image; Y is given in X's unit (X is used when Y is absent)."""
+    attrib = _ome_pixels(tif.ome_metadata or "")
+    (x, unit), (y, y_unit) = _ome_length(attrib, "X"), _ome_length(attrib, "Y")
+    z, z_unit = _ome_length(attrib, "Z")
+    pixel = (x, convert_length(y, y_unit, unit) if y else x) if x else None
+    return PhysicalSize(pixel, unit if pixel else None, z, z_unit)
+
+
+def _tags_size(tags: Any) -> PhysicalSize:
+    """X/YResolution with ResolutionUnit inch (size in inches) or centimetre (size in µm)."""
+    resolution, unit = _tiff_resolution(tags)
+    if resolution is None:
+        return PhysicalSize()
+    name = "inch" if unit == 2 else "µm"
+    per_unit = 1.0 if unit == 2 else 1e4
+    return PhysicalSize((per_unit / resolution[0], per_unit / resolution[1]), name)
+
+
+def tiff_physical_size(tif: tifffile.TiffFile) -> PhysicalSize:
+    """Pixel size and z step of an open TIFF: ImageJ, then OME, then the resolution tags; best effort."""
+    found = PhysicalSize()
+    try:
+        if tif.is_imagej:
+            found = _imagej_size(tif)
+        elif tif.is_ome:
+            found = _ome_size(tif)
+    except (ElementTree.ParseError, ValueError, TypeError, KeyError, ZeroDivisionError):
+        found = PhysicalSize()
+    if found.pixel is None:
+        tags = _tags_size(tif.pages[0].tags)
+        found = PhysicalSize(tags.pixel, tags.unit, found.z, found.z_unit)
+    return found
+
+
+def output_resolution(meta: ImageMetadata) -> tuple[tuple[float, float] | None, int | None]:
+    """Resolution to write and its TIFF unit: from the pixel size when known (metric -> pixels per
+    centimetre, unit 3; inch -> pixels per inch, unit 2), else ``meta.resolution`` as read."""
+    if meta.pixel_size and meta.pixel_unit in CENTIMETRES_PER_UNIT and all(v > 0 for v in meta.pixel_size):
+        if meta.pixel_unit == "inch":
+            return (1 / meta.pixel_size[0], 1 / meta.pixel_size[1]), 2
+        x, y = (convert_length(v, meta.pixel_unit, "cm") for v in meta.pixel_size)
+        return (1 / x, 1 / y), 3
+    if meta.resolution:
+        return tuple(float(v) for v in meta.resolution), meta.resolution_unit or 2
+    return None, None
+
+
+def pixel_size_note(meta: ImageMetadata) -> str | None:
+    """One ASCII line for descriptions, e.g. 'pixel size 0.5 x 0.5 um'; None without a pixel size."""
+    if not meta.pixel_size or not meta.pixel_unit:
+        return None
+    x, y = meta.pixel_size
+    return f"pixel size {x:.6g} x {y:.6g} {ASCII_UNITS.get(meta.pixel_unit, meta.pixel_unit)}"
+
+
+def _described(meta: ImageMetadata) -> str | None:
+    """The description with the pixel-size line appended (once)."""
+    note = pixel_size_note(meta)
+    text = meta.description
+    if note is None or (text and note in text.splitlines()):
+        return text
+    return f"{text}\n{note}" if text else note
+
+
 # ------------------------------------------------------------------------------------------ TIFF
 
 def _tiff_resolution(tags: Any) -> tuple[tuple[float, float] | None, int | None]:
@@ -820,7 +975,11 @@ def _read_tiff(path: str | os.PathLike) -> ImageMetadata:
         icc = _valid_icc(tags.valueof(34675))
         resolution, unit = _tiff_resolution(tags)
         description = _usable_description(tags.valueof(270))
-    return ImageMetadata(_exif_from_tiff(path), icc, description, resolution, unit)
+        size = tiff_physical_size(tif)
+    meta = ImageMetadata(_exif_from_tiff(path), icc, description, resolution, unit, size.pixel, size.unit)
+    if resolution is None and meta.pixel_size:  # ImageJ / OME calibration: give it as a resolution too
+        meta.resolution, meta.resolution_unit = output_resolution(meta)
+    return meta
 
 
 def _baseline_texts(exif: bytes | None) -> dict[int, bytes]:
@@ -846,8 +1005,9 @@ def tiff_write_kwargs(meta: ImageMetadata, *, channels: int | None = None) -> di
     """Keyword arguments for ``tifffile.imwrite`` that carry ``meta``.
 
     ICC profile -> ``iccprofile`` (tag 34675, UNDEFINED; left out with a warning when ``channels``
-    is given and the profile's colour space does not fit), resolution -> ``resolution`` and
-    ``resolutionunit``, description -> ``description``, and from the EXIF block the baseline TIFF
+    is given and the profile's colour space does not fit), resolution (:func:`output_resolution`:
+    from the pixel size when known) -> ``resolution`` and ``resolutionunit``, description (with a
+    "pixel size ..." line appended) -> ``description``, and from the EXIF block the baseline TIFF
     tags Make 271, Model 272, Artist 315, Copyright 33432 (``extratags``, ASCII), Software 305
     (``software``) and DateTime 306 (``datetime``; DateTimeOriginal when DateTime is absent).
 
@@ -858,11 +1018,13 @@ def tiff_write_kwargs(meta: ImageMetadata, *, channels: int | None = None) -> di
     icc = _icc_for(meta.icc_profile, channels)
     if icc:
         kwargs["iccprofile"] = icc
-    if meta.resolution:
-        kwargs["resolution"] = tuple(float(v) for v in meta.resolution)
-        kwargs["resolutionunit"] = meta.resolution_unit or 2
-    if meta.description:
-        kwargs["description"] = _tiff_text(meta.description)
+    resolution, unit = output_resolution(meta)
+    if resolution:
+        kwargs["resolution"] = resolution
+        kwargs["resolutionunit"] = unit
+    description = _described(meta)
+    if description:
+        kwargs["description"] = _tiff_text(description)
     texts = _baseline_texts(meta.exif)
     date = texts.pop(DATETIME, b"").decode("latin-1")
     if DATETIME_FORMAT.fullmatch(date):

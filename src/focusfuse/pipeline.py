@@ -25,7 +25,7 @@ from .align import crop_to_box, warp_frame
 from .depth import depth_preview, height_map, smooth_index_map, z_spacing_of_inputs
 from .errors import InputError, UsageError
 from .frames import frame_name, frame_refs, input_paths, read_frame, require_frames
-from .io import EIGHT_BIT_ONLY, TIFF_SUFFIXES, FrameRef, check_output_path, write_image
+from .io import EIGHT_BIT_ONLY, TIFF_SUFFIXES, FrameRef, check_output_path, partial_path, write_image
 from .metadata import ImageMetadata, embed_exif_in_tiff, read_metadata, tiff_write_kwargs
 from .sinks import ArraySink, TiffSink
 from .model import GACN
@@ -107,7 +107,7 @@ class StreamedTiffs:
         self.targets: dict[Path, Path] = {}
 
     def temp(self, target: Path) -> Path:
-        tmp = target.with_name(f".{target.stem}.partial-{os.getpid()}{target.suffix}")
+        tmp = partial_path(target)
         self.targets[tmp] = target
         return tmp
 

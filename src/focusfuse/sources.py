@@ -24,7 +24,7 @@ from .align import FrameAlignment, warp_frame
 from .color import normalize_layout
 from .errors import InputError
 from .frames import read_frame
-from .io import FrameRef, TIFF_SUFFIXES, exif_orientation
+from .io import FrameRef, TIFF_SUFFIXES, exif_orientation, tiff_frame_planes, tiff_plane_page
 from .tiling import Box
 
 
@@ -76,21 +76,32 @@ def _png_info(path: Path) -> FrameInfo | None:
     return FrameInfo((height, width), channels, np.dtype(np.uint16 if depth == 16 else np.uint8))
 
 
+def _page_layout(key: tifffile.TiffPage) -> tuple[int, int, int]:
+    """(height, width, samples) of a page, planar or interleaved."""
+    shape = key.shape
+    if len(shape) == 2:
+        return int(shape[0]), int(shape[1]), 1
+    if key.planarconfig == 2:
+        return int(shape[1]), int(shape[2]), int(shape[0])
+    return int(shape[0]), int(shape[1]), int(shape[2])
+
+
 def _tiff_info(ref: FrameRef) -> FrameInfo:
+    """Size, channels and dtype of TIFF frame ``ref.page`` as :func:`read_frame` will give it."""
     try:
         with tifffile.TiffFile(ref.path) as tif:
             series = tif.series[0]
-            page = series.pages[ref.page or 0] if series.pages else tif.pages[0]
-            shape = page.shape
-            dtype = np.dtype(page.dtype)
+            planes = tiff_frame_planes(series, ref.page or 0)
+            height, width, samples = _page_layout(series.keyframe)
+            dtype = np.dtype(series.keyframe.dtype)
     except Exception as exc:
         raise InputError(f"{ref.path}: not a readable TIFF ({str(exc).splitlines()[0]})") from exc
-    if len(shape) == 3 and shape[0] in (3, 4) and shape[-1] not in (3, 4):
-        shape = (shape[1], shape[2], shape[0])
-    channels = 1 if len(shape) == 2 or shape[-1] in (1, 2) else 3
+    channels = 3 if len(planes) == 3 or samples >= 3 else 1  # 2 samples: gray + alpha; 4: RGBA
     if dtype == np.float64 or dtype == np.float16:
         dtype = np.dtype(np.float32)
-    return FrameInfo((int(shape[0]), int(shape[1])), channels, dtype)
+    if dtype == bool:
+        dtype = np.dtype(np.uint8)
+    return FrameInfo((height, width), channels, dtype)
 
 
 def probe(ref: FrameRef) -> FrameInfo:
@@ -123,41 +134,60 @@ def probe(ref: FrameRef) -> FrameInfo:
 
 # -------------------------------------------------------------------------------------- TIFF regions
 
+def _chunks_readable(page: tifffile.TiffPage | tifffile.TiffFrame | None) -> bool:
+    """Whether :func:`_read_page_region` can read ``page``: interleaved, 2-D, one offset per chunk."""
+    if page is None:
+        return False
+    key = page.keyframe
+    return (key.planarconfig == 1 and key.imagedepth == 1 and np.dtype(key.dtype) != bool
+            and len(page.dataoffsets) == math.prod(key.chunked) and all(page.dataoffsets))
+
+
 def tiff_region_readable(ref: FrameRef) -> bool:
-    """True for uncompressed-or-codec TIFF pages stored contiguously in tiles or strips, upright."""
+    """True when every page of the frame is stored in tiles/strips :func:`read_tiff_region` can decode.
+
+    False for planar pages, pages without an IFD of their own (truncated ImageJ, missing OME
+    planes), RGB pages that would have to be stacked, and rotated (EXIF orientation) files.
+    """
     try:
         with tifffile.TiffFile(ref.path) as tif:
             series = tif.series[0]
-            page = series.pages[ref.page or 0] if series.pages else tif.pages[0]
-            return (isinstance(page, tifffile.TiffPage) and page.planarconfig == 1 and page.imagedepth == 1
-                    and len(page.dataoffsets) == math.prod(page.chunked) and exif_orientation(ref.path) == 1)
+            pages = [tiff_plane_page(series, i) for i in tiff_frame_planes(series, ref.page or 0)]
+            single_samples = len(pages) == 1 or series.keyframe.samplesperpixel == 1
+            return single_samples and all(_chunks_readable(p) for p in pages) and exif_orientation(ref.path) == 1
     except Exception:
         return False
 
 
+def _read_page_region(page: tifffile.TiffPage | tifffile.TiffFrame, box: Box) -> np.ndarray:
+    """Pixels of ``box`` from one tiled/striped page, decoding only the chunks it touches."""
+    key = page.keyframe
+    chunk_h, chunk_w = key.chunks[0], key.chunks[1]
+    per_row = key.chunked[1]
+    samples = key.shape[2] if len(key.shape) == 3 else 0
+    out = np.empty(box.shape + ((samples,) if samples else ()), dtype=key.dtype)
+    handle = page.parent.filehandle
+    for row in range(box.y0 // chunk_h, (box.y1 - 1) // chunk_h + 1):
+        for col in range(box.x0 // chunk_w, (box.x1 - 1) // chunk_w + 1):
+            index = row * per_row + col
+            handle.seek(page.dataoffsets[index])
+            data = handle.read(page.databytecounts[index])
+            segment, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
+            segment = segment[0]  # (chunk_h, chunk_w[, samples]), padded at the edges
+            if not samples:
+                segment = segment[..., 0] if segment.ndim == 3 else segment
+            y0, x0 = row * chunk_h, col * chunk_w
+            part = Box(max(box.y0, y0), min(box.y1, y0 + chunk_h), max(box.x0, x0), min(box.x1, x0 + chunk_w))
+            out[part.within(box)] = segment[part.y0 - y0:part.y1 - y0, part.x0 - x0:part.x1 - x0]
+    return out
+
+
 def read_tiff_region(ref: FrameRef, box: Box) -> np.ndarray:
-    """Pixels of ``box`` from a tiled/striped TIFF page, decoding only the chunks it touches."""
+    """Pixels of ``box`` of TIFF frame ``ref.page``; a frame of C pages is read page by page and stacked."""
     with tifffile.TiffFile(ref.path) as tif:
         series = tif.series[0]
-        page = series.pages[ref.page or 0] if series.pages else tif.pages[0]
-        chunk_h, chunk_w = page.chunks[0], page.chunks[1]
-        per_row = page.chunked[1]
-        samples = page.shape[2] if len(page.shape) == 3 else 0
-        out = np.empty(box.shape + ((samples,) if samples else ()), dtype=page.dtype)
-        handle = tif.filehandle
-        for row in range(box.y0 // chunk_h, (box.y1 - 1) // chunk_h + 1):
-            for col in range(box.x0 // chunk_w, (box.x1 - 1) // chunk_w + 1):
-                index = row * per_row + col
-                handle.seek(page.dataoffsets[index])
-                data = handle.read(page.databytecounts[index])
-                segment, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
-                segment = segment[0]  # (chunk_h, chunk_w[, samples]), padded at the edges
-                if not samples:
-                    segment = segment[..., 0] if segment.ndim == 3 else segment
-                y0, x0 = row * chunk_h, col * chunk_w
-                part = Box(max(box.y0, y0), min(box.y1, y0 + chunk_h), max(box.x0, x0), min(box.x1, x0 + chunk_w))
-                out[part.within(box)] = segment[part.y0 - y0:part.y1 - y0, part.x0 - x0:part.x1 - x0]
-    return out
+        parts = [_read_page_region(series.pages[i], box) for i in tiff_frame_planes(series, ref.page or 0)]
+    return parts[0] if len(parts) == 1 else np.stack(parts, axis=-1)
 
 
 # ------------------------------------------------------------------------------------- file sources
