@@ -86,7 +86,7 @@ def test_depth_helpers():
 def test_z_spacing_from_imagej_tiff(tmp_path):
     path = tmp_path / "z.tif"
     tifffile.imwrite(path, np.zeros((3, 8, 8), np.uint16), imagej=True, metadata={"spacing": 0.75, "unit": "um", "axes": "ZYX"})
-    assert z_spacing(path) == (0.75, "um")
+    assert z_spacing(path) == (0.75, "µm")
 
 
 @pytest.fixture
