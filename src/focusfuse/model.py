@@ -143,8 +143,14 @@ class GACN(nn.Module):
         return next(self.parameters()).device
 
     def focus_measure(self, gray: torch.Tensor, channel_weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-        """Per-frame part: gray (B,1,H,W) -> spatial frequency of its deep features (B,64,H,W)."""
-        return spatial_frequency(self.features(gray, channel_weights), SF_RADIUS)
+        """Per-frame part: gray (B,1,H,W) -> spatial frequency of its deep features (B,64,H,W).
+
+        The spatial frequency is always computed in float32, also under mixed-precision autocast: the
+        activity multiplies SF differences by 1000, so their round-off decides the decisions.
+        """
+        features = self.features(gray, channel_weights)
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return spatial_frequency(features.float(), SF_RADIUS)
 
     def decision_logit(self, sf_a: torch.Tensor, sf_b: torch.Tensor) -> torch.Tensor:
         """Per-pair part: two focus measures -> decision logit y (B,1,H,W), > 0 where A is sharper."""
