@@ -79,3 +79,12 @@ def test_blend_is_eq4():
     p = torch.full((1, 4, 4), 0.25)
     assert torch.allclose(blend(p, a, b), torch.full((3, 4, 4), 0.35))
     assert np.isclose(float(blend(torch.tensor(1.0), a, b)[0, 0, 0]), 0.8)
+
+
+def test_gradient_energy_inference_path_equals_the_autograd_one():
+    x = torch.rand(2, 5, 13, 17).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        fast = gradient_energy(x)
+    slow = gradient_energy(x.clone().requires_grad_(True)).detach()
+    assert torch.allclose(fast, slow, atol=1e-7)
+    assert fast.is_contiguous(memory_format=torch.channels_last)

@@ -70,3 +70,13 @@ def test_tiny_images_run(model, h, w):
     with torch.no_grad():
         p0 = model(torch.rand(1, 1, h, w), torch.rand(1, 1, h, w))
     assert p0.shape == (1, 1, h, w)
+
+
+def test_inference_conv_block_equals_training_formula(model):
+    block = model.decision.blocks[0]
+    x = torch.rand(1, 64, 20, 20)
+    with torch.no_grad():
+        fast = block(x)
+    with torch.enable_grad():
+        slow = block(x).detach()
+    assert torch.allclose(fast, slow, atol=1e-5)

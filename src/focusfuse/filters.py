@@ -70,9 +70,17 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
 
 def gradient_energy(x: torch.Tensor) -> torch.Tensor:
     """Per-pixel (f(y,x-1)-f(y,x))^2 + (f(y-1,x)-f(y,x))^2 with zero padding outside the image."""
-    left = F.pad(x, (1, 0, 0, 0))[..., :, :-1]
-    up = F.pad(x, (0, 0, 1, 0))[..., :-1, :]
-    return (left - x).square() + (up - x).square()
+    if torch.is_grad_enabled() and x.requires_grad:
+        left = F.pad(x, (1, 0, 0, 0))[..., :, :-1]
+        up = F.pad(x, (0, 0, 1, 0))[..., :-1, :]
+        return (left - x).square() + (up - x).square()
+    # inference: the same differences written in place, in x's memory format (about twice as fast)
+    across, down = torch.empty_like(x), torch.empty_like(x)
+    across[..., :, 0] = x[..., :, 0]  # the neighbour outside the image is 0
+    torch.sub(x[..., :, 1:], x[..., :, :-1], out=across[..., :, 1:])
+    down[..., 0, :] = x[..., 0, :]
+    torch.sub(x[..., 1:, :], x[..., :-1, :], out=down[..., 1:, :])
+    return across.square_().add_(down.square_())
 
 
 def spatial_frequency(x: torch.Tensor, radius: int = 5) -> torch.Tensor:

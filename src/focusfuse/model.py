@@ -36,7 +36,13 @@ class ConvBlock(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(torch.relu(self.conv(x)))
+        if self.training or torch.is_grad_enabled():
+            return self.bn(torch.relu(self.conv(x)))
+        # inference: BatchNorm with running statistics is a per-channel affine map, applied in place
+        bn = self.bn
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias - bn.running_mean * scale
+        return self.conv(x).relu_().mul_(scale[:, None, None]).add_(shift[:, None, None])
 
 
 class ChannelSE(nn.Module):
