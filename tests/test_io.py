@@ -173,3 +173,20 @@ def test_write_is_atomic_and_leaves_no_partial_file(tmp_path, monkeypatch):
         write_image(target, np.zeros((4, 4), np.uint8))
     assert list(tmp_path.iterdir()) == []
     assert not Path(target).exists()
+
+
+def test_gray_alpha_png_reads_as_gray_in_stacks(tmp_path):
+    from PIL import Image
+
+    from focusfuse import fuse_stack
+    from conftest import random_model
+
+    folder = tmp_path / "ga"
+    folder.mkdir()
+    for i in range(2):
+        gray = (np.random.default_rng(i).random((20, 24)) * 255).astype(np.uint8)
+        Image.fromarray(np.dstack([gray, np.full_like(gray, 255)]), mode="LA").save(folder / f"f{i}.png")
+    assert read_image(folder / "f0.png").shape == (20, 24, 2)  # gray and alpha, as stored
+    with pytest.warns(UserWarning, match="alpha"):
+        result = fuse_stack(folder, weights=random_model(), device="cpu", align="none", tile_size=0)
+    assert result.fused.shape == (20, 24)

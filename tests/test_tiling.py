@@ -129,6 +129,23 @@ def test_warped_regions_equal_the_warped_frame(tmp_path):
     assert not list(tmp_path.glob("*.raw"))
 
 
+@pytest.mark.parametrize("transform", [
+    [[0.8, 0.0, 10.0], [0.0, 0.8, 5.0], [0, 0, 1]],  # a smaller frame: regions map past its edges
+    [[1.001, 0.002, 0.3], [-0.001, 0.999, -0.2], [1e-6, -2e-6, 1]],  # mild perspective
+])
+def test_every_region_warps_like_the_whole_frame(transform, tmp_path):
+    image = np.round(textured(90, 110, 7, 3) * 255).astype(np.uint8)
+    alignment = FrameAlignment(np.array(transform, np.float64), gain=0.97, offset=0.01)
+    whole = warp_frame(image, alignment, (90, 110))
+    source = WarpedSource(FileSource(FrameRef(write_image(tmp_path / "f.png", image)), "f", tmp_path), alignment,
+                          (90, 110))
+    for y0 in range(0, 90, 13):
+        for x0 in range(0, 110, 17):
+            box = Box(y0, min(90, y0 + 11), x0, min(110, x0 + 3))
+            assert np.array_equal(source.read(box), whole[box.slices]), box
+    source.close()
+
+
 def test_aligned_tiled_stack_equals_aligned_untiled(model):
     import cv2
 
@@ -141,6 +158,7 @@ def test_aligned_tiled_stack_equals_aligned_untiled(model):
     tiled = fuse_stack(frames, weights=model, device="cpu", align="auto", tile_size=64)
     assert not whole.skipped
     assert np.abs(whole.fused.astype(int) - tiled.fused).max() <= 1
+    assert np.mean(whole.fused != tiled.fused) < 1e-4  # float round-off in the network only
     assert np.array_equal(whole.index_map, tiled.index_map)
 
 
@@ -211,3 +229,17 @@ def test_cli_pair_streams_a_tiled_decision_map(weights_file, tmp_path):
     assert np.abs(read_image(tmp_path / "whole.tif").astype(int) - read_image(tmp_path / "tiled.tif")).max() <= 1
     dm_whole, dm_tiled = read_image(tmp_path / "whole_dm.tif"), read_image(tmp_path / "tiled_dm.tif")
     assert dm_tiled.dtype == np.uint16 and np.abs(dm_whole.astype(int) - dm_tiled).max() <= 65535 // 255
+
+
+@pytest.mark.parametrize("options", [{}, {"rowsperstrip": 10}, {"byteorder": ">"}])
+def test_uncompressed_strips_are_read_row_by_row(tmp_path, options, monkeypatch):
+    import focusfuse.sources as sources
+
+    image = (np.random.default_rng(1).random((120, 90, 3)) * 65535).astype(np.uint16)
+    path = tmp_path / "u.tif"
+    tifffile.imwrite(path, image, photometric="rgb", **options)
+    decoded = []
+    monkeypatch.setattr(tifffile.TiffPage, "decode", property(lambda self: decoded.append(1)))
+    box = Box(17, 101, 5, 77)
+    assert np.array_equal(sources.read_tiff_region(FrameRef(path), box), image[box.slices])
+    assert not decoded  # no strip was decoded whole

@@ -32,14 +32,16 @@ class StackSource:
     inputs: tuple[Path, ...]
 
 
-def discover_stacks(root: str | os.PathLike) -> list[StackSource]:
-    """Sub-folders with images and multi-page TIFFs of ``root``, in natural order."""
+def discover_stacks(root: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[StackSource]:
+    """Sub-folders with images and multi-page TIFFs of ``root``, in natural order (``exclude``: the
+    output folder, when it lies inside ``root``)."""
     root = Path(root)
     if not root.is_dir():
         raise UsageError(f"{root}: not a folder")
+    skip = Path(exclude).resolve() if exclude is not None else None
     stacks = []
     for entry in sorted(root.iterdir(), key=lambda p: natural_key(p.name)):
-        if entry.name.startswith("."):
+        if entry.name.startswith(".") or entry.resolve() == skip:
             continue
         if entry.is_dir():
             images = list_images(entry)
@@ -85,14 +87,14 @@ def _sidecar_matches(sidecar: Path, output: Path, hashes: dict[str, str]) -> boo
 def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: StackJob, model: GACN, *,
               image_format: str = "tif", index_maps: bool = False, previews: bool = False, resume: bool = False,
               on_stack: Callable[[str, str, dict[str, Any]], None] | None = None,
-              progress=None) -> dict[str, Any]:
+              progress=None, stacks: list[StackSource] | None = None) -> dict[str, Any]:
     """Fuse every stack under ``root`` into ``out_dir``; returns (and writes) the run report."""
     out = Path(out_dir)
+    stacks = stacks if stacks is not None else discover_stacks(root, exclude=out)
     out.mkdir(parents=True, exist_ok=True)
-    stacks = discover_stacks(root)
     params = {"strategy": template.strategy, "align": template.align, "crop": template.crop,
               "format": image_format, "index_maps": index_maps, "previews": previews,
-              "depth_smooth": template.depth_smooth, **weights_id(model)}
+              "depth_smooth": template.depth_smooth, "compression": template.compression, **weights_id(model)}
     started = time.perf_counter()
     results = []
     for number, stack in enumerate(stacks, start=1):

@@ -5,10 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import time
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -54,8 +53,8 @@ def handle_errors(func: Callable) -> Callable:
             except (MemoryError, torch.cuda.OutOfMemoryError) as exc:
                 if debug:
                     traceback.print_exc()
-                click.echo(f"focusfuse: error: out of memory ({_one_line(exc)}); try a smaller --tile-size or "
-                           "--device cpu", err=True)
+                click.echo(f"focusfuse: error: out of memory ({_one_line(exc)}); for stack, pair and batch try "
+                           "a smaller --tile-size, or --device cpu", err=True)
                 sys.exit(1)
             except Exception as exc:  # anything else is a bug or an unforeseen input: still one line
                 if debug:
@@ -209,6 +208,8 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
 
     if output is None and align_only is None:
         raise UsageError("missing -o/--output (the fused image)")
+    if output is not None and align_only is not None:
+        raise UsageError("--align-only writes aligned frames instead of a fused image: drop -o/--output")
     refs = frame_refs(list(inputs))
     require_frames(refs)
     model = None
@@ -225,12 +226,12 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
         fuse_task = progress.add_task("fusing", total=len(refs), frame="")
 
         def on_align(done: int, total: int) -> None:
-            progress.update(align_task, completed=done)
+            progress.update(align_task, completed=done, total=total or len(refs))
             if as_json:
                 _json_line("align", done=done, total=total)
 
         def on_frame(done: int, total: int, name: str) -> None:
-            progress.update(fuse_task, completed=done, frame=name)
+            progress.update(fuse_task, completed=done, total=total, frame=name)
             if as_json:
                 _json_line("frame", done=done, total=total, name=name)
 
@@ -269,7 +270,7 @@ def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_
     from .batch import REPORT_NAME, discover_stacks, run_batch
     from .pipeline import StackJob
 
-    stacks = discover_stacks(root)
+    stacks = discover_stacks(root, exclude=out_dir)
     model = _load_model(weights, device)
     template = StackJob(inputs=[], output=Path(), strategy=strategy, align=align, crop=crop,
                         depth_smooth=depth_smooth, overwrite=overwrite, tile_size=tile_size,
@@ -291,7 +292,7 @@ def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_
                 _json_line("stack", status=status, name=name, **fields)
 
         report = run_batch(root, out_dir, template, model, image_format=image_format, index_maps=index_maps,
-                           previews=depth_previews, resume=resume, on_stack=on_stack,
+                           previews=depth_previews, resume=resume, on_stack=on_stack, stacks=stacks,
                            progress=lambda d, t, n: progress.update(frame_task, completed=d, total=t, frame=n))
     if as_json:
         _json_line("done", ok=report["ok"], skipped=report["skipped"], failed=report["failed"],
@@ -323,7 +324,8 @@ def demo(out_dir: Path, n_frames: int, scale: float, strategy: str, weights: str
         task = progress.add_task("demo", total=n_frames, frame="")
         report = run_demo(weights=model, device=model.device, n_frames=n_frames, scale=scale, strategy=strategy,
                           out_dir=out_dir,
-                          progress=lambda done, total, name: progress.update(task, completed=done, frame=name))
+                          progress=lambda done, total, name: progress.update(task, completed=done, total=total,
+                                                                             frame=name))
     console = Console(highlight=False, soft_wrap=True)
     w, h = report.size
     console.print(f"demo stack: {report.frames} frames of {w}x{h} (motorcycle scene, layered defocus)")

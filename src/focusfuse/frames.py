@@ -43,22 +43,41 @@ def frame_name(ref: np.ndarray | FrameRef, index: int) -> str:
     return ref.name if isinstance(ref, FrameRef) else f"frame {index + 1}"
 
 
-def read_frame(ref: np.ndarray | FrameRef) -> np.ndarray:
-    """The frame's pixels, HxW or HxWx3, with alpha dropped; float64 becomes float32."""
-    image = ref.read() if isinstance(ref, FrameRef) else np.asarray(ref)
-    name = ref.name if isinstance(ref, FrameRef) else "array"
-    if image.dtype == np.float64 or image.dtype == np.float16:
-        image = image.astype(np.float32)
+def working_dtype(dtype: np.dtype, name: str) -> np.dtype:
+    """The dtype a frame is fused in: uint8, uint16 or float32 (float64/float16 -> float32, bool -> uint8)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return np.dtype(np.float32)
+    if dtype == bool:
+        return np.dtype(np.uint8)
+    if dtype not in _DEPTH_RANK:
+        raise InputError(f"{name}: unsupported pixel type {dtype} (use uint8, uint16 or float)")
+    return dtype
+
+
+def clean_pixels(image: np.ndarray, name: str) -> np.ndarray:
+    """Pixels ready to fuse: working dtype, finite, HxW or HxWx3 (alpha dropped with a warning)."""
+    dtype = working_dtype(image.dtype, name)
     if image.dtype == bool:
         image = image.astype(np.uint8) * 255
-    if image.dtype not in _DEPTH_RANK:
-        raise InputError(f"{name}: unsupported pixel type {image.dtype} (use uint8, uint16 or float)")
-    if image.dtype.kind == "f" and not np.isfinite(image).all():
-        raise InputError(f"{name}: image contains NaN or infinite values")
+    elif image.dtype != dtype:
+        image = image.astype(dtype)
+    if dtype.kind == "f":
+        if not np.isfinite(image).all():
+            raise InputError(f"{name}: image contains NaN or infinite values")
+        if image.size and (image.min() < 0.0 or image.max() > 1.0):
+            warnings.warn(f"{name}: float pixel values outside [0, 1] are clipped (scale float images to 0..1)",
+                          stacklevel=2)
     try:
         return normalize_layout(image)
     except ValueError as exc:
         raise InputError(f"{name}: {exc}") from exc
+
+
+def read_frame(ref: np.ndarray | FrameRef) -> np.ndarray:
+    """The frame's pixels (see :func:`clean_pixels`)."""
+    image = ref.read() if isinstance(ref, FrameRef) else np.asarray(ref)
+    return clean_pixels(image, ref.name if isinstance(ref, FrameRef) else "array")
 
 
 @dataclass
@@ -69,9 +88,6 @@ class FrameChecker:
     dtype: np.dtype | None = None
     channels: int = 0
     warned: set[str] = field(default_factory=set)
-
-    def check(self, image: np.ndarray, name: str) -> None:
-        self.check_info(image.shape[:2], image.dtype, 1 if image.ndim == 2 else image.shape[2], name)
 
     def check_info(self, size: tuple[int, int], dtype: np.dtype, channels: int, name: str) -> None:
         """Check a frame's size, dtype and channel count (known before decoding it) against the first."""
@@ -122,9 +138,10 @@ class LazyFrames(Sequence):
         return read_frame(self.refs[i])
 
 
-def require_frames(refs: Sequence, minimum: int = 2) -> None:
+def require_frames(refs: Sequence, reason: str | None = None, minimum: int = 2) -> None:
+    """At least two frames to fuse; ``reason`` explains a shortfall (e.g. frames left out)."""
     if len(refs) < minimum:
-        raise UsageError(f"need at least {minimum} frames, got {len(refs)}")
+        raise UsageError(f"need at least {minimum} frames, " + (reason or f"got {len(refs)}"))
 
 
 def input_paths(refs: Sequence[np.ndarray | FrameRef]) -> list[Path]:

@@ -15,10 +15,9 @@ import torch
 from .color import to_gray
 from .decision import blend, decide_pair
 from .device import resolve_device
-from .errors import InputError
 from .frames import FrameLike, frame_refs, match_channels
 from .model import GACN
-from .stack import PairStack, estimate_or_fail, fuse_frames
+from .stack import PairStack, align_pair, fuse_frames
 from .weights import load_model
 
 
@@ -50,11 +49,6 @@ def fuse_pair(a: FrameLike, b: FrameLike, *, weights: str | os.PathLike | GACN |
     refs = frame_refs([a]) + frame_refs([b])
     if len(refs) != 2:
         raise ValueError("fuse_pair takes exactly two single frames (use fuse_stack for more)")
-    alignment = None
-    if align != "none":
-        alignment = estimate_or_fail(refs, align, reference=0)
-        if alignment.failures():
-            raise InputError(f"alignment failed: {alignment.failures()[0]} (try --align none)")
-    out, _ = fuse_frames(refs, PairStack, model, dev, alignment=alignment, tile_size=tile_size,
+    out, _ = fuse_frames(refs, PairStack, model, dev, alignment=align_pair(refs, align), tile_size=tile_size,
                          maps=("decision", "initial"))
     return PairResult(out.fused, out.maps["decision"], out.maps["initial"])

@@ -12,10 +12,13 @@ import dataclasses
 import math
 import os
 import re
+import struct
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -62,15 +65,41 @@ def _apply_exif_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(op(image)) if op else image
 
 
+@contextmanager
+def open_header(path: str | os.PathLike) -> Iterator[Any]:
+    """Pillow's lazy view of an image file (header only: no size limit, no decompression-bomb warning)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # nothing is decoded here
+        try:
+            with Image.open(path) as image:
+                yield image
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
 def exif_orientation(path: str | os.PathLike) -> int:
     """EXIF orientation tag (1 when absent or unreadable)."""
     try:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            return int(im.getexif().get(0x0112, 1) or 1)
+        if Path(path).suffix.lower() in TIFF_SUFFIXES:
+            with tifffile.TiffFile(path) as tif:
+                return int(getattr(tif.pages[0].tags.get(274), "value", 1) or 1)
+        with open_header(path) as image:
+            return int(image.getexif().get(0x0112, 1) or 1)
     except Exception:
         return 1
+
+
+PNG_GRAY_ALPHA = 4  # IHDR colour type
+
+
+def png_header(data: bytes) -> tuple[int, int, int, int] | None:
+    """(width, height, bit depth, colour type) from the first 26 bytes of a PNG, or None."""
+    if len(data) < 26 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">IIBB", data[16:26])
 
 
 def _decode_opencv(path: Path) -> np.ndarray:
@@ -80,7 +109,10 @@ def _decode_opencv(path: Path) -> np.ndarray:
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise InputError(f"{path}: not a readable image (corrupt or unsupported)")
-    if image.ndim == 3 and image.shape[2] == 3:
+    header = png_header(data[:26].tobytes())
+    if header is not None and header[3] == PNG_GRAY_ALPHA and image.ndim == 3:
+        image = image[:, :, [0, 3]]  # OpenCV expands gray + alpha to BGRA: keep (gray, alpha)
+    elif image.ndim == 3 and image.shape[2] == 3:
         image = image[:, :, ::-1]
     elif image.ndim == 3 and image.shape[2] == 4:
         image = image[:, :, [2, 1, 0, 3]]

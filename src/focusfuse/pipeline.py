@@ -29,7 +29,7 @@ from .io import EIGHT_BIT_ONLY, TIFF_SUFFIXES, FrameRef, check_output_path, part
 from .metadata import ImageMetadata, embed_exif_in_tiff, read_metadata, tiff_write_kwargs
 from .sinks import ArraySink, TiffSink
 from .model import GACN
-from .stack import DEFAULT_STRATEGY, PairStack, estimate_or_fail, fuse_frames, fuse_stack
+from .stack import DEFAULT_STRATEGY, PairStack, align_pair, checked_crop_box, estimate_or_fail, fuse_frames, fuse_stack
 from .weights import file_sha256
 
 Progress = Callable[[int, int, str], None]
@@ -100,37 +100,51 @@ def peak_memory_mb(device: torch.device) -> dict[str, float | None]:
     return {"peak_rss_mb": round(rss, 1), "peak_gpu_mb": None if gpu is None else round(gpu, 1)}
 
 
-class StreamedTiffs:
-    """TIFF outputs that a streaming sink writes under temporary names; renamed only when all succeeded."""
+class StagedOutputs:
+    """All outputs of a job are written under temporary names and renamed together at the end, so a
+    failure anywhere leaves none of them behind."""
 
     def __init__(self) -> None:
-        self.targets: dict[Path, Path] = {}
+        self.staged: dict[Path, Path] = {}
 
-    def temp(self, target: Path) -> Path:
+    def path(self, target: Path) -> Path:
+        """The temporary name to write ``target`` under."""
         tmp = partial_path(target)
-        self.targets[tmp] = target
+        self.staged[tmp] = target
         return tmp
 
     def commit(self) -> None:
-        for tmp, target in self.targets.items():
-            if tmp.exists():
-                os.replace(tmp, target)
-        self.targets = {}
+        for tmp, target in self.staged.items():
+            os.replace(tmp, target)
+        self.staged = {}
 
     def discard(self) -> None:
-        for tmp in self.targets:
+        for tmp in self.staged:
             if tmp.exists():
                 tmp.unlink()
-        self.targets = {}
+        self.staged = {}
 
 
 def _is_tiff(path: Path | None) -> bool:
     return path is not None and path.suffix.lower() in TIFF_SUFFIXES
 
 
+MAP_SUFFIXES = (".png", ".tif", ".tiff")
+
+
+def check_map_formats(index_map: Path | None = None, decision_map: Path | None = None,
+                      height: Path | None = None) -> None:
+    """Maps are data: lossless formats only (index/decision: PNG or TIFF; heights: float32 TIFF)."""
+    for path, what in ((index_map, "index/depth map"), (decision_map, "decision map")):
+        if path is not None and path.suffix.lower() not in MAP_SUFFIXES:
+            raise UsageError(f"{path}: the {what} needs a lossless 16-bit format (.png or .tif)")
+    if height is not None and not _is_tiff(height):
+        raise UsageError(f"{height}: the height map is float32 data: use .tif")
+
+
 def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
               align_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Fuse ``job`` with ``model`` and write its outputs; returns the report.
+    """Fuse ``job`` with ``model`` and write its outputs (all or none); returns the report.
 
     When the image is processed in tiles and the output is a TIFF, the fused image (and a TIFF index
     map) stream to disk band by band, so memory stays bounded whatever the image size.
@@ -139,6 +153,7 @@ def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
     require_frames(refs)
     paths = input_paths(refs)
     check_outputs(job.outputs(), job.overwrite, paths)
+    check_map_formats(job.index_map, height=job.height_map)
     z_step, unit = job.z_step, job.z_unit
     if z_step is None:
         z_step, unit = z_spacing_of_inputs(paths) or (None, unit)
@@ -150,16 +165,18 @@ def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
     reference = refs[len(refs) // 2]
     metadata = read_metadata(reference.path) if isinstance(reference, FrameRef) else ImageMetadata()
     metadata = dataclasses.replace(metadata, description=provenance(model, job.strategy, len(refs)))
-    streams = StreamedTiffs()
+    staged = StagedOutputs()
     stream_index = _is_tiff(job.index_map) and job.depth_smooth == 0
     keep_index = (job.index_map is not None and not stream_index) or job.depth_preview is not None \
         or job.height_map is not None
+    streamed: list[Path] = []
 
     def sink(height: int, width: int, channels: int, dtype: np.dtype, n_tiles: int):
         if n_tiles == 1 or not _is_tiff(job.output):
             return ArraySink(height, width, channels, dtype)
-        return TiffSink(height, width, channels, dtype, streams.temp(job.output),
-                        index_path=streams.temp(job.index_map) if stream_index else None,
+        streamed.extend([job.output] + ([job.index_map] if stream_index else []))
+        return TiffSink(height, width, channels, dtype, staged.path(job.output),
+                        index_path=staged.path(job.index_map) if stream_index else None,
                         compression=job.compression, keep_index=keep_index,
                         fused_kwargs=tiff_write_kwargs(metadata, channels=channels))
 
@@ -168,20 +185,20 @@ def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
         result = fuse_stack(refs, strategy=job.strategy, weights=model, device=device, align=job.align,
                             crop=job.crop, tile_size=job.tile_size, progress=progress, align_progress=align_progress,
                             sink=sink)
-        if result.fused is not None:
-            write_image(job.output, result.fused, metadata=metadata, compression=job.compression)
+        if job.output in streamed:
+            embed_exif_in_tiff(partial_path(job.output), metadata)
         else:
-            embed_exif_in_tiff(next(iter(streams.targets)), metadata)
-            streams.commit()
+            write_image(staged.path(job.output), result.fused, metadata=metadata, compression=job.compression)
         index = None if result.index_map is None else smooth_index_map(result.index_map, job.depth_smooth)
-        if job.index_map is not None and not (stream_index and result.fused is None):
-            write_map(job.index_map, index, "index")
+        if job.index_map is not None and job.index_map not in streamed:
+            write_map(staged.path(job.index_map), index, "index")
         if job.depth_preview is not None:
-            write_image(job.depth_preview, depth_preview(index, len(refs), z_step, unit))
+            write_image(staged.path(job.depth_preview), depth_preview(index, len(refs), z_step, unit))
         if job.height_map is not None:
-            write_image(job.height_map, height_map(index, z_step), compression=job.compression)
+            write_image(staged.path(job.height_map), height_map(index, z_step), compression=job.compression)
+        staged.commit()
     finally:
-        streams.discard()
+        staged.discard()
     h, w = result.shape
     return {
         "output": str(job.output), "inputs": len(refs), "frames_used": len(result.frames),
@@ -200,58 +217,66 @@ def run_pair(image_a: Path, image_b: Path, output: Path, model: GACN, *, decisio
     if len(refs) != 2:
         raise UsageError("pair takes two single images (use `focusfuse stack` for multi-page TIFFs)")
     check_outputs([p for p in (output, decision_map) if p is not None], overwrite, input_paths(refs))
-    alignment = None
-    if align != "none":
-        alignment = estimate_or_fail(refs, align, reference=0)
-        if alignment.failures():
-            raise InputError(f"alignment failed: {alignment.failures()[0]} (try --align none)")
+    check_map_formats(decision_map=decision_map)
+    alignment = align_pair(refs, align)
     metadata = dataclasses.replace(read_metadata(image_a), description=provenance(model, "pair", 2))
-    streams = StreamedTiffs()
+    staged = StagedOutputs()
     maps = ("decision",) if decision_map is not None else ()
+    streamed: list[Path] = []
 
     def sink(height: int, width: int, channels: int, dtype: np.dtype, n_tiles: int):
         if n_tiles == 1 or not _is_tiff(output) or (decision_map is not None and not _is_tiff(decision_map)):
             return ArraySink(height, width, channels, dtype, maps=maps)
-        return TiffSink(height, width, channels, dtype, streams.temp(output), compression=compression,
-                        map_paths={"decision": streams.temp(decision_map)} if decision_map else None,
+        streamed.append(output)
+        return TiffSink(height, width, channels, dtype, staged.path(output), compression=compression,
+                        map_paths={"decision": staged.path(decision_map)} if decision_map else None,
                         fused_kwargs=tiff_write_kwargs(metadata, channels=channels))
 
     start = time.perf_counter()
     try:
         out, _ = fuse_frames(refs, PairStack, model, model.device, alignment=alignment, tile_size=tile_size,
                              sink=sink)
-        if out.fused is not None:
-            write_image(output, out.fused, metadata=metadata, compression=compression)
-            if decision_map is not None:
-                write_map(decision_map, out.maps["decision"], "probability")
+        if streamed:
+            embed_exif_in_tiff(partial_path(output), metadata)
         else:
-            embed_exif_in_tiff(next(iter(streams.targets)), metadata)
-            streams.commit()
+            write_image(staged.path(output), out.fused, metadata=metadata, compression=compression)
+            if decision_map is not None:
+                write_map(staged.path(decision_map), out.maps["decision"], "probability")
+        staged.commit()
     finally:
-        streams.discard()
+        staged.discard()
     h, w = out.shape
     return {"output": str(output), "width": w, "height": h, "device": str(model.device),
             "seconds": round(time.perf_counter() - start, 3), **peak_memory_mb(model.device), **weights_id(model)}
+
+
+def aligned_frame_name(ref: Any, i: int) -> str:
+    """File name for a registered frame: the input's name (and format, if writable), or frame_NNNN.tif."""
+    if not isinstance(ref, FrameRef):
+        return f"frame_{i:04d}.tif"
+    stem = ref.path.stem if ref.page is None else f"{ref.path.stem}_z{ref.page:04d}"
+    writable = ref.path.suffix.lower() in (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+    return stem + (ref.path.suffix if writable else ".tif")
 
 
 def write_aligned_frames(inputs: Sequence[Any], out_dir: Path, *, mode: str = "auto", crop: bool = False,
                          overwrite: bool = False, progress: Progress | None = None,
                          align_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """``--align-only``: register the frames onto the middle one and write them to ``out_dir``."""
+    if mode == "none":
+        raise UsageError("--align-only needs an alignment mode (auto, translation, affine, homography)")
     refs = frame_refs(list(inputs))
     require_frames(refs)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    alignment = estimate_or_fail(refs, mode if mode != "none" else "auto", progress=align_progress)
-    box = alignment.valid_box() if crop else None
-    targets = []
-    for i, ref in enumerate(refs):
-        if isinstance(ref, FrameRef):
-            stem = ref.path.stem if ref.page is None else f"{ref.path.stem}_z{ref.page:04d}"
-            suffix = ref.path.suffix if ref.path.suffix.lower() in (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp") else ".tif"
-        else:
-            stem, suffix = f"frame_{i:04d}", ".tif"
-        targets.append(out_dir / f"{stem}{suffix}")
-    check_outputs(targets, overwrite, input_paths(refs))
+    targets = [out_dir / aligned_frame_name(ref, i) for i, ref in enumerate(refs)]
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir}: not a folder")
+    if out_dir.exists():
+        check_outputs(targets, overwrite, input_paths(refs))
+    elif not out_dir.parent.exists():
+        raise UsageError(f"{out_dir.parent}: output folder does not exist")
+    alignment = estimate_or_fail(refs, mode, progress=align_progress)
+    box = checked_crop_box(alignment) if crop else None
+    out_dir.mkdir(exist_ok=True)
     written = []
     for i, (ref, target) in enumerate(zip(refs, targets)):
         if not alignment.frames[i].ok:

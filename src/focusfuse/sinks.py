@@ -45,6 +45,9 @@ class ArraySink:
     def close(self) -> None:
         pass
 
+    def abort(self) -> None:
+        pass
+
 
 class TiffBandWriter:
     """Writes a tiled TIFF from row bands handed over in order (a writer thread pulls TIFF tiles)."""
@@ -56,6 +59,8 @@ class TiffBandWriter:
         self.dtype = np.dtype(dtype)
         self.bands: queue.Queue = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
+        self.finished = False  # the end marker was taken from the queue
+        self.aborted = False
         raw = height * width * channels * self.dtype.itemsize
         self.kwargs = dict(tile=(TIFF_TILE, TIFF_TILE), compression=compression, bigtiff=raw > 2**31 - 2**25,
                            photometric="rgb" if channels == 3 else "minisblack", metadata=None, **tiff_kwargs)
@@ -65,6 +70,8 @@ class TiffBandWriter:
     def _tiles(self) -> Iterator[np.ndarray]:
         width = self.shape[1]
         while (band := self.bands.get()) is not None:
+            if self.aborted:
+                break
             for ty in range(0, band.shape[0], TIFF_TILE):
                 for tx in range(0, width, TIFF_TILE):
                     tile = band[ty:ty + TIFF_TILE, tx:tx + TIFF_TILE]
@@ -73,14 +80,15 @@ class TiffBandWriter:
                         padded[:tile.shape[0], :tile.shape[1]] = tile
                         tile = padded
                     yield tile
+        self.finished = True
 
     def _run(self) -> None:
         try:
             tifffile.imwrite(self.path, self._tiles(), shape=self.shape, dtype=self.dtype, **self.kwargs)
         except BaseException as exc:  # reported by close()
             self.error = exc
-            while self.bands.get() is not None:  # drain so the producer never blocks
-                pass
+        while not self.finished:  # drain, so the producer never blocks on a full queue
+            self.finished = self.bands.get() is None
 
     def write_band(self, band: np.ndarray) -> None:
         if self.error is None:
@@ -91,6 +99,12 @@ class TiffBandWriter:
         self.thread.join()
         if self.error is not None:
             raise self.error
+
+    def abort(self) -> None:
+        """Stop writing (the partial file is the caller's to remove) and release the thread."""
+        self.aborted = True
+        self.bands.put(None)
+        self.thread.join()
 
 
 class TiffSink:
@@ -130,7 +144,8 @@ class TiffSink:
                          for name, (c, dtype) in self.layers.items()}
         values = {"fused": fused, "index": index}
         for name, p in (maps or {}).items():
-            values[name] = np.round(np.clip(p, 0.0, 1.0) * 65535.0).astype(np.uint16)
+            if name in self.layers:
+                values[name] = np.round(np.clip(p, 0.0, 1.0) * 65535.0).astype(np.uint16)
         for name, band in self.band.items():
             tile = values[name]
             if tile.ndim == 2 and band.ndim == 3:
@@ -172,3 +187,7 @@ class TiffSink:
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+    def abort(self) -> None:
+        for writer in self.writers.values():
+            writer.abort()

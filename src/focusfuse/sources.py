@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 import os
-import struct
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,10 +22,9 @@ import numpy as np
 import tifffile
 
 from .align import FrameAlignment, warp_frame
-from .color import normalize_layout
 from .errors import InputError
-from .frames import read_frame
-from .io import FrameRef, TIFF_SUFFIXES, exif_orientation, tiff_frame_planes, tiff_plane_page
+from .frames import clean_pixels, read_frame, working_dtype
+from .io import FrameRef, TIFF_SUFFIXES, exif_orientation, open_header, png_header, tiff_frame_planes, tiff_plane_page
 from .tiling import Box
 
 
@@ -36,7 +36,7 @@ class FrameInfo:
 
 
 class FrameSource:
-    """A frame: ``info`` (size, channels, dtype) and ``read(box)`` (HxW or HxWx3, native dtype)."""
+    """A frame: ``info`` (size, channels, dtype) and ``read(box)`` (HxW or HxWx3, working dtype)."""
 
     name: str
     info: FrameInfo
@@ -44,34 +44,40 @@ class FrameSource:
     def read(self, box: Box | None = None) -> np.ndarray:
         raise NotImplementedError
 
+    def expect_reads(self, many: bool) -> None:
+        """Told whether the frame will be read region by region many times (tiles) or once."""
+
     def close(self) -> None:
         """Release temporary files."""
 
 
-def _check_pixels(image: np.ndarray, name: str) -> np.ndarray:
-    if image.dtype.kind == "f" and not np.isfinite(image).all():
-        raise InputError(f"{name}: image contains NaN or infinite values")
-    return image
+def _layout_info(image: np.ndarray, name: str) -> FrameInfo:
+    channels = 1 if image.ndim == 2 else (1 if image.shape[2] in (1, 2) else 3)
+    return FrameInfo(image.shape[:2], channels, working_dtype(image.dtype, name))
 
 
 class ArraySource(FrameSource):
+    """A caller's array; converted to the working dtype and layout region by region, when read."""
+
     def __init__(self, image: np.ndarray, name: str) -> None:
         self.name = name
-        self.image = read_frame(image)
-        self.info = FrameInfo(self.image.shape[:2], 1 if self.image.ndim == 2 else 3, self.image.dtype)
+        self.image = np.asarray(image)
+        if self.image.ndim not in (2, 3):
+            raise InputError(f"{name}: unsupported image shape {self.image.shape}")
+        self.info = _layout_info(self.image, name)
 
     def read(self, box: Box | None = None) -> np.ndarray:
-        return self.image if box is None else self.image[box.slices]
+        return clean_pixels(self.image if box is None else self.image[box.slices], self.name)
 
 
 # ------------------------------------------------------------------------------------------- probing
 
 def _png_info(path: Path) -> FrameInfo | None:
     with open(path, "rb") as fh:
-        head = fh.read(33)
-    if len(head) < 33 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        header = png_header(fh.read(26))
+    if header is None:
         return None
-    width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
+    width, height, depth, colour = header
     channels = 1 if colour in (0, 4) else 3
     return FrameInfo((height, width), channels, np.dtype(np.uint16 if depth == 16 else np.uint8))
 
@@ -86,10 +92,37 @@ def _page_layout(key: tifffile.TiffPage) -> tuple[int, int, int]:
     return int(shape[0]), int(shape[1]), int(shape[2])
 
 
-def _tiff_info(ref: FrameRef) -> FrameInfo:
+class OpenTiffs:
+    """TIFF files opened once and shared by every frame and region read from them (many pages are
+    otherwise re-parsed on every read)."""
+
+    def __init__(self) -> None:
+        self.files: dict[Path, tifffile.TiffFile] = {}
+
+    def get(self, path: Path) -> tifffile.TiffFile:
+        if path not in self.files:
+            self.files[path] = tifffile.TiffFile(path)
+        return self.files[path]
+
+    def close(self) -> None:
+        for tif in self.files.values():
+            tif.close()
+        self.files = {}
+
+
+@contextmanager
+def _opened(ref: FrameRef, tiffs: OpenTiffs | None) -> Iterator[tifffile.TiffFile]:
+    if tiffs is not None:
+        yield tiffs.get(ref.path)
+    else:
+        with tifffile.TiffFile(ref.path) as tif:
+            yield tif
+
+
+def _tiff_info(ref: FrameRef, tiffs: OpenTiffs | None = None) -> FrameInfo:
     """Size, channels and dtype of TIFF frame ``ref.page`` as :func:`read_frame` will give it."""
     try:
-        with tifffile.TiffFile(ref.path) as tif:
+        with _opened(ref, tiffs) as tif:
             series = tif.series[0]
             planes = tiff_frame_planes(series, ref.page or 0)
             height, width, samples = _page_layout(series.keyframe)
@@ -97,34 +130,28 @@ def _tiff_info(ref: FrameRef) -> FrameInfo:
     except Exception as exc:
         raise InputError(f"{ref.path}: not a readable TIFF ({str(exc).splitlines()[0]})") from exc
     channels = 3 if len(planes) == 3 or samples >= 3 else 1  # 2 samples: gray + alpha; 4: RGBA
-    if dtype == np.float64 or dtype == np.float16:
-        dtype = np.dtype(np.float32)
-    if dtype == bool:
-        dtype = np.dtype(np.uint8)
-    return FrameInfo((height, width), channels, dtype)
+    return FrameInfo((height, width), channels, working_dtype(dtype, ref.name))
 
 
-def probe(ref: FrameRef) -> FrameInfo:
+def probe(ref: FrameRef, tiffs: OpenTiffs | None = None) -> FrameInfo:
     """Size, channels and dtype of a file frame, decoding as little as possible."""
     suffix = ref.path.suffix.lower()
     if not ref.path.is_file():
         raise InputError(f"{ref.path}: no such file")
     if suffix in TIFF_SUFFIXES:
-        info = _tiff_info(ref)
+        info = _tiff_info(ref, tiffs)
     else:
         info = _png_info(ref.path) if suffix == ".png" else None
         if info is None:
             try:
-                from PIL import Image
-
-                with Image.open(ref.path) as im:
+                with open_header(ref.path) as im:
                     width, height = im.size
                     channels = 1 if im.mode in ("L", "I;16", "I", "F", "LA", "1") else 3
                     dtype = np.dtype(np.uint16 if im.mode.startswith("I;16") else np.uint8)
                     info = FrameInfo((height, width), channels, dtype)
-            except Exception:  # not something Pillow knows: decode it to learn
+            except Exception:  # not something Pillow knows (or too large for it): decode it to learn
                 image = read_frame(ref)
-                info = FrameInfo(image.shape[:2], 1 if image.ndim == 2 else 3, image.dtype)
+                info = _layout_info(image, ref.name)
     if exif_orientation(ref.path) in (5, 6, 7, 8):
         info = replace(info, shape=(info.shape[1], info.shape[0]))
     if info.shape[0] == 0 or info.shape[1] == 0:
@@ -143,25 +170,47 @@ def _chunks_readable(page: tifffile.TiffPage | tifffile.TiffFrame | None) -> boo
             and len(page.dataoffsets) == math.prod(key.chunked) and all(page.dataoffsets))
 
 
-def tiff_region_readable(ref: FrameRef) -> bool:
+def tiff_region_readable(ref: FrameRef, tiffs: OpenTiffs | None = None) -> bool:
     """True when every page of the frame is stored in tiles/strips :func:`read_tiff_region` can decode.
 
     False for planar pages, pages without an IFD of their own (truncated ImageJ, missing OME
     planes), RGB pages that would have to be stacked, and rotated (EXIF orientation) files.
     """
     try:
-        with tifffile.TiffFile(ref.path) as tif:
+        with _opened(ref, tiffs) as tif:
             series = tif.series[0]
             pages = [tiff_plane_page(series, i) for i in tiff_frame_planes(series, ref.page or 0)]
             single_samples = len(pages) == 1 or series.keyframe.samplesperpixel == 1
-            return single_samples and all(_chunks_readable(p) for p in pages) and exif_orientation(ref.path) == 1
+            upright = int(getattr(tif.pages[0].tags.get(274), "value", 1) or 1) == 1
+            return single_samples and all(_chunks_readable(p) for p in pages) and upright
     except Exception:
         return False
+
+
+def _read_uncompressed_rows(page: tifffile.TiffPage | tifffile.TiffFrame, box: Box) -> np.ndarray:
+    """Pixels of ``box`` from an uncompressed striped page, reading only the bytes of its rows."""
+    key = page.keyframe
+    samples = key.shape[2] if len(key.shape) == 3 else 0
+    dtype = np.dtype(key.dtype).newbyteorder(page.parent.byteorder)
+    pixel = max(samples, 1) * dtype.itemsize
+    row_bytes = key.imagewidth * pixel
+    rows_per_strip = key.rowsperstrip or key.imagelength
+    out = np.empty(box.shape + ((samples,) if samples else ()), dtype=key.dtype)
+    handle = page.parent.filehandle
+    for r, y in enumerate(range(box.y0, box.y1)):
+        strip, row = divmod(y, rows_per_strip)
+        handle.seek(page.dataoffsets[strip] + row * row_bytes + box.x0 * pixel)
+        data = np.frombuffer(handle.read(box.shape[1] * pixel), dtype=dtype)
+        out[r] = data.reshape(out.shape[1:])
+    return out
 
 
 def _read_page_region(page: tifffile.TiffPage | tifffile.TiffFrame, box: Box) -> np.ndarray:
     """Pixels of ``box`` from one tiled/striped page, decoding only the chunks it touches."""
     key = page.keyframe
+    if key.compression == 1 and not key.is_tiled and key.bitspersample == 8 * np.dtype(key.dtype).itemsize \
+            and key.predictor == 1 and key.fillorder == 1:
+        return _read_uncompressed_rows(page, box)
     chunk_h, chunk_w = key.chunks[0], key.chunks[1]
     per_row = key.chunked[1]
     samples = key.shape[2] if len(key.shape) == 3 else 0
@@ -182,9 +231,9 @@ def _read_page_region(page: tifffile.TiffPage | tifffile.TiffFrame, box: Box) ->
     return out
 
 
-def read_tiff_region(ref: FrameRef, box: Box) -> np.ndarray:
+def read_tiff_region(ref: FrameRef, box: Box, tiffs: OpenTiffs | None = None) -> np.ndarray:
     """Pixels of ``box`` of TIFF frame ``ref.page``; a frame of C pages is read page by page and stacked."""
-    with tifffile.TiffFile(ref.path) as tif:
+    with _opened(ref, tiffs) as tif:
         series = tif.series[0]
         parts = [_read_page_region(series.pages[i], box) for i in tiff_frame_planes(series, ref.page or 0)]
     return parts[0] if len(parts) == 1 else np.stack(parts, axis=-1)
@@ -193,33 +242,46 @@ def read_tiff_region(ref: FrameRef, box: Box) -> np.ndarray:
 # ------------------------------------------------------------------------------------- file sources
 
 class FileSource(FrameSource):
-    """A file frame; whole reads decode it, region reads use TIFF chunks or a raw decoded cache."""
+    """A file frame; whole reads decode it, region reads use TIFF chunks or a raw decoded cache.
 
-    def __init__(self, ref: FrameRef, name: str, cache_dir: str | os.PathLike | None = None) -> None:
+    The cache (one raw file per frame in ``cache_dir``) is made only when the frame is going to be read
+    region by region many times; a frame read once is decoded once and sliced.
+    """
+
+    def __init__(self, ref: FrameRef, name: str, cache_dir: str | os.PathLike | None = None,
+                 tiffs: OpenTiffs | None = None) -> None:
         self.ref = ref
         self.name = name
-        self.info = probe(ref)
+        self.tiffs = tiffs
+        self.info = probe(ref, tiffs)
         self.cache_dir = cache_dir
-        self.regions_from_tiff = ref.path.suffix.lower() in TIFF_SUFFIXES and tiff_region_readable(ref)
+        self.regions_from_tiff = ref.path.suffix.lower() in TIFF_SUFFIXES and tiff_region_readable(ref, tiffs)
+        self.many_reads = True
         self.cache_path: Path | None = None
         self.cached: FrameInfo | None = None
+
+    def expect_reads(self, many: bool) -> None:
+        self.many_reads = many
 
     def read(self, box: Box | None = None) -> np.ndarray:
         if box is None or box.shape == self.info.shape:
             return self._whole()
         if self.regions_from_tiff:
-            image = read_tiff_region(self.ref, box)
-            image = normalize_layout(image) if image.ndim == 3 else image
-            if image.dtype in (np.float64, np.float16):
-                image = image.astype(np.float32)
-            return _check_pixels(image, self.name)
+            return self._checked(clean_pixels(read_tiff_region(self.ref, box, self.tiffs), self.name), box.shape)
+        if not self.many_reads:
+            return self._whole()[box.slices]
         return self._cached_region(box)
 
-    def _whole(self) -> np.ndarray:
-        image = read_frame(self.ref)
-        if image.shape[:2] != self.info.shape:
-            raise InputError(f"{self.name}: decoded size differs from its header")
+    def _checked(self, image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """Decoded pixels must match what the header promised (size, channels, dtype)."""
+        found = _layout_info(image, self.name)
+        if image.shape[:2] != tuple(shape) or found.channels != self.info.channels or found.dtype != self.info.dtype:
+            raise InputError(f"{self.name}: decoded image ({image.shape}, {image.dtype}) does not match its header "
+                             f"({self.info.shape}, {self.info.channels} channel(s), {self.info.dtype})")
         return image
+
+    def _whole(self) -> np.ndarray:
+        return self._checked(read_frame(self.ref), self.info.shape)
 
     def _cached_region(self, box: Box) -> np.ndarray:
         if self.cache_path is None:
@@ -228,7 +290,7 @@ class FileSource(FrameSource):
             with os.fdopen(handle, "wb") as fh:
                 fh.write(np.ascontiguousarray(image).tobytes())
             self.cache_path = Path(name)
-            self.cached = FrameInfo(image.shape[:2], 1 if image.ndim == 2 else 3, image.dtype)
+            self.cached = _layout_info(image, self.name)
         info = self.cached
         assert info is not None
         pixel = info.channels * info.dtype.itemsize
@@ -265,22 +327,28 @@ class WarpedSource(FrameSource):
         box = box or Box(0, h, 0, w)
         if box.shape == (h, w):
             return warp_frame(self.source.read(), self.alignment, (h, w))
+        area = self.source_area(box)
+        return warp_frame(self.source.read(area), self.alignment, box.shape, origin=(box.y0, box.x0),
+                          offset=(area.y0, area.x0))
+
+    def source_area(self, box: Box) -> Box:
+        """The source pixels ``box`` maps onto, plus the bicubic margin, clipped to the source per axis."""
         inverse = np.linalg.inv(self.alignment.transform)
         corners = np.array([[box.x0, box.y0, 1], [box.x1 - 1, box.y0, 1], [box.x0, box.y1 - 1, 1],
                             [box.x1 - 1, box.y1 - 1, 1]], np.float64) @ inverse.T
         xs, ys = corners[:, 0] / corners[:, 2], corners[:, 1] / corners[:, 2]
         src_h, src_w = self.source.info.shape
-        area = Box(int(max(0, math.floor(ys.min()) - self.MARGIN)), int(min(src_h, math.ceil(ys.max()) + self.MARGIN + 1)),
-                   int(max(0, math.floor(xs.min()) - self.MARGIN)), int(min(src_w, math.ceil(xs.max()) + self.MARGIN + 1)))
-        if area.y1 <= area.y0 or area.x1 <= area.x0:  # maps outside the source: replicate its nearest pixels
-            area = Box(min(max(int(ys.mean()), 0), src_h - 1), min(max(int(ys.mean()), 0), src_h - 1) + 1,
-                       min(max(int(xs.mean()), 0), src_w - 1), min(max(int(xs.mean()), 0), src_w - 1) + 1)
-        pixels = self.source.read(area)
-        # source crop coordinates -> full source -> reference -> this box
-        to_full = np.array([[1, 0, area.x0], [0, 1, area.y0], [0, 0, 1]], np.float64)
-        to_box = np.array([[1, 0, -box.x0], [0, 1, -box.y0], [0, 0, 1]], np.float64)
-        local = replace(self.alignment, transform=to_box @ self.alignment.transform @ to_full)
-        return warp_frame(pixels, local, box.shape)
+
+        def span(low: float, high: float, size: int) -> tuple[int, int]:
+            start = min(max(math.floor(low) - self.MARGIN, 0), size - 1)
+            stop = max(min(math.ceil(high) + self.MARGIN + 1, size), start + 1)
+            return start, stop
+
+        (y0, y1), (x0, x1) = span(ys.min(), ys.max(), src_h), span(xs.min(), xs.max(), src_w)
+        return Box(y0, y1, x0, x1)
+
+    def expect_reads(self, many: bool) -> None:
+        self.source.expect_reads(many)
 
     def close(self) -> None:
         self.source.close()
@@ -299,6 +367,9 @@ class CroppedSource(FrameSource):
         box = box or Box(0, self.window.shape[0], 0, self.window.shape[1])
         w = self.window
         return self.source.read(Box(w.y0 + box.y0, w.y0 + box.y1, w.x0 + box.x0, w.x0 + box.x1))
+
+    def expect_reads(self, many: bool) -> None:
+        self.source.expect_reads(many)
 
     def close(self) -> None:
         self.source.close()

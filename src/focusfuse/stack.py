@@ -28,17 +28,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .color import from_tensor, to_gray
+from .color import from_tensor, to_gray, to_tensor
 from .decision import blend, decide_pair, refine_decision_map
 from .device import resolve_device
 from .errors import InputError, UsageError
 from .align import MODES as ALIGN_MODES
 from .align import FrameAlignment, StackAlignment, estimate_alignment
-from .color import to_tensor
 from .frames import FrameChecker, FrameLike, LazyFrames, frame_name, frame_refs, match_channels, require_frames
 from .io import FrameRef
 from .sinks import ArraySink
-from .sources import ArraySource, CroppedSource, FileSource, FrameSource, WarpedSource
+from .sources import ArraySource, CroppedSource, FileSource, FrameSource, OpenTiffs, WarpedSource
 from .tiling import Box, Tile, choose_tile_size, frame_channel_weights, tile_grid
 from .model import GACN, initial_decision_map
 from .weights import load_model
@@ -188,15 +187,34 @@ def estimate_or_fail(refs: Sequence, mode: str, reference: int | None = None,
         raise InputError(f"alignment: {exc}") from exc
 
 
+def checked_crop_box(alignment: StackAlignment) -> tuple[int, int, int, int]:
+    """The area valid in all aligned frames (``--crop``); an error when they share none."""
+    x0, y0, x1, y1 = alignment.valid_box()
+    if x1 <= x0 or y1 <= y0:
+        raise InputError("--crop: the aligned frames share no common area (try without --crop)")
+    return x0, y0, x1, y1
+
+
+def align_pair(refs: Sequence, mode: str) -> StackAlignment | None:
+    """Register the second frame of a pair onto the first (None for mode "none"); failure is an error."""
+    if mode == "none":
+        return None
+    alignment = estimate_or_fail(refs, mode, reference=0)
+    if alignment.failures():
+        raise InputError(f"alignment failed: {alignment.failures()[0]} (try --align none)")
+    return alignment
+
+
 def open_sources(refs: Sequence, alignment: StackAlignment | None, window: tuple[int, int, int, int] | None,
-                 cache_dir: str) -> list[tuple[int, FrameSource]]:
+                 cache_dir: str, tiffs: OpenTiffs) -> list[tuple[int, FrameSource]]:
     """(index, source) of every usable frame: registered when aligned, cropped with a window (x0, y0, x1, y1)."""
     sources = []
     for i, ref in enumerate(refs):
         if alignment is not None and not alignment.frames[i].ok:
             continue
         name = frame_name(ref, i)
-        source: FrameSource = FileSource(ref, name, cache_dir) if isinstance(ref, FrameRef) else ArraySource(ref, name)
+        source: FrameSource = (FileSource(ref, name, cache_dir, tiffs) if isinstance(ref, FrameRef)
+                               else ArraySource(ref, name))
         if alignment is not None and not is_identity(alignment.frames[i]):
             source = WarpedSource(source, alignment.frames[i], alignment.shape)
         if window is not None:
@@ -221,6 +239,8 @@ class Sink(Protocol):
 
     def close(self) -> None: ...
 
+    def abort(self) -> None: ...
+
 
 SinkFactory = Callable[[int, int, int, np.dtype, int], Sink]
 
@@ -236,15 +256,24 @@ def fuse_frames(refs: Sequence, strategy: type[StackStrategy], model: GACN, devi
     computed first, so tiles fuse exactly as the whole image would.
     """
     with tempfile.TemporaryDirectory(prefix="focusfuse-") as cache, torch.inference_mode():
-        sources = open_sources(refs, alignment, window, cache)
+        tiffs = OpenTiffs()
+        out: Sink | None = None
+        sources: list[tuple[int, FrameSource]] = []
         try:
-            require_frames(sources)
+            sources = open_sources(refs, alignment, window, cache, tiffs)
+            require_frames(sources, f"{len(sources)} of {len(refs)} frames could be used (alignment failed)"
+                           if alignment is not None and len(sources) < len(refs) else None)
             checker = FrameChecker()
             for _, source in sources:
                 checker.check_info(source.info.shape, source.info.dtype, source.info.channels, source.name)
             height, width = checker.shape
             tile = choose_tile_size(height, width, device) if tile_size is None else tile_size
             tiles = tile_grid(height, width, tile)
+            if len(tiles) > 1 and strategy is SerialStack:
+                raise UsageError("--strategy serial cannot run in tiles (it feeds the fused image back through "
+                                 "the network); use --tile-size 0 or the calibrated strategy")
+            for _, source in sources:
+                source.expect_reads(many=len(tiles) > 1)
             if sink is not None:
                 out = sink(height, width, checker.channels, checker.dtype, len(tiles))
             else:
@@ -259,9 +288,14 @@ def fuse_frames(refs: Sequence, strategy: type[StackStrategy], model: GACN, devi
                 out.write(tile_.core, from_tensor(state.fused[:, rows, cols], checker.dtype),
                           state.index[rows, cols].to(torch.int32).cpu().numpy().astype(np.uint16), tile_maps)
             out.close()
+        except BaseException:
+            if out is not None:
+                out.abort()
+            raise
         finally:
             for _, source in sources:
                 source.close()
+            tiffs.close()
     return out, [source.name for _, source in sources]
 
 
@@ -291,7 +325,7 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, strategy: str = DEFAU
     skipped = [] if alignment is None else alignment.failures()
     for message in skipped:
         warnings.warn(f"{message}; frame left out", stacklevel=2)
-    window = alignment.valid_box() if (alignment is not None and crop) else None
+    window = checked_crop_box(alignment) if (alignment is not None and crop) else None
     out, names = fuse_frames(refs, STRATEGIES[strategy], model, dev, alignment=alignment, window=window,
                              tile_size=tile_size, progress=progress, sink=sink)
     return StackResult(fused=out.fused, index_map=out.index, strategy=strategy, frames=names, alignment=alignment,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,10 +21,10 @@ from .model import GACN
 
 # Receptive radius of the final decision map, in pixels of the input:
 FEATURE_RADIUS = 4  # four 3x3 convolutions
-SF_RADIUS = 1 + 5  # one-sided gradient + 11x11 window
+SF_REACH = 1 + 5  # one-sided gradient + 11x11 window
 DECISION_RADIUS = 3 + 4 * (1 + 3)  # 7x7 SSE, then four (3x3 conv + 7x7 SSE)
 REFINE_RADIUS = 3 + 3  # guided filter: box means of the inputs, then of a and b (Gaussian: 4)
-NETWORK_RADIUS = FEATURE_RADIUS + SF_RADIUS + DECISION_RADIUS + REFINE_RADIUS  # 35
+NETWORK_RADIUS = FEATURE_RADIUS + SF_REACH + DECISION_RADIUS + REFINE_RADIUS  # 35
 HALO = 40
 TILE_MULTIPLE = 64
 BYTES_PER_PIXEL = {"cpu": 1900, "cuda": 2200}  # peak working memory per pixel of a stack step, fp32 (CPU measured)
@@ -138,17 +138,5 @@ def frame_channel_weights(model: GACN, read: ReadRegion, height: int, width: int
     return weights
 
 
-def iter_bands(tiles: list[Tile]) -> Iterator[list[Tile]]:
-    """Tiles grouped by row of the grid (same core rows), top to bottom."""
-    band: list[Tile] = []
-    for tile in tiles:
-        if band and tile.core.y0 != band[0].core.y0:
-            yield band
-            band = []
-        band.append(tile)
-    if band:
-        yield band
-
-
 __all__ = ["Box", "Tile", "HALO", "NETWORK_RADIUS", "tile_grid", "choose_tile_size", "frame_channel_weights",
-           "iter_bands", "available_memory"]
+           "available_memory"]

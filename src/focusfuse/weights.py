@@ -11,6 +11,7 @@ weights are used, if they are installed.
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import hashlib
 import os
@@ -170,7 +171,12 @@ def load_model(weights: str | os.PathLike | GACN | None = None,
                device: torch.device | str = "cpu") -> GACN:
     """A GACN in eval mode on ``device`` from a path, an installed name, the default, or a model."""
     if isinstance(weights, GACN):
-        return weights.to(device, memory_format=torch.channels_last).eval()
+        ready = not weights.training and weights.device == torch.device(device) and all(
+            p.is_contiguous(memory_format=torch.channels_last) for p in weights.parameters() if p.ndim == 4)
+        if ready:
+            return weights
+        model = copy.deepcopy(weights)  # the caller's model keeps its mode, device and layout
+        return model.to(device, memory_format=torch.channels_last).eval()
     path = resolve_weights(weights)
     state, metadata = read_weights(path)
     model = GACN()
