@@ -6,11 +6,12 @@ import csv
 import json
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
 from scipy import ndimage
+
+from focusfuse.io import write_image
 
 from focusfuse.evaluate import (
     Case,
@@ -42,7 +43,7 @@ def write(path: Path, img: np.ndarray) -> Path:
     if path.suffix in (".tif", ".tiff"):
         tifffile.imwrite(path, img)
     else:
-        iio.imwrite(path, img)
+        write_image(path, img)
     return path
 
 

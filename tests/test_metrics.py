@@ -26,9 +26,9 @@ def _reference_params() -> list:
 
 
 def _read_gray(relative: str) -> np.ndarray:
-    import imageio.v3 as iio
+    from focusfuse.io import read_image
 
-    return m.to_gray_matlab(iio.imread(SHARED / relative))
+    return m.to_gray_matlab(read_image(SHARED / relative))
 
 
 @pytest.mark.parametrize("entry", _reference_params())
