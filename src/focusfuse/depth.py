@@ -51,7 +51,8 @@ def depth_preview(index_map: np.ndarray, n_frames: int, z_step: float | None = N
     for k in ticks:
         y = int(round((n_frames - 1 - k) / max(n_frames - 1, 1) * (h - 1)))
         text = f"{k * z_step:.4g} {unit}".strip() if z_step else f"frame {k}"
-        y_text = min(max(y + 4, 12), h - 4)
+        (_, text_h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+        y_text = min(max(y + text_h // 2, text_h + 2), h - 4)
         cv2.line(panel, (bar_w, y), (bar_w + 6, y), (0, 0, 0), 1)
         cv2.putText(panel, text, (bar_w + 8, y_text), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1,
                     cv2.LINE_AA)
