@@ -18,8 +18,6 @@ import argparse
 import datetime as dt
 import json
 import platform
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import run_measured  # noqa: E402
 
 TILE = 512
 PIXEL_SIZE_UM = 0.25
@@ -68,13 +69,10 @@ def write_frame(path: Path, size: int, focus: float) -> None:
 
 def run_cli(args: list[str]) -> dict:
     """Run focusfuse in a child process; its wall time and peak RSS."""
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "focusfuse.cli", *args], capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr.strip())
-    report = json.loads(proc.stdout.strip().splitlines()[-1]) if "--json" in args else {}
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    code, stdout, stderr, seconds, peak = run_measured([sys.executable, "-m", "focusfuse.cli", *args])
+    if code != 0:
+        raise RuntimeError(stderr.strip())
+    report = json.loads(stdout.strip().splitlines()[-1]) if "--json" in args else {}
     return {"seconds": seconds, "peak_rss_mb_children": peak, **report}
 
 
