@@ -132,16 +132,16 @@ def packaged_weights_dirs() -> list[Path]:
     return [here / "weights", here.parents[1] / "weights"]
 
 
-def _candidates(name: str) -> list[Path]:
+def _candidates(name: str, dirs: list[Path]) -> list[Path]:
     names = [name] + [name + s for s in WEIGHTS_SUFFIXES if not name.endswith(s)]
-    dirs = [user_weights_dir(), *packaged_weights_dirs()]
     return [d / n for d in dirs for n in names]
 
 
 def resolve_weights(weights: str | os.PathLike | None) -> Path:
-    """File path for ``--weights`` (a path or an installed name) or the default weights."""
+    """File path for ``--weights`` (a path, or a name installed by ``focusfuse train`` or shipped with the
+    package) or, without it, the default weights shipped with the package."""
     if weights is None:
-        for path in _candidates(DEFAULT_WEIGHTS_NAME):
+        for path in _candidates(DEFAULT_WEIGHTS_NAME, packaged_weights_dirs()):
             if path.is_file():
                 return path
         raise WeightsError("no default weights are installed; pass --weights PATH "
@@ -152,7 +152,7 @@ def resolve_weights(weights: str | os.PathLike | None) -> Path:
     if path.exists():
         raise WeightsError(f"--weights {weights}: not a file")
     if len(path.parts) == 1:
-        for candidate in _candidates(str(weights)):
+        for candidate in _candidates(str(weights), [user_weights_dir(), *packaged_weights_dirs()]):
             if candidate.is_file():
                 return candidate
     raise WeightsError(f"--weights {weights}: no such file or installed weights name "
