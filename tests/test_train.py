@@ -116,7 +116,7 @@ def test_training_smoke_lowers_the_loss_and_writes_loadable_weights(tmp_path, mo
     def args(epochs: int) -> list[str]:
         return ["train", "--images", str(images), "--segments", str(segments), "--out", str(out), "--epochs",
                 str(epochs), "--batch-size", "4", "--crop", "40", "--samples-per-image", "10", "--max-steps", "10",
-                "--lr", "3e-3", "--device", "cpu", "--name", "smoke", "-q"]
+                "--lr", "1e-3", "--device", "cpu", "--name", "smoke", "-q"]
 
     result = CliRunner().invoke(main, args(2))
     assert result.exit_code == 0, result.output

@@ -352,6 +352,8 @@ def demo(out_dir: Path, n_frames: int, scale: float, strategy: str, weights: str
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Data loader processes.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--name", default=None, help="Install the best weights as NAME (default: the run folder's name).")
+@click.option("--init", "init_weights", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="Start from these focusfuse weights instead of a random initialisation (fine-tuning).")
 @click.option("--max-steps", type=click.IntRange(0), default=0, hidden=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]")
@@ -360,7 +362,8 @@ def demo(out_dir: Path, n_frames: int, scale: float, strategy: str, weights: str
 @handle_errors
 def train(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch_size: int, lr: float,
           lr_decay: float, lr_step: int, qg_weight: float, samples_per_image: int, crop: int, workers: int,
-          seed: int, name: str | None, max_steps: int, resume: bool, device: str, quiet: bool) -> None:
+          seed: int, name: str | None, init_weights: Path | None, max_steps: int, resume: bool, device: str,
+          quiet: bool) -> None:
     """Train GACN on focus pairs generated from a folder of images."""
     from .device import resolve_device
     from .train.loop import TrainConfig
@@ -372,7 +375,8 @@ def train(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch
     cfg = TrainConfig(images=str(images), segments=str(segments) if segments else None, out=str(out_dir),
                       epochs=epochs, batch_size=batch_size, lr=lr, lr_decay=lr_decay, lr_step=lr_step,
                       qg_weight=qg_weight, samples_per_image=samples_per_image, crop=crop, workers=workers,
-                      seed=seed, device=device, max_steps=max_steps, name=name)
+                      seed=seed, device=device, max_steps=max_steps, name=name,
+                      init=str(init_weights) if init_weights else None)
     with frame_progress(quiet) as progress:
         epoch_task = progress.add_task("epochs", total=epochs, frame="")
         step_task = progress.add_task("steps", total=1, frame="")
@@ -391,7 +395,7 @@ def train(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch
 
         summary = run_training(cfg, resume=resume, progress=report)
     if not quiet:
-        STDERR.print(f"best validation Q_g {summary['best_val_qg']:.4f}: {summary['best']}")
+        STDERR.print(f"best validation loss {summary['best_val_loss']:.4f}: {summary['best']}")
         if summary["installed"]:
             STDERR.print(f"installed as --weights {Path(summary['installed']).stem} ({summary['installed']})")
 

@@ -27,6 +27,26 @@ SF_RADIUS = 5  # 11x11 window
 FEATURE_CHANNELS = 64
 
 
+def straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    """The value of ``hard`` with the gradient of ``soft``."""
+    return soft + (hard - soft).detach()
+
+
+class _ReluLeakyGrad(torch.autograd.Function):
+    """ReLU forward; backward lets a fraction of the gradient through where the input is negative."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, leak: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.leak = leak
+        return torch.relu(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad * torch.where(x > 0, 1.0, ctx.leak).to(grad.dtype), None
+
+
 class ConvBlock(nn.Module):
     """3x3 conv -> ReLU -> BatchNorm (the paper's order)."""
 
@@ -34,10 +54,13 @@ class ConvBlock(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=True)
         self.bn = nn.BatchNorm2d(out_channels)
+        self.relu_grad_leak = 0.0  # training aid, see GACN.use_surrogate_gradients
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or torch.is_grad_enabled():
-            return self.bn(torch.relu(self.conv(x)))
+            x = self.conv(x)
+            x = _ReluLeakyGrad.apply(x, self.relu_grad_leak) if self.relu_grad_leak else torch.relu(x)
+            return self.bn(x)
         # inference: BatchNorm with running statistics is a per-channel affine map, applied in place
         bn = self.bn
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
@@ -124,14 +147,25 @@ class DecisionPath(nn.Module):
         return x
 
 
-def activity(sf_a: torch.Tensor, sf_b: torch.Tensor) -> torch.Tensor:
-    """Per-channel activity sigmoid(1000 * (SF_A - SF_B)): 1 where A's features are sharper."""
-    return torch.sub(sf_a, sf_b).mul_(ACTIVITY_STEEPNESS).sigmoid_()
+def activity(sf_a: torch.Tensor, sf_b: torch.Tensor, surrogate: float | None = None) -> torch.Tensor:
+    """Per-channel activity sigmoid(1000 * (SF_A - SF_B)): 1 where A's features are sharper.
+
+    ``surrogate`` s (training only): the same values, with the gradient of sigmoid(s * (SF_A - SF_B)).
+    """
+    if surrogate is None:
+        return torch.sub(sf_a, sf_b).mul_(ACTIVITY_STEEPNESS).sigmoid_()
+    difference = sf_a - sf_b
+    return straight_through(torch.sigmoid(ACTIVITY_STEEPNESS * difference), torch.sigmoid(surrogate * difference))
 
 
-def initial_decision_map(logit: torch.Tensor) -> torch.Tensor:
-    """Initial decision map p0 = sigmoid(1000 * y): probability that frame A is in focus."""
-    return torch.sigmoid(DECISION_STEEPNESS * logit)
+def initial_decision_map(logit: torch.Tensor, surrogate: float | None = None) -> torch.Tensor:
+    """Initial decision map p0 = sigmoid(1000 * y): probability that frame A is in focus.
+
+    ``surrogate`` s (training only): the same values, with the gradient of sigmoid(s * y).
+    """
+    if surrogate is None:
+        return torch.sigmoid(DECISION_STEEPNESS * logit)
+    return straight_through(torch.sigmoid(DECISION_STEEPNESS * logit), torch.sigmoid(surrogate * logit))
 
 
 class GACN(nn.Module):
@@ -143,6 +177,8 @@ class GACN(nn.Module):
         self.decision = DecisionPath()
         self.source: str | None = None  # where the weights came from (file path), for reports
         self.metadata: dict = {}  # metadata stored with the weights
+        self.activity_surrogate: float | None = None  # training aids, see use_surrogate_gradients
+        self.decision_surrogate: float | None = None
 
     @property
     def device(self) -> torch.device:
@@ -160,7 +196,22 @@ class GACN(nn.Module):
 
     def decision_logit(self, sf_a: torch.Tensor, sf_b: torch.Tensor) -> torch.Tensor:
         """Per-pair part: two focus measures -> decision logit y (B,1,H,W), > 0 where A is sharper."""
-        return self.decision(activity(sf_a, sf_b))
+        return self.decision(activity(sf_a, sf_b, self.activity_surrogate if self.training else None))
+
+    def use_surrogate_gradients(self, activity_steepness: float | None = 1.0, decision_steepness: float | None = 10.0,
+                                relu_leak: float = 0.05) -> None:
+        """Training aid that changes no forward value: the sigmoid(1000 x) steps pass the gradient of a
+        gentler sigmoid(s x), and ReLUs pass ``relu_leak`` of the gradient where they are off.
+
+        With sigmoid(1000 x) almost every pixel is saturated once training has started, so Dice and Q_g
+        otherwise reach the weights through very few pixels, and units stuck below zero never recover.
+        Only applies in training mode.
+        """
+        self.activity_surrogate = activity_steepness
+        self.decision_surrogate = decision_steepness
+        for module in self.modules():
+            if isinstance(module, ConvBlock):
+                module.relu_grad_leak = relu_leak
 
     def forward(self, gray_a: torch.Tensor, gray_b: torch.Tensor) -> torch.Tensor:
         """Initial decision map p0 for a pair of gray frames (B,1,H,W) in [0,1]."""

@@ -36,10 +36,12 @@ class PairRecipe:
     resize: int = 256  # short side after resizing
     crop: int = 156
     max_offset: float = 2.0  # px, B shifted against A
+    offset_fraction: float = 0.5  # share of samples with an offset (real pairs are often registered)
     max_noise: float = 0.02  # std of Gaussian noise on [0, 1] values
     gaussian_sigma: tuple[float, float] = (1.0, 4.0)  # paper-style Gaussian defocus
     disk_radius: tuple[float, float] = (1.0, 6.0)  # layered disk PSF defocus
-    layered_fraction: float = 0.5  # share of samples using the layered disk model
+    layered_fraction: float = 0.4  # share of samples using the layered disk model with two depths
+    ramp_fraction: float = 0.2  # share using a continuous depth (a ramp with the mask's objects on it)
     segment_fraction: float = 0.7  # share of masks from segmentations (when available)
 
 
@@ -91,15 +93,36 @@ def segment_mask(segments: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def shift(x: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    """Sub-pixel translation with reflected borders."""
+    """Sub-pixel translation with reflected borders (bicubic: linear interpolation would blur B)."""
     m = np.float32([[1, 0, dx], [0, 1, dy]])
-    return cv2.warpAffine(x, m, (x.shape[1], x.shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return cv2.warpAffine(x, m, (x.shape[1], x.shape[0]), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+
+
+def ramp_pair(sharp: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+              recipe: PairRecipe) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A scene with continuous depth: a tilted plane, the mask's objects raised above it; A and B focus at
+    two depths and each pixel belongs to the frame whose focus plane is nearer."""
+    h, w = sharp.shape
+    angle = rng.uniform(0, 2 * np.pi)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    plane = (np.cos(angle) * x + np.sin(angle) * y) / max(h, w)
+    plane = (plane - plane.min()) / max(float(np.ptp(plane)), 1e-6)
+    depth = 0.7 * plane + mask * rng.uniform(0.3, 0.8)
+    focus_a, focus_b = np.sort(rng.uniform(0.0, float(depth.max()), size=2))[::-1]
+    blur = rng.uniform(*recipe.disk_radius) / max(float(focus_a - focus_b), 0.15)
+    a = layered_defocus(sharp, depth, float(focus_a), blur, layers=10)
+    b = layered_defocus(sharp, depth, float(focus_b), blur, layers=10)
+    label = (np.abs(depth - focus_a) <= np.abs(depth - focus_b)).astype(np.float32)
+    return a, b, label
 
 
 def make_pair(sharp: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
               recipe: PairRecipe) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(A, B, mask): A in focus where mask = 1. ``sharp`` gray float32 in [0, 1]."""
-    if rng.random() < recipe.layered_fraction:
+    kind = rng.random()
+    if kind < recipe.ramp_fraction:
+        a, b, mask = ramp_pair(sharp, mask, rng, recipe)
+    elif kind < recipe.ramp_fraction + recipe.layered_fraction:
         # mask = foreground (near, depth 1), rest far (depth 0); A focused near, B far
         r_far = rng.uniform(*recipe.disk_radius)
         r_near = rng.uniform(*recipe.disk_radius)
@@ -109,7 +132,7 @@ def make_pair(sharp: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
         sigma_a, sigma_b = rng.uniform(*recipe.gaussian_sigma, size=2)
         a = mask * sharp + (1 - mask) * cv2.GaussianBlur(sharp, (0, 0), sigma_a)
         b = (1 - mask) * sharp + mask * cv2.GaussianBlur(sharp, (0, 0), sigma_b)
-    if recipe.max_offset > 0:
+    if recipe.max_offset > 0 and rng.random() < recipe.offset_fraction:
         dx, dy = rng.uniform(-recipe.max_offset, recipe.max_offset, size=2)
         b = shift(b, dx, dy)
     if recipe.max_noise > 0:

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from ..decision import decide_pair
 from ..model import GACN
-from ..weights import save_weights, user_weights_dir
+from ..weights import read_weights, save_weights, user_weights_dir
 from .data import FocusPairs, PairRecipe, split_images
 from .loss import gacn_loss
 from .plot import plot_curves
@@ -52,9 +52,11 @@ class TrainConfig:
     seed: int = 0
     workers: int = 0
     device: str = "auto"
-    amp: bool = True
+    amp: bool = True  # bfloat16 autocast on CUDA (measured slower than float32 on our CPU, so not there)
     max_steps: int = 0  # stop an epoch after this many steps (0 = whole epoch); for smoke tests
     name: str | None = None  # installed weights name (default: the run folder's name)
+    init: str | None = None  # start from these weights (a focusfuse weights file) instead of random
+    surrogate: bool = True  # surrogate gradients through the saturated steps (see GACN.use_surrogate_gradients)
     recipe: dict[str, Any] = field(default_factory=dict)
 
 
@@ -71,9 +73,9 @@ def make_loaders(cfg: TrainConfig) -> tuple[FocusPairs, DataLoader, DataLoader]:
                            recipe=recipe)
     val_set = FocusPairs(val_paths, cfg.segments, samples_per_image=cfg.validation_samples, seed=cfg.seed + 1,
                          recipe=recipe, fixed=True)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)  # re-seeded every epoch (see train)
     train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                              num_workers=cfg.workers, generator=generator, persistent_workers=cfg.workers > 0)
+                              num_workers=cfg.workers, generator=generator)
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers)
     return train_set, train_loader, val_loader
 
@@ -98,13 +100,25 @@ def validate(model: GACN, loader: DataLoader, device: torch.device, cfg: TrainCo
 def _checkpoint(path: Path, model: GACN, optimizer, scheduler, epoch: int, best: float, cfg: TrainConfig) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch, "best_val_qg": best,
-                "config": asdict(cfg), "torch_rng": torch.get_rng_state()}, tmp)
+                "scheduler": scheduler.state_dict(), "epoch": epoch, "best_val_loss": best,
+                "config": asdict(cfg)}, tmp)
     os.replace(tmp, path)
 
 
+def initial_model(cfg: TrainConfig, device: torch.device) -> GACN:
+    """Random initialisation, or the weights named by ``cfg.init``."""
+    model = GACN()
+    if cfg.init:
+        state, _ = read_weights(cfg.init)
+        model.load_state_dict(state)
+    return model.to(device, memory_format=torch.channels_last)
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """Run (or resume) training; returns a summary with the best epoch, its metrics and file paths."""
+    """Run (or resume) training; returns a summary with the best epoch, its metrics and file paths.
+
+    The best epoch is the one with the lowest validation loss (Dice + lambda (1 - Q_g)).
+    """
     from ..device import resolve_device
 
     out = Path(cfg.out)
@@ -112,18 +126,20 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressCallback 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     train_set, train_loader, val_loader = make_loaders(cfg)
-    model = GACN().to(device, memory_format=torch.channels_last)
+    model = initial_model(cfg, device)
+    if cfg.surrogate:
+        model.use_surrogate_gradients()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_decay)
-    start_epoch, best = 0, -1.0
+    start_epoch, best = 0, float("inf")
     log_path, last_path, best_path = out / "log.jsonl", out / "last.pt", out / "best.pt"
     if resume and last_path.exists():
         state = torch.load(last_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best = state["epoch"] + 1, state["best_val_qg"]
-        torch.set_rng_state(state["torch_rng"])
+        start_epoch, best = state["epoch"] + 1, state["best_val_loss"]
+        _truncate_log(log_path, start_epoch)
     elif log_path.exists():
         log_path.unlink()
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -131,6 +147,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressCallback 
     started = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         train_set.set_epoch(epoch)
+        train_loader.generator.manual_seed(cfg.seed * 1000 + epoch)  # same shuffle on resume
+        lr = optimizer.param_groups[0]["lr"]
         model.train()
         sums: dict[str, float] = {}
         steps = len(train_loader) if cfg.max_steps <= 0 else min(cfg.max_steps, len(train_loader))
@@ -150,23 +168,32 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressCallback 
             if progress is not None:
                 progress("train", step + 1, steps, {k: v / (step + 1) for k, v in sums.items()})
         scheduler.step()
-        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+        record = {"epoch": epoch + 1, "lr": lr,
                   **{f"train_{k}": v / max(steps, 1) for k, v in sums.items()},
                   **validate(model, val_loader, device, cfg),
                   "epoch_seconds": time.time() - epoch_start, "elapsed_seconds": time.time() - started}
-        if record["val_qg"] > best:
-            best = record["val_qg"]
+        improved = record["val_loss"] < best
+        if improved:
+            best = record["val_loss"]
             record["best"] = True
+        _checkpoint(last_path, model, optimizer, scheduler, epoch, best, cfg)
+        if improved:
             save_weights(model, best_path, _metadata(cfg, record, device))
         with open(log_path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
-        _checkpoint(last_path, model, optimizer, scheduler, epoch, best, cfg)
         plot_curves(log_path, out / "curves.png")
         if progress is not None:
             progress("epoch", epoch + 1, cfg.epochs, record)
     installed = install_weights(best_path, cfg.name or out.resolve().name) if best_path.exists() else None
-    return {"best_val_qg": best, "best": str(best_path), "installed": str(installed) if installed else None,
+    return {"best_val_loss": best, "best": str(best_path), "installed": str(installed) if installed else None,
             "log": str(log_path)}
+
+
+def _truncate_log(log_path: Path, epochs_done: int) -> None:
+    """Drop log lines of epochs after the last checkpoint (an interrupted epoch is run again)."""
+    if log_path.exists():
+        lines = [l for l in log_path.read_text().splitlines() if l.strip() and json.loads(l)["epoch"] <= epochs_done]
+        log_path.write_text("".join(line + "\n" for line in lines))
 
 
 def _metadata(cfg: TrainConfig, record: dict[str, Any], device: torch.device) -> dict[str, Any]:
