@@ -370,6 +370,8 @@ def train(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch
     from .train.loop import train as run_training
 
     resolve_device(device)
+    if name is not None and (not name or Path(name).name != name or name.startswith(".")):
+        raise UsageError(f"--name {name!r}: use a plain name (no folders), e.g. --name microscope-v1")
     if (out_dir / "last.pt").exists() and not resume:
         raise UsageError(f"{out_dir} holds a run already (pass --resume to continue it, or choose another --out)")
     cfg = TrainConfig(images=str(images), segments=str(segments) if segments else None, out=str(out_dir),
