@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from focusfuse.model import GACN, activity, initial_decision_map
+from focusfuse.model import GACN, activity, conv_to_one_channel, initial_decision_map
 from focusfuse.weights import focusfuse_to_official, official_keys, official_to_focusfuse
 
 from conftest import random_model
@@ -79,4 +79,25 @@ def test_inference_conv_block_equals_training_formula(model):
         fast = block(x)
     with torch.enable_grad():
         slow = block(x).detach()
+    assert torch.allclose(fast, slow, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,k", [((2, 64, 19, 23), 7), ((1, 16, 2, 3), 7), ((1, 5, 9, 8), 3)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv_to_one_channel_equals_conv2d(shape, k, channels_last):
+    x = torch.randn(*shape, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(1, shape[1], k, k, dtype=torch.float64)
+    expected = torch.nn.functional.conv2d(x, weight, padding=k // 2)
+    assert torch.allclose(conv_to_one_channel(x, weight), expected, atol=1e-10)
+
+
+def test_inference_spatial_se_equals_training_formula(model):
+    sse = model.decision.sse_in
+    x = torch.rand(1, 64, 21, 17).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        fast = sse(x)
+    with torch.enable_grad():
+        slow = sse(x).detach()
     assert torch.allclose(fast, slow, atol=1e-5)
