@@ -72,3 +72,25 @@ def test_default_weights_are_found_in_the_package_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(fw, "packaged_weights_dirs", lambda: [tmp_path / "pkg"])
     path = save_weights(random_model(), tmp_path / "pkg" / f"{fw.DEFAULT_WEIGHTS_NAME}.pt")
     assert resolve_weights(None) == path
+
+
+def test_shipped_default_weights_load_and_pick_the_sharp_frame():
+    # the weights committed in weights/ (trained by focusfuse train, docs/model-card.md)
+    import cv2
+    import numpy as np
+
+    from focusfuse.fusion import fuse_pair
+
+    path = resolve_weights(None)
+    _, metadata = read_weights(path)
+    assert metadata.get("training_data") and metadata.get("epoch")
+    rng = np.random.default_rng(0)
+    sharp = cv2.resize(rng.random((24, 32)).astype(np.float32), (128, 96), interpolation=cv2.INTER_CUBIC)
+    sharp = np.clip((sharp + 0.3 * rng.random((96, 128)).astype(np.float32)) / 1.3, 0, 1)
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 3.0)
+    left = np.zeros((96, 128), bool)
+    left[:, :64] = True
+    a = np.where(left, sharp, blurred)  # A sharp on the left half, B on the right
+    b = np.where(left, blurred, sharp)
+    dm = fuse_pair(a, b, weights=str(path), device="cpu").decision_map
+    assert (dm[:, 8:56] > 0.5).mean() > 0.95 and (dm[:, 72:120] < 0.5).mean() > 0.95
