@@ -92,10 +92,14 @@ class SpatialSE(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(channels, 1, kernel_size, padding=kernel_size // 2, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The spatial weights sigmoid(conv7x7(x)), (B, 1, H, W)."""
         if torch.is_grad_enabled() or x.device.type != "cpu":
-            return x * torch.sigmoid(self.conv(x))
-        return x * torch.sigmoid_(conv_to_one_channel(x, self.conv.weight))
+            return torch.sigmoid(self.conv(x))
+        return torch.sigmoid_(conv_to_one_channel(x, self.conv.weight))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
 
 
 def conv_to_one_channel(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -143,8 +147,9 @@ class FeatureExtractor(nn.Module):
         for k, (block, cse) in enumerate(zip(self.blocks, self.cse)):
             y = block(x)
             w = cse.channel_weights(y.mean(dim=(2, 3))) if channel_weights is None else channel_weights[k]
-            outputs.append(y * w[:, :, None, None])
-            x = torch.cat(outputs, dim=1)
+            w = w[:, :, None, None]
+            outputs.append(y * w if torch.is_grad_enabled() else y.mul_(w))  # y is ours to change
+            x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
         return x
 
     def block_output(self, gray: torch.Tensor, k: int, channel_weights: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -170,9 +175,16 @@ class DecisionPath(nn.Module):
         self.sse = nn.ModuleList(SpatialSE(c) for c in channels[1:])
 
     def forward(self, activity: torch.Tensor) -> torch.Tensor:
-        x = self.sse_in(activity)
+        if torch.is_grad_enabled():
+            x = self.sse_in(activity)
+            for block, sse in zip(self.blocks, self.sse):
+                x = sse(block(x))
+            return x
+        # inference: the same, with every SSE applied in place (each x is a fresh tensor; activity is not)
+        x = activity * self.sse_in.gate(activity)
         for block, sse in zip(self.blocks, self.sse):
-            x = sse(block(x))
+            x = block(x)
+            x = x.mul_(sse.gate(x))
         return x
 
 

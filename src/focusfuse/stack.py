@@ -108,7 +108,7 @@ class CalibratedStack(StackStrategy):
         p = refine_decision_map(p0, self.gray_best, gray)
         self._take(i, frame, p[0])
         self.gray_best = blend(p0, self.gray_best, gray)
-        self.sf_best = torch.maximum(self.sf_best, sf)
+        torch.maximum(self.sf_best, sf, out=self.sf_best)  # the champion SF is ours alone
         self.record(p0, p)
 
     def record(self, p0: torch.Tensor, p: torch.Tensor) -> None:
