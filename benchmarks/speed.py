@@ -149,8 +149,9 @@ def main() -> None:
         note = r.get("ref_note", "")
         if "within_1lsb" in r:
             note = f"{100 * r['within_1lsb']:.3f}% of pixels within 1 LSB of the reference"
-        lines.append(f"| {r['case']} | {r['ours_s']:.3f} | {r.get('ref_s', float('nan')):.3f} | {ratio} | "
-                     f"{r['peak_rss_mb']:.0f} | {r.get('peak_gpu_mb', float('nan')):.0f} | {note} |")
+        ref = f"{r['ref_s']:.3f}" if "ref_s" in r else "-"
+        gpu = f"{r['peak_gpu_mb']:.0f}" if "peak_gpu_mb" in r else "-"
+        lines.append(f"| {r['case']} | {r['ours_s']:.3f} | {ref} | {ratio} | {r['peak_rss_mb']:.0f} | {gpu} | {note} |")
     table = "\n".join(lines)
     print(table)
     if args.markdown:
