@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .filters import gaussian_blur, guided_filter
-from .model import GACN, initial_decision_map
+from .model import GACN
 
 BOUNDARY_BLUR_SIZE = 9
 BOUNDARY_BLUR_SIGMA = 8.0
@@ -43,5 +43,5 @@ def decide_pair(model: GACN, gray_a: torch.Tensor, gray_b: torch.Tensor) -> tupl
     """Gray frames (B,1,H,W) -> (initial map p0, final map p), both (B,1,H,W), 1 where A is in focus."""
     sf = model.focus_measure(torch.cat([gray_a, gray_b], dim=0))
     sf_a, sf_b = sf.chunk(2, dim=0)
-    p0 = initial_decision_map(model.decision_logit(sf_a, sf_b), model.decision_surrogate if model.training else None)
+    p0 = model.initial_map(sf_a, sf_b)
     return p0, refine_decision_map(p0, gray_a, gray_b)

@@ -80,12 +80,17 @@ def open_header(path: str | os.PathLike) -> Iterator[Any]:
             Image.MAX_IMAGE_PIXELS = limit
 
 
+def tiff_orientation(tif: tifffile.TiffFile) -> int:
+    """Orientation tag (274) of an open TIFF's first page (1 when absent)."""
+    return int(getattr(tif.pages[0].tags.get(274), "value", 1) or 1)
+
+
 def exif_orientation(path: str | os.PathLike) -> int:
     """EXIF orientation tag (1 when absent or unreadable)."""
     try:
         if Path(path).suffix.lower() in TIFF_SUFFIXES:
             with tifffile.TiffFile(path) as tif:
-                return int(getattr(tif.pages[0].tags.get(274), "value", 1) or 1)
+                return tiff_orientation(tif)
         with open_header(path) as image:
             return int(image.getexif().get(0x0112, 1) or 1)
     except Exception:

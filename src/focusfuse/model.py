@@ -175,16 +175,11 @@ class DecisionPath(nn.Module):
         self.sse = nn.ModuleList(SpatialSE(c) for c in channels[1:])
 
     def forward(self, activity: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
-            x = self.sse_in(activity)
-            for block, sse in zip(self.blocks, self.sse):
-                x = sse(block(x))
-            return x
-        # inference: the same, with every SSE applied in place (each x is a fresh tensor; activity is not)
-        x = activity * self.sse_in.gate(activity)
+        x = self.sse_in(activity)
         for block, sse in zip(self.blocks, self.sse):
             x = block(x)
-            x = x.mul_(sse.gate(x))
+            gate = sse.gate(x)
+            x = x * gate if torch.is_grad_enabled() else x.mul_(gate)  # x is a fresh tensor: scale in place
         return x
 
 
@@ -239,6 +234,11 @@ class GACN(nn.Module):
         """Per-pair part: two focus measures -> decision logit y (B,1,H,W), > 0 where A is sharper."""
         return self.decision(activity(sf_a, sf_b, self.activity_surrogate if self.training else None))
 
+    def initial_map(self, sf_a: torch.Tensor, sf_b: torch.Tensor) -> torch.Tensor:
+        """Per-pair part: two focus measures -> initial decision map p0 (B,1,H,W), 1 where A is sharper."""
+        return initial_decision_map(self.decision_logit(sf_a, sf_b),
+                                    self.decision_surrogate if self.training else None)
+
     def use_surrogate_gradients(self, activity_steepness: float | None = 1.0, decision_steepness: float | None = 10.0,
                                 relu_leak: float = 0.05) -> None:
         """Training aid that changes no forward value: the sigmoid(1000 x) steps pass the gradient of a
@@ -258,7 +258,7 @@ class GACN(nn.Module):
         """Initial decision map p0 for a pair of gray frames (B,1,H,W) in [0,1]."""
         sf = self.focus_measure(torch.cat([gray_a, gray_b], dim=0))
         sf_a, sf_b = sf.chunk(2, dim=0)
-        return initial_decision_map(self.decision_logit(sf_a, sf_b))
+        return self.initial_map(sf_a, sf_b)
 
 
 __all__ = [

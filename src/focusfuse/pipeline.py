@@ -25,7 +25,7 @@ from .align import crop_to_box, warp_frame
 from .depth import depth_preview, height_map, smooth_index_map, z_spacing_of_inputs
 from .errors import InputError, UsageError
 from .frames import frame_name, frame_refs, input_paths, read_frame, require_frames
-from .io import EIGHT_BIT_ONLY, TIFF_SUFFIXES, FrameRef, check_output_path, partial_path, write_image
+from .io import EIGHT_BIT_ONLY, TIFF_SUFFIXES, WRITE_SUFFIXES, FrameRef, check_output_path, partial_path, write_image
 from .metadata import ImageMetadata, embed_exif_in_tiff, read_metadata, tiff_write_kwargs
 from .sinks import ArraySink, TiffSink
 from .model import GACN
@@ -186,7 +186,7 @@ def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
                             crop=job.crop, tile_size=job.tile_size, progress=progress, align_progress=align_progress,
                             sink=sink)
         if job.output in streamed:
-            embed_exif_in_tiff(partial_path(job.output), metadata)
+            embed_exif_in_tiff(staged.path(job.output), metadata)
         else:
             write_image(staged.path(job.output), result.fused, metadata=metadata, compression=job.compression)
         index = None if result.index_map is None else smooth_index_map(result.index_map, job.depth_smooth)
@@ -237,7 +237,7 @@ def run_pair(image_a: Path, image_b: Path, output: Path, model: GACN, *, decisio
         out, _ = fuse_frames(refs, PairStack, model, model.device, alignment=alignment, tile_size=tile_size,
                              sink=sink)
         if streamed:
-            embed_exif_in_tiff(partial_path(output), metadata)
+            embed_exif_in_tiff(staged.path(output), metadata)
         else:
             write_image(staged.path(output), out.fused, metadata=metadata, compression=compression)
             if decision_map is not None:
@@ -255,7 +255,7 @@ def aligned_frame_name(ref: Any, i: int) -> str:
     if not isinstance(ref, FrameRef):
         return f"frame_{i:04d}.tif"
     stem = ref.path.stem if ref.page is None else f"{ref.path.stem}_z{ref.page:04d}"
-    writable = ref.path.suffix.lower() in (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+    writable = ref.path.suffix.lower() in WRITE_SUFFIXES
     return stem + (ref.path.suffix if writable else ".tif")
 
 

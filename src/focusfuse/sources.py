@@ -24,7 +24,8 @@ import tifffile
 from .align import FrameAlignment, warp_frame
 from .errors import InputError
 from .frames import clean_pixels, read_frame, working_dtype
-from .io import FrameRef, TIFF_SUFFIXES, exif_orientation, open_header, png_header, tiff_frame_planes, tiff_plane_page
+from .io import (FrameRef, TIFF_SUFFIXES, exif_orientation, open_header, png_header, tiff_frame_planes,
+                 tiff_orientation, tiff_plane_page)
 from .tiling import Box
 
 
@@ -181,7 +182,7 @@ def tiff_region_readable(ref: FrameRef, tiffs: OpenTiffs | None = None) -> bool:
             series = tif.series[0]
             pages = [tiff_plane_page(series, i) for i in tiff_frame_planes(series, ref.page or 0)]
             single_samples = len(pages) == 1 or series.keyframe.samplesperpixel == 1
-            upright = int(getattr(tif.pages[0].tags.get(274), "value", 1) or 1) == 1
+            upright = tiff_orientation(tif) == 1
             return single_samples and all(_chunks_readable(p) for p in pages) and upright
     except Exception:
         return False

@@ -39,7 +39,7 @@ from .io import FrameRef
 from .sinks import ArraySink
 from .sources import ArraySource, CroppedSource, FileSource, FrameSource, OpenTiffs, WarpedSource
 from .tiling import Box, Tile, choose_tile_size, frame_channel_weights, tile_grid
-from .model import GACN, initial_decision_map
+from .model import GACN
 from .weights import load_model
 
 EQ18_EPS = 1e-4
@@ -104,7 +104,7 @@ class CalibratedStack(StackStrategy):
             self._start(i, frame)
             self.sf_best, self.gray_best = sf, gray
             return
-        p0 = initial_decision_map(self.model.decision_logit(self.sf_best, sf))
+        p0 = self.model.initial_map(self.sf_best, sf)
         p = refine_decision_map(p0, self.gray_best, gray)
         self._take(i, frame, p[0])
         self.gray_best = blend(p0, self.gray_best, gray)
@@ -143,7 +143,7 @@ class CalibrationStack(StackStrategy):
             self._start(i, frame)
             self.sf_base, self.gray_base = sf, gray
             return
-        p0 = initial_decision_map(self.model.decision_logit(self.sf_base, sf))
+        p0 = self.model.initial_map(self.sf_base, sf)
         p = refine_decision_map(p0, self.gray_base, gray)[0, 0]
         if self.p2 is None:
             self.p2 = p
@@ -278,7 +278,7 @@ def fuse_frames(refs: Sequence, strategy: type[StackStrategy], model: GACN, devi
                 out = sink(height, width, checker.channels, checker.dtype, len(tiles))
             else:
                 out = ArraySink(height, width, checker.channels, checker.dtype, maps=maps)
-            run = _TiledRun(model, sources, (height, width), tile, device, progress)
+            run = _TiledRun(model, sources, (height, width), tile, len(tiles), device, progress)
             channel_weights = run.channel_weights()
             for tile_ in tiles:
                 state = strategy(model)
@@ -336,10 +336,9 @@ class _TiledRun:
     """The frame-inner loop of one tile, and the whole-frame channel statistics tiles need."""
 
     def __init__(self, model: GACN, sources: list[tuple[int, FrameSource]], shape: tuple[int, int], tile_size: int,
-                 device: torch.device, progress: ProgressCallback | None) -> None:
+                 n_tiles: int, device: torch.device, progress: ProgressCallback | None) -> None:
         self.model, self.sources, self.device, self.progress = model, sources, device, progress
         self.shape, self.tile_size = shape, tile_size
-        n_tiles = len(tile_grid(*shape, tile_size))
         self.whole = n_tiles == 1
         self.steps = len(sources) * (n_tiles + (0 if self.whole else 1))
         self.done = 0
