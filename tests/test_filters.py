@@ -3,7 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from focusfuse.decision import blend, boundary_weight, refine_decision_map
-from focusfuse.filters import box_mean, box_sum, gaussian_blur, gaussian_kernel1d, gradient_energy, guided_filter, spatial_frequency
+from focusfuse.filters import (box_mean, box_sum, gaussian_blur, gaussian_kernel1d, gradient_energy, guided_filter,
+                               separable_filter, spatial_frequency)
 
 
 def test_box_sum_matches_zero_padded_convolution():
@@ -88,3 +89,13 @@ def test_gradient_energy_inference_path_equals_the_autograd_one():
     slow = gradient_energy(x.clone().requires_grad_(True)).detach()
     assert torch.allclose(fast, slow, atol=1e-7)
     assert fast.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_separable_filter_on_few_channels_equals_the_depthwise_convolution():
+    # few channels take shifted additions, many take convolutions: both must be the same filter
+    taps = gaussian_kernel1d(9, 2.0, dtype=torch.float64) * torch.linspace(0.5, 1.5, 9, dtype=torch.float64)
+    for channels in (1, 2, 8):
+        x = torch.rand(2, channels, 12, 7, dtype=torch.float64)  # width < taps: windows clipped on both sides
+        weight = (taps[:, None] * taps[None, :]).expand(channels, 1, 9, 9)
+        expected = F.conv2d(x, weight, padding=4, groups=channels)
+        assert torch.allclose(separable_filter(x, taps), expected, atol=1e-12)

@@ -72,9 +72,10 @@ def test_tiny_images_run(model, h, w):
     assert p0.shape == (1, 1, h, w)
 
 
-def test_inference_conv_block_equals_training_formula(model):
-    block = model.decision.blocks[0]
-    x = torch.rand(1, 64, 20, 20)
+@pytest.mark.parametrize("k", [0, 3])  # 64 -> 48, and the last block 16 -> 1 (a single output channel)
+def test_inference_conv_block_equals_training_formula(model, k):
+    block = model.decision.blocks[k]
+    x = torch.rand(1, block.conv.in_channels, 20, 20)
     with torch.no_grad():
         fast = block(x)
     with torch.enable_grad():
@@ -90,6 +91,15 @@ def test_conv_to_one_channel_equals_conv2d(shape, k, channels_last):
         x = x.contiguous(memory_format=torch.channels_last)
     weight = torch.randn(1, shape[1], k, k, dtype=torch.float64)
     expected = torch.nn.functional.conv2d(x, weight, padding=k // 2)
+    assert torch.allclose(conv_to_one_channel(x, weight), expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("height", [37, 8, 3])
+def test_conv_to_one_channel_in_bands_of_rows_equals_conv2d(monkeypatch, height):
+    monkeypatch.setattr("focusfuse.model.TAP_BAND_BYTES", 1)  # the smallest bands: 8 rows
+    x = torch.randn(2, 6, height, 11, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(1, 6, 7, 7, dtype=torch.float64)
+    expected = torch.nn.functional.conv2d(x, weight, padding=3)
     assert torch.allclose(conv_to_one_channel(x, weight), expected, atol=1e-10)
 
 

@@ -10,12 +10,36 @@ import torch
 import torch.nn.functional as F
 
 
+# Up to this many channels, a separable filter on CPU runs as shifted in-place additions: oneDNN's
+# depthwise convolutions are slow on few channels (one 1600x1200 plane: 87 ms as a 7-tap box sum, 5 ms
+# shifted). On CUDA the two convolutions stay: fewer kernel launches.
+SHIFTED_MAX_CHANNELS = 4
+
+
+def _shifted_correlation(x: torch.Tensor, taps: list[float], dim: int) -> torch.Tensor:
+    """Zero-padded 1-D correlation along ``dim`` with odd-length ``taps``: out[i] = sum_d taps[r+d] x[i+d]."""
+    n, r = x.shape[dim], len(taps) // 2
+    out = x * taps[r]
+    for d in range(1, min(r, n - 1) + 1):
+        out.narrow(dim, 0, n - d).add_(x.narrow(dim, d, n - d), alpha=taps[r + d])
+        out.narrow(dim, d, n - d).add_(x.narrow(dim, 0, n - d), alpha=taps[r - d])
+    return out
+
+
+def separable_filter(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """Correlate every channel with ``taps`` (odd length) along rows, then along columns; zero padding."""
+    k, c = taps.numel(), x.shape[1]
+    if c <= SHIFTED_MAX_CHANNELS and x.device.type == "cpu":
+        values = taps.tolist()
+        return _shifted_correlation(_shifted_correlation(x, values, -1), values, -2)
+    taps = taps.to(dtype=x.dtype, device=x.device)
+    x = F.conv2d(x, taps.view(1, 1, 1, k).expand(c, 1, 1, k), padding=(0, k // 2), groups=c)
+    return F.conv2d(x, taps.view(1, 1, k, 1).expand(c, 1, k, 1), padding=(k // 2, 0), groups=c)
+
+
 def _separable_sum(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Window sum as a row pass then a column pass of depthwise ones-kernels (zero padding)."""
-    k, c = 2 * radius + 1, x.shape[1]
-    ones = torch.ones(1, 1, 1, 1, dtype=x.dtype, device=x.device)
-    x = F.conv2d(x, ones.expand(c, 1, 1, k), padding=(0, radius), groups=c)
-    return F.conv2d(x, ones.expand(c, 1, k, 1), padding=(radius, 0), groups=c)
+    """Window sum: a row pass then a column pass of ones (zero padding)."""
+    return separable_filter(x, torch.ones(2 * radius + 1, dtype=torch.float64))
 
 
 def _window_counts(height: int, width: int, radius: int, like: torch.Tensor) -> torch.Tensor:
@@ -48,13 +72,7 @@ def gaussian_kernel1d(size: int, sigma: float, *, dtype: torch.dtype = torch.flo
 
 def gaussian_blur(x: torch.Tensor, size: int = 9, sigma: float = 8.0) -> torch.Tensor:
     """Separable normalised Gaussian blur, zero padding (as MATLAB ``imfilter`` default)."""
-    c = x.shape[1]
-    k = gaussian_kernel1d(size, sigma, dtype=x.dtype, device=x.device)
-    pad = size // 2
-    kx = k.view(1, 1, 1, size).expand(c, 1, 1, size)
-    ky = k.view(1, 1, size, 1).expand(c, 1, size, 1)
-    x = F.conv2d(x, kx, padding=(0, pad), groups=c)
-    return F.conv2d(x, ky, padding=(pad, 0), groups=c)
+    return separable_filter(x, gaussian_kernel1d(size, sigma, dtype=torch.float64))
 
 
 def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
@@ -89,6 +107,7 @@ def spatial_frequency(x: torch.Tensor, radius: int = 5) -> torch.Tensor:
 
 
 __all__ = [
+    "separable_filter",
     "box_sum",
     "box_mean",
     "gaussian_kernel1d",
