@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from focusfuse.metrics import qg_global
-from focusfuse.train.data import FocusPairs, PairRecipe, make_pair, random_shapes_mask, split_images
+from focusfuse.train.data import FocusPairs, PairRecipe, make_pair, random_shapes_mask, recipe_overrides, split_images
 from focusfuse.train.loss import dice_loss, gacn_loss, qg_differentiable
 from focusfuse.weights import load_model
 from focusfuse.io import write_image
@@ -86,6 +86,30 @@ def test_pair_has_a_in_focus_where_the_mask_is_one():
         assert lap_b[outside].mean() > lap_a[outside].mean()
 
 
+def test_gain_knob_changes_only_the_exposure_of_b():
+    sharp = _real_image()[100:228, 100:228]
+    mask = random_shapes_mask(128, 128, np.random.default_rng(3))
+    plain = make_pair(sharp, mask, np.random.default_rng(0), PairRecipe(max_offset=0, max_noise=0))
+    gained = make_pair(sharp, mask, np.random.default_rng(0), PairRecipe(max_offset=0, max_noise=0, max_gain=0.1))
+    a, b, m = gained
+    if not np.array_equal(plain[2], m):  # the extra draw may change the A/B swap: undo it
+        a, b, m = b, a, 1.0 - m
+    a_or_b = [not np.array_equal(p, g) for p, g in zip(plain[:2], (a, b))]
+    assert sum(a_or_b) == 1 and np.array_equal(plain[2], m)  # one frame (B before the swap) is rescaled
+    k = a_or_b.index(True)
+    ratio = (a, b)[k].mean() / plain[k].mean()
+    assert 0.9 <= ratio <= 1.1 and ratio != 1.0
+
+
+def test_recipe_overrides_parse_by_the_knobs_type():
+    assert recipe_overrides(["max_gain=0.06", "disk-radius=1,8", "layered_fraction=0.5"]) == {
+        "max_gain": 0.06, "disk_radius": (1.0, 8.0), "layered_fraction": 0.5}
+    PairRecipe(**recipe_overrides(["max_gain=0.06"]))  # usable as is
+    for bad in ["max_gain", "crop=64", "nothing=1", "max_gain=lots", "disk_radius=1"]:
+        with pytest.raises(ValueError):
+            recipe_overrides([bad])
+
+
 def test_split_holds_out_every_tenth_image(tmp_path):
     for i in range(25):
         (tmp_path / f"{i}.png").write_bytes(b"")
@@ -127,6 +151,8 @@ def test_training_smoke_lowers_the_loss_and_writes_loadable_weights(tmp_path, mo
     assert (out / "curves.png").stat().st_size > 0 and (out / "last.pt").exists()
     again = CliRunner().invoke(main, args(2))
     assert again.exit_code == 2  # refuses to clobber a run without --resume
+    bad = CliRunner().invoke(main, args(2) + ["--recipe", "max_gain=a lot"])
+    assert bad.exit_code == 2 and "--recipe" in bad.output
     resumed = CliRunner().invoke(main, args(3) + ["--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert len((out / "log.jsonl").read_text().splitlines()) == 3

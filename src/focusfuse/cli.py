@@ -349,6 +349,8 @@ def demo(out_dir: Path, n_frames: int, scale: float, strategy: str, weights: str
 @click.option("--qg-weight", type=float, default=1.0, show_default=True, help="lambda in Dice + lambda (1 - Q_g).")
 @click.option("--samples-per-image", type=click.IntRange(1), default=4, show_default=True)
 @click.option("--crop", type=click.IntRange(32), default=156, show_default=True)
+@click.option("--recipe", "recipe_items", multiple=True, metavar="KEY=VALUE",
+              help="Change a knob of the pair generator, e.g. max_gain=0.06 (repeatable; see PairRecipe).")
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Data loader processes.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--name", default=None, help="Install the best weights as NAME (default: the run folder's name).")
@@ -361,24 +363,29 @@ def demo(out_dir: Path, n_frames: int, scale: float, strategy: str, weights: str
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 @handle_errors
 def train(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch_size: int, lr: float,
-          lr_decay: float, lr_step: int, qg_weight: float, samples_per_image: int, crop: int, workers: int,
-          seed: int, name: str | None, init_weights: Path | None, max_steps: int, resume: bool, device: str,
-          quiet: bool) -> None:
+          lr_decay: float, lr_step: int, qg_weight: float, samples_per_image: int, crop: int,
+          recipe_items: tuple[str, ...], workers: int, seed: int, name: str | None, init_weights: Path | None,
+          max_steps: int, resume: bool, device: str, quiet: bool) -> None:
     """Train GACN on focus pairs generated from a folder of images."""
     from .device import resolve_device
+    from .train.data import recipe_overrides
     from .train.loop import TrainConfig
     from .train.loop import train as run_training
 
     resolve_device(device)
     if name is not None and (not name or Path(name).name != name or name.startswith(".")):
         raise UsageError(f"--name {name!r}: use a plain name (no folders), e.g. --name microscope-v1")
+    try:
+        recipe = recipe_overrides(recipe_items)
+    except ValueError as exc:
+        raise UsageError(f"--recipe {exc}") from None
     if (out_dir / "last.pt").exists() and not resume:
         raise UsageError(f"{out_dir} holds a run already (pass --resume to continue it, or choose another --out)")
     cfg = TrainConfig(images=str(images), segments=str(segments) if segments else None, out=str(out_dir),
                       epochs=epochs, batch_size=batch_size, lr=lr, lr_decay=lr_decay, lr_step=lr_step,
                       qg_weight=qg_weight, samples_per_image=samples_per_image, crop=crop, workers=workers,
                       seed=seed, device=device, max_steps=max_steps, name=name,
-                      init=str(init_weights) if init_weights else None)
+                      init=str(init_weights) if init_weights else None, recipe=recipe)
     with frame_progress(quiet) as progress:
         epoch_task = progress.add_task("epochs", total=epochs, frame="")
         step_task = progress.add_task("steps", total=1, frame="")

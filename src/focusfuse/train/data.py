@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import cv2
@@ -43,6 +43,7 @@ class PairRecipe:
     layered_fraction: float = 0.4  # share of samples using the layered disk model with two depths
     ramp_fraction: float = 0.2  # share using a continuous depth (a ramp with the mask's objects on it)
     segment_fraction: float = 0.7  # share of masks from segmentations (when available)
+    max_gain: float = 0.0  # B's exposure relative to A's: 1 +- this (real pairs differ by up to ~6%)
 
 
 def split_images(folder: str | os.PathLike, every: int = 10) -> tuple[list[Path], list[Path]]:
@@ -92,6 +93,30 @@ def segment_mask(segments: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.isin(segments, chosen).astype(np.float32)
 
 
+def recipe_overrides(items: Sequence[str]) -> dict[str, object]:
+    """``KEY=VALUE`` strings -> PairRecipe keyword arguments (``crop`` has its own option); ValueError if bad."""
+    defaults = {f.name: f.default for f in fields(PairRecipe) if f.name != "crop"}
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in defaults:
+            raise ValueError(f"{item!r}: use KEY=VALUE with KEY one of {', '.join(defaults)}")
+        default = defaults[key]
+        try:
+            if isinstance(default, tuple):
+                parsed: object = tuple(float(v) for v in value.split(","))
+                if len(parsed) != len(default):
+                    raise ValueError
+            else:
+                parsed = type(default)(value)
+        except ValueError:
+            raise ValueError(f"{item!r}: {key} takes {'LOW,HIGH' if isinstance(default, tuple) else type(default).__name__}"
+                             ) from None
+        out[key] = parsed
+    return out
+
+
 def shift(x: np.ndarray, dx: float, dy: float) -> np.ndarray:
     """Sub-pixel translation with reflected borders (bicubic: linear interpolation would blur B)."""
     m = np.float32([[1, 0, dx], [0, 1, dy]])
@@ -135,6 +160,8 @@ def make_pair(sharp: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     if recipe.max_offset > 0 and rng.random() < recipe.offset_fraction:
         dx, dy = rng.uniform(-recipe.max_offset, recipe.max_offset, size=2)
         b = shift(b, dx, dy)
+    if recipe.max_gain > 0:
+        b = b * (1.0 + rng.uniform(-recipe.max_gain, recipe.max_gain))
     if recipe.max_noise > 0:
         noise = rng.uniform(0, recipe.max_noise)
         a = a + rng.normal(0, noise, a.shape).astype(np.float32)
