@@ -8,7 +8,9 @@ Cases (each run in its own process, so peak memory is its own):
 
 Times are the median of --repeats runs after one warm-up (the V-4 reference path runs once, on the first
 --ref-frames frames, and is scaled to 65 frames: its cost per frame is constant). Every speed-up is a ratio
-measured in the same run. Results go to docs/benchmarks.md with --markdown.
+measured in the same run. Like the CLI, each case process first calls
+focusfuse.device.keep_freed_memory (both paths profit; --system-malloc leaves malloc as it is).
+Results go to docs/benchmarks.md with --markdown.
 
     python benchmarks/speed.py --weights weights/focusfuse-gacn.pt --device cpu --markdown docs/benchmarks.md
 """
@@ -131,14 +133,21 @@ def main() -> None:
     parser.add_argument("--ref-frames", type=int, default=5)
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="Leave malloc as it is (the CLI calls focusfuse.device.keep_freed_memory).")
     args = parser.parse_args()
     if args.one:
+        if not args.system_malloc:
+            from focusfuse.device import keep_freed_memory
+
+            keep_freed_memory()
         print(json.dumps(run_case(args.one, args.weights, args.device, args.repeats, args.ref_frames)))
         return
     rows = []
     for case in args.cases.split(","):
         cmd = [sys.executable, __file__, "--one", case, "--weights", args.weights, "--device", args.device,
-               "--repeats", str(args.repeats), "--ref-frames", str(args.ref_frames)]
+               "--repeats", str(args.repeats), "--ref-frames", str(args.ref_frames)] \
+            + (["--system-malloc"] if args.system_malloc else [])
         result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
         rows.append(result)
         print(result, flush=True)
@@ -157,7 +166,8 @@ def main() -> None:
     if args.markdown:
         cpu = platform.processor() or platform.machine()
         stamp = (f"{dt.date.today().isoformat()}, device {args.device}, {cpu}, {torch.get_num_threads()} threads, "
-                 f"torch {torch.__version__}, median of {args.repeats} runs after a warm-up")
+                 f"torch {torch.__version__}, median of {args.repeats} runs after a warm-up"
+                 + (", system malloc" if args.system_malloc else ""))
         section = f"{BEGIN}\n### Speed ({stamp})\n\n{table}\n{END}"
         old = args.markdown.read_text() if args.markdown.exists() else ""
         if BEGIN in old:

@@ -101,7 +101,10 @@ def _load_model(weights: str | None, device: str):
 @click.version_option(__version__, prog_name="focusfuse")
 def main() -> None:
     """focusfuse: all-in-focus images from focus-bracketed frames (GACN)."""
+    from .device import keep_freed_memory
+
     _silence_opencv()
+    keep_freed_memory()
 
 
 def _silence_opencv() -> None:

@@ -1,6 +1,10 @@
-"""Pick the torch device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+"""Pick the torch device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; and
+the process setting that keeps CPU inference off the page-fault path (:func:`keep_freed_memory`)."""
 
 from __future__ import annotations
+
+import ctypes
+import sys
 
 import torch
 
@@ -27,3 +31,25 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
         return torch.device("cuda", index)
     raise UsageError(f"--device {device}: use auto, cpu, cuda or cuda:N")
+
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse instead of returning it to the system.
+
+    Large tensors are otherwise mmap'ed and unmapped one by one, and every fresh one pays page faults
+    on first touch (a 64-channel 1600x1200 feature map: ~65 ms); one stack step allocates several.
+    Served from the heap and kept after ``free``, they reuse warm pages (a 1600x1200 stack step on 2
+    cores: 3.7 s -> 2.7 s). Memory goes back to the system when the process exits. The CLI calls this
+    at start; library users may. Returns False (and changes nothing) where the C library is not glibc.
+    """
+    if sys.platform != "linux":
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
