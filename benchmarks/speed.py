@@ -6,7 +6,8 @@ Cases (each run in its own process, so peak memory is its own):
   pair2700e the same pair end to end: PNG files in -> fused PNG written (focusfuse only)
   v4        the 65-frame V-4 stack end to end: JPEG files in -> fused PNG written
 
-Times are the median of --repeats runs after one warm-up (the V-4 reference path runs once, on the first
+Peak RSS is focusfuse's: recorded before the reference path runs. Times are the median of --repeats
+runs after one warm-up (the V-4 reference path runs once, on the first
 --ref-frames frames, and is scaled to 65 frames: its cost per frame is constant). Every speed-up is a ratio
 measured in the same run. Like the CLI, each case process first calls
 focusfuse.device.keep_freed_memory (both paths profit; --system-malloc leaves malloc as it is).
@@ -40,6 +41,10 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 V4 = SHARED / "data" / "stacks" / "V-4"
 PAIR520 = SHARED / "data" / "test" / "gacn26" / "color_lytro_01"
 BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def sync(device: torch.device) -> None:
@@ -90,6 +95,7 @@ def run_case(case: str, weights: str, device_name: str, repeats: int, ref_frames
         ta, tb = to_batch(a, device), to_batch(b, device)
         with torch.inference_mode():
             out["ours_s"] = timed(lambda: fuse_tensors(model, ta[0], tb[0]), device, repeats)
+            out["peak_rss_mb"] = peak_rss_mb()  # before the reference path runs in this process
             out["ref_s"] = timed(lambda: reference_gacn.fuse_pair(ta, tb, state), device, max(1, repeats // 2))
             fused_ours = fuse_tensors(model, ta[0], tb[0])[0]
             fused_ref = reference_gacn.fuse_pair(ta, tb, state)[0][0]
@@ -111,6 +117,7 @@ def run_case(case: str, weights: str, device_name: str, repeats: int, ref_frames
             sync(device)
             out["ours_s"] = time.perf_counter() - start
             out["tiles"] = report.get("tiles")
+        out["peak_rss_mb"] = peak_rss_mb()
         frames = sorted(V4.glob("*.jpg"))
         start = time.perf_counter()
         with torch.inference_mode():
@@ -118,7 +125,7 @@ def run_case(case: str, weights: str, device_name: str, repeats: int, ref_frames
         sync(device)
         out["ref_s"] = (time.perf_counter() - start) * (len(frames) - 1) / max(ref_frames - 1, 1)
         out["ref_note"] = f"measured on {ref_frames} frames, scaled to {len(frames)}"
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out.setdefault("peak_rss_mb", peak_rss_mb())
     if device.type == "cuda":
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out

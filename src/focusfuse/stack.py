@@ -30,7 +30,7 @@ import torch
 
 from .color import from_tensor, to_gray, to_tensor
 from .decision import blend, decide_pair, refine_decision_map
-from .device import resolve_device
+from .device import release_free_memory, resolve_device
 from .errors import InputError, UsageError
 from .align import MODES as ALIGN_MODES
 from .align import FrameAlignment, StackAlignment, estimate_alignment
@@ -281,6 +281,7 @@ def fuse_frames(refs: Sequence, strategy: type[StackStrategy], model: GACN, devi
             run = _TiledRun(model, sources, (height, width), tile, len(tiles), device, progress)
             channel_weights = run.channel_weights()
             for tile_ in tiles:
+                release_free_memory()  # tiles differ in shape: start each on an unfragmented heap
                 state = strategy(model)
                 run.fuse_tile(state, tile_, channel_weights)
                 rows, cols = tile_.core.within(tile_.crop)
@@ -296,6 +297,7 @@ def fuse_frames(refs: Sequence, strategy: type[StackStrategy], model: GACN, devi
             for _, source in sources:
                 source.close()
             tiffs.close()
+            release_free_memory()
     return out, [source.name for _, source in sources]
 
 
