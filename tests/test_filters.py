@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -99,3 +100,19 @@ def test_separable_filter_on_few_channels_equals_the_depthwise_convolution():
         weight = (taps[:, None] * taps[None, :]).expand(channels, 1, 9, 9)
         expected = F.conv2d(x, weight, padding=4, groups=channels)
         assert torch.allclose(separable_filter(x, taps), expected, atol=1e-12)
+
+
+def test_separable_filter_passes_gradients_and_refuses_even_taps():
+    x = torch.rand(1, 1, 6, 5, dtype=torch.float64, requires_grad=True)
+    taps = gaussian_kernel1d(5, 1.5, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda t: separable_filter(t, taps), (x,))
+    for bad in (torch.ones(4), torch.ones(3, 3)):
+        with pytest.raises(ValueError):
+            separable_filter(x, bad)
+
+
+def test_separable_filter_keeps_channels_last():
+    x = torch.rand(1, 2, 9, 11).contiguous(memory_format=torch.channels_last)
+    y = box_sum(x, 2)
+    expected = F.conv2d(x.contiguous(), torch.ones(2, 1, 5, 5), padding=2, groups=2)
+    assert torch.allclose(y, expected, atol=1e-5) and y.is_contiguous(memory_format=torch.channels_last)

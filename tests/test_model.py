@@ -95,11 +95,14 @@ def test_conv_to_one_channel_equals_conv2d(shape, k, channels_last):
 
 
 @pytest.mark.parametrize("height", [37, 8, 3])
-def test_conv_to_one_channel_in_bands_of_rows_equals_conv2d(monkeypatch, height):
-    monkeypatch.setattr("focusfuse.model.TAP_BAND_BYTES", 1)  # the smallest bands: 8 rows
-    x = torch.randn(2, 6, height, 11, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
-    weight = torch.randn(1, 6, 7, 7, dtype=torch.float64)
-    expected = torch.nn.functional.conv2d(x, weight, padding=3)
+@pytest.mark.parametrize("k,channels_last", [(7, True), (3, False)])
+def test_conv_to_one_channel_in_bands_of_rows_equals_conv2d(monkeypatch, height, k, channels_last):
+    monkeypatch.setattr("focusfuse.model.TAP_BAND_BYTES", 1)  # the smallest bands: 8 (k=3) or 12 rows (k=7)
+    x = torch.randn(2, 6, height, 11, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(1, 6, k, k, dtype=torch.float64)
+    expected = torch.nn.functional.conv2d(x, weight, padding=k // 2)
     assert torch.allclose(conv_to_one_channel(x, weight), expected, atol=1e-10)
 
 

@@ -105,7 +105,8 @@ def test_recipe_overrides_parse_by_the_knobs_type():
     assert recipe_overrides(["max_gain=0.06", "disk-radius=1,8", "layered_fraction=0.5"]) == {
         "max_gain": 0.06, "disk_radius": (1.0, 8.0), "layered_fraction": 0.5}
     PairRecipe(**recipe_overrides(["max_gain=0.06"]))  # usable as is
-    for bad in ["max_gain", "crop=64", "nothing=1", "max_gain=lots", "disk_radius=1"]:
+    for bad in ["max_gain", "crop=64", "nothing=1", "max_gain=lots", "disk_radius=1", "max_gain=-0.1",
+                "max_gain=nan", "disk_radius=5,2", "ramp_fraction=1.5"]:
         with pytest.raises(ValueError):
             recipe_overrides([bad])
 
@@ -153,6 +154,8 @@ def test_training_smoke_lowers_the_loss_and_writes_loadable_weights(tmp_path, mo
     assert again.exit_code == 2  # refuses to clobber a run without --resume
     bad = CliRunner().invoke(main, args(2) + ["--recipe", "max_gain=a lot"])
     assert bad.exit_code == 2 and "--recipe" in bad.output
+    other_recipe = CliRunner().invoke(main, args(3) + ["--resume", "--recipe", "max_gain=0.05"])
+    assert other_recipe.exit_code == 2 and "no --recipe" in other_recipe.output
     resumed = CliRunner().invoke(main, args(3) + ["--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert len((out / "log.jsonl").read_text().splitlines()) == 3

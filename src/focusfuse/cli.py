@@ -88,11 +88,17 @@ def frame_progress(quiet: bool) -> Progress:
 
 
 def _load_model(weights: str | None, device: str):
-    """Resolve the device and load the weights up front, so their errors come before any work."""
-    from .device import resolve_device
+    """Resolve the device and load the weights up front, so their errors come before any work.
+
+    On CPU, freed memory is then kept for reuse (see :func:`focusfuse.device.keep_freed_memory`).
+    """
+    from .device import keep_freed_memory, resolve_device
     from .weights import load_model
 
-    return load_model(weights, resolve_device(device))
+    model = load_model(weights, resolve_device(device))
+    if model.device.type == "cpu":
+        keep_freed_memory()
+    return model
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -101,10 +107,7 @@ def _load_model(weights: str | None, device: str):
 @click.version_option(__version__, prog_name="focusfuse")
 def main() -> None:
     """focusfuse: all-in-focus images from focus-bracketed frames (GACN)."""
-    from .device import keep_freed_memory
-
     _silence_opencv()
-    keep_freed_memory()
 
 
 def _silence_opencv() -> None:

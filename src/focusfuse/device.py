@@ -4,6 +4,7 @@ the process setting that keeps CPU inference off the page-fault path (:func:`kee
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 
 import torch
@@ -36,11 +37,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (the only one whose malloc we tune), else None."""
     if sys.platform != "linux":
         return None
     try:
         libc = ctypes.CDLL("libc.so.6")
+        libc.gnu_get_libc_version  # glibc only (musl's compatibility layer has no such symbol)
         libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
         libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
     except (OSError, AttributeError):
@@ -56,8 +60,8 @@ def keep_freed_memory() -> bool:
     Served from the heap and kept after ``free``, they reuse warm pages (a 1600x1200 stack step on 2
     cores: 3.7 s -> 2.7 s). Kept memory goes back to the system at :func:`release_free_memory`, which
     the fusion loop calls after every tile (tiles of other shapes would fragment the heap) and at the
-    end. The CLI calls this at start; library users may. Returns False (and changes nothing) where the
-    C library is not glibc.
+    end. The CLI calls this when the network runs on CPU; library users may. Returns False where the C
+    library is not glibc (nothing changed) or refused a setting.
     """
     libc = _glibc()
     if libc is None:

@@ -27,19 +27,22 @@ def _shifted_correlation(x: torch.Tensor, taps: list[float], dim: int) -> torch.
 
 
 def separable_filter(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """Correlate every channel with ``taps`` (odd length) along rows, then along columns; zero padding."""
+    """Correlate every channel with ``taps`` (1-D, odd length, constants: no gradient flows to them) along
+    rows, then along columns; zero padding. Output shaped like ``x``."""
+    if taps.dim() != 1 or taps.numel() % 2 == 0:
+        raise ValueError(f"separable_filter needs 1-D taps of odd length, got shape {tuple(taps.shape)}")
     k, c = taps.numel(), x.shape[1]
     if c <= SHIFTED_MAX_CHANNELS and x.device.type == "cpu":
         values = taps.tolist()
         return _shifted_correlation(_shifted_correlation(x, values, -1), values, -2)
-    taps = taps.to(dtype=x.dtype, device=x.device)
+    taps = taps.detach().to(dtype=x.dtype, device=x.device)
     x = F.conv2d(x, taps.view(1, 1, 1, k).expand(c, 1, 1, k), padding=(0, k // 2), groups=c)
     return F.conv2d(x, taps.view(1, 1, k, 1).expand(c, 1, k, 1), padding=(k // 2, 0), groups=c)
 
 
 def _separable_sum(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Window sum: a row pass then a column pass of ones (zero padding)."""
-    return separable_filter(x, torch.ones(2 * radius + 1, dtype=torch.float64))
+    return separable_filter(x, torch.ones(2 * radius + 1, dtype=x.dtype, device=x.device))
 
 
 def _window_counts(height: int, width: int, radius: int, like: torch.Tensor) -> torch.Tensor:

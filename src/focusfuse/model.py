@@ -122,17 +122,17 @@ def conv_to_one_channel(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     k = weight.shape[-1]
     r = k // 2
     tap_weights = weight[0].permute(1, 2, 0).reshape(k * k, channels)  # (taps, C)
-    band = max(8, TAP_BAND_BYTES // (k * k * width * x.element_size()))
+    band = max(4 * r, 8, TAP_BAND_BYTES // (k * k * width * x.element_size()))  # halo rows <= half the band
     out = torch.zeros(batch, 1, height, width, dtype=x.dtype, device=x.device)
     for b in range(batch):
         # (C, H*W); a channels-last x is passed as a transposed view, without a copy
         pixels = x[b].reshape(channels, height * width) if x[b].is_contiguous() else \
             x[b].permute(1, 2, 0).reshape(height * width, channels).t()
+        plane = out[b, 0]
         for y0 in range(0, height, band):
             y1 = min(height, y0 + band)
             t0, t1 = max(0, y0 - r), min(height, y1 + r)  # rows of taps this band reads
             taps = torch.matmul(tap_weights, pixels[:, t0 * width:t1 * width]).view(k * k, t1 - t0, width)
-            plane = out[b, 0]
             for t in range(k * k):
                 dy, dx = t // k - r, t % k - r  # out[y, x] += taps[t, y + dy, x + dx] inside the image
                 ya, yb = max(y0, -dy), min(y1, height - dy)

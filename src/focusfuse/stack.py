@@ -281,7 +281,7 @@ def fuse_frames(refs: Sequence, strategy: type[StackStrategy], model: GACN, devi
             run = _TiledRun(model, sources, (height, width), tile, len(tiles), device, progress)
             channel_weights = run.channel_weights()
             for tile_ in tiles:
-                release_free_memory()  # tiles differ in shape: start each on an unfragmented heap
+                release_free_memory()  # hand back the last tile's freed pages: this one's shapes differ
                 state = strategy(model)
                 run.fuse_tile(state, tile_, channel_weights)
                 rows, cols = tile_.core.within(tile_.crop)

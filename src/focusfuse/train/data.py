@@ -111,8 +111,11 @@ def recipe_overrides(items: Sequence[str]) -> dict[str, object]:
             else:
                 parsed = type(default)(value)
         except ValueError:
-            raise ValueError(f"{item!r}: {key} takes {'LOW,HIGH' if isinstance(default, tuple) else type(default).__name__}"
-                             ) from None
+            kind = "LOW,HIGH" if isinstance(default, tuple) else type(default).__name__
+            raise ValueError(f"{item!r}: {key} takes {kind}") from None
+        low, high = parsed if isinstance(parsed, tuple) else (parsed, parsed)
+        if not 0 <= low <= high or (key.endswith("_fraction") and high > 1):
+            raise ValueError(f"{item!r}: out of range (>= 0; LOW <= HIGH; fractions <= 1)")
         out[key] = parsed
     return out
 

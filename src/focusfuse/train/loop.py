@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..decision import decide_pair
+from ..errors import UsageError
 from ..model import GACN
 from ..weights import read_weights, save_weights, user_weights_dir
 from .data import FocusPairs, PairRecipe, split_images
@@ -135,6 +136,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressCallback 
     log_path, last_path, best_path = out / "log.jsonl", out / "last.pt", out / "best.pt"
     if resume and last_path.exists():
         state = torch.load(last_path, map_location=device, weights_only=False)
+        made_with = state.get("config", {}).get("recipe", {})
+        if made_with != cfg.recipe:
+            options = " ".join(f"--recipe {k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+                               for k, v in made_with.items())
+            raise UsageError(f"{out} was trained with other pair-generator settings: resume with "
+                             f"{options or 'no --recipe'}")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
