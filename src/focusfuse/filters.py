@@ -40,11 +40,6 @@ def separable_filter(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, taps.view(1, 1, k, 1).expand(c, 1, k, 1), padding=(k // 2, 0), groups=c)
 
 
-def _separable_sum(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Window sum: a row pass then a column pass of ones (zero padding)."""
-    return separable_filter(x, torch.ones(2 * radius + 1, dtype=x.dtype, device=x.device))
-
-
 def _window_counts(height: int, width: int, radius: int, like: torch.Tensor) -> torch.Tensor:
     """Number of pixels inside the image in each window: the product of the row and column counts."""
     def counts(n: int) -> torch.Tensor:
@@ -56,12 +51,12 @@ def _window_counts(height: int, width: int, radius: int, like: torch.Tensor) -> 
 
 def box_sum(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Sum over the (2r+1)x(2r+1) window centred on each pixel, zero padding outside the image."""
-    return _separable_sum(x, radius)
+    return separable_filter(x, torch.ones(2 * radius + 1, dtype=x.dtype, device=x.device))
 
 
 def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean over the (2r+1)x(2r+1) window, normalised by the number of pixels inside the image."""
-    return _separable_sum(x, radius) / _window_counts(x.shape[-2], x.shape[-1], radius, x)
+    return box_sum(x, radius) / _window_counts(x.shape[-2], x.shape[-1], radius, x)
 
 
 def gaussian_kernel1d(size: int, sigma: float, *, dtype: torch.dtype = torch.float32,

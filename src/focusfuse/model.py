@@ -65,12 +65,8 @@ class ConvBlock(nn.Module):
         bn = self.bn
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         shift = bn.bias - bn.running_mean * scale
-        return self._conv_inference(x).relu_().mul_(scale[:, None, None]).add_(shift[:, None, None])
-
-    def _conv_inference(self, x: torch.Tensor) -> torch.Tensor:
-        if self.conv.out_channels == 1 and x.device.type == "cpu":  # the decision path's last block
-            return conv_to_one_channel(x, self.conv.weight).add_(self.conv.bias.view(1, 1, 1, 1))
-        return self.conv(x)
+        z = single_output_conv(self.conv, x) if self.conv.out_channels == 1 else self.conv(x)
+        return z.relu_().mul_(scale[:, None, None]).add_(shift[:, None, None])
 
 
 class ChannelSE(nn.Module):
@@ -99,12 +95,18 @@ class SpatialSE(nn.Module):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The spatial weights sigmoid(conv7x7(x)), (B, 1, H, W)."""
-        if torch.is_grad_enabled() or x.device.type != "cpu":
-            return torch.sigmoid(self.conv(x))
-        return torch.sigmoid_(conv_to_one_channel(x, self.conv.weight))
+        return torch.sigmoid(single_output_conv(self.conv, x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(x)
+
+
+def single_output_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a convolution with one output channel; in CPU inference via :func:`conv_to_one_channel`."""
+    if torch.is_grad_enabled() or x.device.type != "cpu":
+        return conv(x)
+    out = conv_to_one_channel(x, conv.weight)
+    return out if conv.bias is None else out.add_(conv.bias.view(1, 1, 1, 1))
 
 
 TAP_BAND_BYTES = 12 << 20  # rows of taps computed at once in conv_to_one_channel: stay in cache

@@ -138,10 +138,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressCallback 
         state = torch.load(last_path, map_location=device, weights_only=False)
         made_with = state.get("config", {}).get("recipe", {})
         if made_with != cfg.recipe:
-            options = " ".join(f"--recipe {k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
-                               for k, v in made_with.items())
-            raise UsageError(f"{out} was trained with other pair-generator settings: resume with "
-                             f"{options or 'no --recipe'}")
+            raise UsageError(f"{out} was trained with --recipe settings {made_with or 'none (no --recipe)'}: "
+                             "resume with the same")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
