@@ -1,5 +1,6 @@
 """Metadata carried from a reference frame into JPEG, PNG and TIFF outputs (focusfuse.metadata)."""
 
+import functools
 from __future__ import annotations
 
 import io
@@ -38,6 +39,7 @@ def _synthetic_icc(size: int, space: bytes = b"RGB ") -> bytes:
     return bytes(blob)
 
 
+@functools.cache  # the profile header holds its creation time: make it once, so every call is equal
 def _icc() -> bytes:
     try:
         from PIL import ImageCms
