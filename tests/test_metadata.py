@@ -1,8 +1,8 @@
 """Metadata carried from a reference frame into JPEG, PNG and TIFF outputs (focusfuse.metadata)."""
 
-import functools
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import zlib
