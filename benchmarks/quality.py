@@ -32,14 +32,14 @@ OFFICIAL_FUSED = SHARED / "reference" / "gacn_official" / "gacn26"
 BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
 
 
-def fuse_all(weights: str, out_dir: Path, device: str) -> float:
+def fuse_all(weights: str, out_dir: Path, device: str, reduce: int = 1) -> float:
     """Fuse the 26 pairs into out_dir/NAME.png; returns seconds spent fusing."""
     model = load_model(weights, device)
     seconds = 0.0
     for first in sorted(PAIRS.glob("*_1.png")):
         name = first.name[: -len("_1.png")]
         start = time.perf_counter()
-        result = fuse_pair(first, PAIRS / f"{name}_2.png", weights=model, device=device)
+        result = fuse_pair(first, PAIRS / f"{name}_2.png", weights=model, device=device, reduce=reduce)
         seconds += time.perf_counter() - start
         write_image(out_dir / f"{name}.png", result.fused)
     return seconds
@@ -73,15 +73,19 @@ def main() -> None:
     parser.add_argument("--weights", action="append", required=True, help="weights file or name (repeatable)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument("--reduce", type=int, action="append", default=None,
+                        help="network resolution factor(s), each run with every --weights (default 1)")
     args = parser.parse_args()
 
     rows = [("official fused images (authors' code)", means_for(OFFICIAL_FUSED, "_fused"))]
     timings = []
     for weights in args.weights:
-        with tempfile.TemporaryDirectory() as tmp:
-            seconds = fuse_all(weights, Path(tmp), args.device)
-            rows.append((f"focusfuse, weights `{Path(weights).name}`", means_for(Path(tmp))))
-            timings.append(f"{Path(weights).name}: {seconds:.1f} s for 26 pairs")
+        for reduce in args.reduce or [1]:
+            label = Path(weights).name + (f", --reduce {reduce}" if reduce > 1 else "")
+            with tempfile.TemporaryDirectory() as tmp:
+                seconds = fuse_all(weights, Path(tmp), args.device, reduce)
+                rows.append((f"focusfuse, weights `{label}`", means_for(Path(tmp))))
+                timings.append(f"{label}: {seconds:.1f} s for 26 pairs")
     text = table(rows)
     print(text)
     print("; ".join(timings))

@@ -81,7 +81,7 @@ def pair_images(case: str) -> tuple[np.ndarray, np.ndarray]:
     return load_rgb(V4 / "V010.jpg", (2700, 1800)), load_rgb(V4 / "V050.jpg", (2700, 1800))
 
 
-def run_case(case: str, weights: str, device_name: str, repeats: int, ref_frames: int) -> dict:
+def run_case(case: str, weights: str, device_name: str, repeats: int, ref_frames: int, reduce: int = 1) -> dict:
     from focusfuse.fusion import fuse_tensors
     from focusfuse.pipeline import StackJob, run_pair, run_stack
     from focusfuse.weights import load_model, read_weights
@@ -94,10 +94,10 @@ def run_case(case: str, weights: str, device_name: str, repeats: int, ref_frames
         a, b = pair_images(case)
         ta, tb = to_batch(a, device), to_batch(b, device)
         with torch.inference_mode():
-            out["ours_s"] = timed(lambda: fuse_tensors(model, ta[0], tb[0]), device, repeats)
+            out["ours_s"] = timed(lambda: fuse_tensors(model, ta[0], tb[0], reduce), device, repeats)
             out["peak_rss_mb"] = peak_rss_mb()  # before the reference path runs in this process
             out["ref_s"] = timed(lambda: reference_gacn.fuse_pair(ta, tb, state), device, max(1, repeats // 2))
-            fused_ours = fuse_tensors(model, ta[0], tb[0])[0]
+            fused_ours = fuse_tensors(model, ta[0], tb[0], reduce)[0]
             fused_ref = reference_gacn.fuse_pair(ta, tb, state)[0][0]
         diff = (fused_ours * 255).round() - (fused_ref * 255).round()
         out["within_1lsb"] = float((diff.abs() <= 1).float().mean())
@@ -107,11 +107,12 @@ def run_case(case: str, weights: str, device_name: str, repeats: int, ref_frames
             pa, pb = Path(tmp, "a.png"), Path(tmp, "b.png")
             cv2.imwrite(str(pa), a[:, :, ::-1])
             cv2.imwrite(str(pb), b[:, :, ::-1])
-            out["ours_s"] = timed(lambda: run_pair(pa, pb, Path(tmp, "f.png"), model, overwrite=True), device, repeats)
+            out["ours_s"] = timed(lambda: run_pair(pa, pb, Path(tmp, "f.png"), model, overwrite=True, reduce=reduce),
+                                  device, repeats)
     elif case.startswith("v4"):
         align = "auto" if case == "v4" else "none"
         with tempfile.TemporaryDirectory() as tmp:
-            job = StackJob(inputs=[V4], output=Path(tmp, "v4.png"), align=align, overwrite=True)
+            job = StackJob(inputs=[V4], output=Path(tmp, "v4.png"), align=align, overwrite=True, reduce=reduce)
             start = time.perf_counter()
             report = run_stack(job, model)
             sync(device)
@@ -140,20 +141,24 @@ def main() -> None:
     parser.add_argument("--ref-frames", type=int, default=5)
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument("--reduce", type=int, default=1,
+                        help="focusfuse's --reduce (the reference path stays at full resolution; no --markdown)")
     parser.add_argument("--system-malloc", action="store_true",
                         help="Leave malloc as it is (the CLI calls focusfuse.device.keep_freed_memory).")
     args = parser.parse_args()
+    if args.reduce != 1 and args.markdown:
+        parser.error("--reduce runs are not the speed table of docs/benchmarks.md: drop --markdown")
     if args.one:
         if not args.system_malloc:
             from focusfuse.device import keep_freed_memory
 
             keep_freed_memory()
-        print(json.dumps(run_case(args.one, args.weights, args.device, args.repeats, args.ref_frames)))
+        print(json.dumps(run_case(args.one, args.weights, args.device, args.repeats, args.ref_frames, args.reduce)))
         return
     rows = []
     for case in args.cases.split(","):
         cmd = [sys.executable, __file__, "--one", case, "--weights", args.weights, "--device", args.device,
-               "--repeats", str(args.repeats), "--ref-frames", str(args.ref_frames)] \
+               "--repeats", str(args.repeats), "--ref-frames", str(args.ref_frames), "--reduce", str(args.reduce)] \
             + (["--system-malloc"] if args.system_malloc else [])
         result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
         rows.append(result)

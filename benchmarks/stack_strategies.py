@@ -7,6 +7,8 @@ against the sharp original (PSNR, SSIM on gray) and its index map against the id
 
     python benchmarks/stack_strategies.py --weights ../shared/reference/gacn_official/GACN.pkl \
         --stacks 20 --frames 8 --markdown docs/stack-strategies.md
+
+``--strategies calibrated --reduce 1 --reduce 2`` compares the network at full and half resolution.
 """
 
 from __future__ import annotations
@@ -115,6 +117,9 @@ def main() -> None:
     parser.add_argument("--max-blur", type=float, default=6.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument("--strategies", default=None, help="comma-separated subset (default: all)")
+    parser.add_argument("--reduce", type=int, action="append", default=None,
+                        help="network resolution factor(s) for the fuse_stack strategies (repeatable; default 1)")
     args = parser.parse_args()
 
     from focusfuse.train.data import split_images
@@ -124,6 +129,11 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     strategies = ["calibrated", "calibration", "serial", "logodds (experimental)",
                   "two-pass compose (experimental)"]
+    if args.strategies:
+        strategies = [s for s in strategies if s.split()[0] in args.strategies.split(",")]
+    reduces = args.reduce or [1]
+    strategies = [s if r == 1 or " " in s else f"{s}, reduce {r}" for s in strategies for r in reduces
+                  if r == 1 or " " not in s]
     rows: dict[str, list[dict[str, float]]] = {s: [] for s in strategies}
     seconds: dict[str, float] = {s: 0.0 for s in strategies}
     best_frame = []
@@ -141,7 +151,8 @@ def main() -> None:
             elif strategy.startswith("two-pass"):
                 fused, index = max_champion_compose(model, frames)
             else:
-                result = fuse_stack(frames, strategy=strategy, weights=model, device="cpu")
+                name, _, reduce = strategy.partition(", reduce ")
+                result = fuse_stack(frames, strategy=name, weights=model, device="cpu", reduce=int(reduce or 1))
                 fused, index = result.fused, result.index_map
             seconds[strategy] += time.perf_counter() - start
             rows[strategy].append(score(fused, index, stack.truth, stack.index_truth, mask))

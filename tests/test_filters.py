@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from focusfuse.decision import blend, boundary_weight, refine_decision_map
+from focusfuse.decision import blend, boundary_weight, reduce_resolution, refine_decision_map, restore_resolution
 from focusfuse.filters import (box_mean, box_sum, gaussian_blur, gaussian_kernel1d, gradient_energy, guided_filter,
                                separable_filter, spatial_frequency)
 
@@ -116,3 +116,23 @@ def test_separable_filter_keeps_channels_last():
     y = box_sum(x, 2)
     expected = F.conv2d(x.contiguous(), torch.ones(2, 1, 5, 5), padding=2, groups=2)
     assert torch.allclose(y, expected, atol=1e-5) and y.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_reduce_resolution_averages_blocks_and_partial_edge_blocks():
+    x = torch.arange(5 * 7, dtype=torch.float32).reshape(1, 1, 5, 7)
+    r = reduce_resolution(x, 2)
+    assert r.shape == (1, 1, 3, 4)
+    assert r[0, 0, 0, 0] == x[0, 0, :2, :2].mean()
+    assert r[0, 0, 2, 3] == x[0, 0, 4, 6]  # a 1x1 partial block
+    assert r[0, 0, 1, 3] == x[0, 0, 2:4, 6].mean()  # a 2x1 partial block
+    assert reduce_resolution(x, 1) is x
+
+
+def test_restore_resolution_inverts_reduction_of_smooth_maps():
+    y, x = torch.meshgrid(torch.arange(40.0), torch.arange(50.0), indexing="ij")
+    ramp = (0.01 * x + 0.02 * y)[None, None]
+    for factor in (2, 3, 4):
+        back = restore_resolution(reduce_resolution(ramp, factor), factor, (40, 50))
+        assert back.shape == ramp.shape
+        inner = (slice(factor, -2 * factor), slice(factor, -2 * factor))  # away from edge clamping
+        assert torch.allclose(back[0, 0][inner], ramp[0, 0][inner], atol=1e-5)

@@ -71,6 +71,24 @@ def test_official_weights_pick_the_sharp_halves(official_model):
     assert result.decision_map[8:-8, 48:-8].mean() < 0.05  # right half from B
 
 
+def test_reduced_network_still_picks_the_sharp_halves(good_model):
+    a, b, mask = focus_pair(96, 120, seed=1)
+    full = fuse_pair(a, b, weights=good_model, device="cpu")
+    half = fuse_pair(a, b, weights=good_model, device="cpu", reduce=2)
+    assert half.decision_map.shape == full.decision_map.shape == mask.shape
+    assert half.decision_map[8:-8, 8:48].mean() > 0.95 and half.decision_map[8:-8, 72:-8].mean() < 0.05
+    assert not np.array_equal(half.decision_map, full.decision_map)
+
+
+@pytest.mark.parametrize("reduce", [0, 9, 1.5])
+def test_reduce_out_of_range_is_refused(model, reduce):
+    from focusfuse.errors import UsageError
+
+    a, b = textured(20, 20, 1), textured(20, 20, 2)
+    with pytest.raises(UsageError, match="reduce"):
+        fuse_pair(a, b, weights=model, device="cpu", reduce=reduce)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu(model):
     a, b = textured(40, 40, 1, 3), textured(40, 40, 2, 3)

@@ -131,6 +131,22 @@ def test_cli_json_progress_and_report(weights_file, stack_folder, tmp_path):
     assert events[-1]["frames_used"] == 3 and events[-1]["output"] == str(out)
 
 
+def test_cli_reduce_is_reported_and_noted_in_the_output(weights_file, stack_folder, tmp_path):
+    import tifffile
+
+    out = tmp_path / "o.tif"
+    r = CliRunner().invoke(main, ["stack", str(stack_folder), "-o", str(out), "--json", "--align", "none",
+                                  "--reduce", "2", "--weights", str(weights_file), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.splitlines()[-1])["reduce"] == 2
+    assert read_image(out).shape == (24, 32, 3)
+    with tifffile.TiffFile(out) as tif:
+        assert "network at 1/2 resolution" in tif.pages[0].description
+    bad = CliRunner().invoke(main, ["stack", str(stack_folder), "-o", str(tmp_path / "p.tif"), "--reduce", "0",
+                                    "--weights", str(weights_file)])
+    assert bad.exit_code == 2 and "--reduce" in bad.output
+
+
 def test_cli_align_only_writes_registered_frames(breathing_stack, tmp_path):
     frames, _ = breathing_stack
     folder = tmp_path / "in"

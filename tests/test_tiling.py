@@ -70,25 +70,54 @@ def _stack(n=4, h=150, w=170):
     return [np.round(textured(h, w, seed, 3) * 255).astype(np.uint8) for seed in range(n)]
 
 
+def _several_frames_chosen(index_map: np.ndarray) -> bool:
+    """The comparison means something only when the decisions vary (a random model picks one frame)."""
+    return np.bincount(index_map.ravel()).max() < 0.9 * index_map.size
+
+
 @pytest.mark.parametrize("strategy", ["calibrated", "calibration"])
-def test_tiled_stack_equals_untiled(model, strategy):
+def test_tiled_stack_equals_untiled(good_model, strategy):
     frames = _stack()
-    whole = fuse_stack(frames, weights=model, device="cpu", align="none", strategy=strategy, tile_size=0)
-    tiled = fuse_stack(frames, weights=model, device="cpu", align="none", strategy=strategy, tile_size=48)
+    whole = fuse_stack(frames, weights=good_model, device="cpu", align="none", strategy=strategy, tile_size=0)
+    tiled = fuse_stack(frames, weights=good_model, device="cpu", align="none", strategy=strategy, tile_size=48)
+    assert _several_frames_chosen(whole.index_map)
     assert np.abs(whole.fused.astype(int) - tiled.fused).max() <= 1
     assert np.array_equal(whole.index_map, tiled.index_map)
 
 
-def test_tiled_pair_equals_untiled_including_decision_maps(model):
+def test_tiled_pair_equals_untiled_including_decision_maps(good_model):
     a, b = _stack(2, 130, 200)
-    whole = fuse_pair(a, b, weights=model, device="cpu", tile_size=0)
-    tiled = fuse_pair(a, b, weights=model, device="cpu", tile_size=64)
+    whole = fuse_pair(a, b, weights=good_model, device="cpu", tile_size=0)
+    tiled = fuse_pair(a, b, weights=good_model, device="cpu", tile_size=64)
+    assert 0.1 < whole.decision_map.mean() < 0.9
     assert np.abs(whole.fused.astype(int) - tiled.fused).max() <= 1
-    assert np.abs(whole.decision_map - tiled.decision_map).max() < 1e-3
-    assert np.abs(whole.initial_map - tiled.initial_map).max() < 1e-3
+    # float round-off, amplified by the steep sigmoid(1000 x) near ties: within one 8-bit level
+    assert np.abs(whole.decision_map - tiled.decision_map).max() < 1 / 255
+    assert np.mean(np.abs(whole.initial_map - tiled.initial_map) > 1 / 255) < 1e-3  # ties only
 
 
-def test_tiled_files_png_and_tiff_regions(model, tmp_path):
+@pytest.mark.parametrize("reduce,tile", [(2, 48), (3, 50)])
+def test_reduced_tiled_stack_equals_reduced_untiled(good_model, reduce, tile):
+    frames = _stack(3, 151, 167)  # sizes that are not multiples of reduce: partial blocks at the edges
+    whole = fuse_stack(frames, weights=good_model, device="cpu", align="none", tile_size=0, reduce=reduce)
+    tiled = fuse_stack(frames, weights=good_model, device="cpu", align="none", tile_size=tile, reduce=reduce)
+    assert _several_frames_chosen(whole.index_map)
+    assert np.abs(whole.fused.astype(int) - tiled.fused).max() <= 1
+    assert np.array_equal(whole.index_map, tiled.index_map)
+    full = fuse_stack(frames, weights=good_model, device="cpu", align="none", tile_size=0)
+    assert not np.array_equal(full.index_map, whole.index_map)  # reduce does change the computation
+
+
+def test_streamed_channel_weights_of_a_reduced_frame(model):
+    image = textured(91, 77, 4)
+    with torch.no_grad():
+        tiled = frame_channel_weights(model, lambda box: to_tensor(image[box.slices]), 91, 77, 32, reduce=2)
+        whole = frame_channel_weights(model, lambda box: to_tensor(image[box.slices]), 91, 77, 0, reduce=2)
+    for t, w in zip(tiled, whole):
+        assert torch.allclose(t, w, atol=1e-6)
+
+
+def test_tiled_files_png_and_tiff_regions(good_model, tmp_path):
     frames = _stack(3, 140, 150)
     paths = []
     for i, f in enumerate(frames):
@@ -98,8 +127,9 @@ def test_tiled_files_png_and_tiff_regions(model, tmp_path):
         else:
             path = write_image(tmp_path / f"f{i}.png", f)
         paths.append(path)
-    whole = fuse_stack(frames, weights=model, device="cpu", align="none", tile_size=0)
-    tiled = fuse_stack(paths, weights=model, device="cpu", align="none", tile_size=64)
+    whole = fuse_stack(frames, weights=good_model, device="cpu", align="none", tile_size=0)
+    tiled = fuse_stack(paths, weights=good_model, device="cpu", align="none", tile_size=64)
+    assert _several_frames_chosen(whole.index_map)
     assert np.abs(whole.fused.astype(int) - tiled.fused).max() <= 1
     assert np.array_equal(whole.index_map, tiled.index_map)
 
@@ -146,30 +176,36 @@ def test_every_region_warps_like_the_whole_frame(transform, tmp_path):
     source.close()
 
 
-def test_aligned_tiled_stack_equals_aligned_untiled(model):
+def test_aligned_tiled_stack_equals_aligned_untiled(good_model):
     import cv2
 
     base = _stack(1, 160, 180)[0]
     frames = []
-    for k, sigma in enumerate((0.5, 1.5, 2.5)):
+    for k in range(3):  # frame k is sharp in the k-th third of the columns
+        sharp = np.zeros((160, 180, 1), np.float32)
+        sharp[:, 60 * k:60 * (k + 1)] = 1
+        sharp = cv2.GaussianBlur(sharp, (0, 0), 8)[:, :, None]
+        frame = sharp * base + (1 - sharp) * cv2.GaussianBlur(base, (0, 0), 1.5)
         m = np.float32([[1 + 0.01 * (k - 1), 0, 2.0 * (k - 1)], [0, 1 + 0.01 * (k - 1), -1.5 * (k - 1)]])
-        frames.append(cv2.warpAffine(cv2.GaussianBlur(base, (0, 0), sigma), m, (180, 160), borderMode=cv2.BORDER_REFLECT))
-    whole = fuse_stack(frames, weights=model, device="cpu", align="auto", tile_size=0)
-    tiled = fuse_stack(frames, weights=model, device="cpu", align="auto", tile_size=64)
+        frames.append(cv2.warpAffine(np.round(frame).astype(np.uint8), m, (180, 160), borderMode=cv2.BORDER_REFLECT))
+    whole = fuse_stack(frames, weights=good_model, device="cpu", align="auto", tile_size=0)
+    tiled = fuse_stack(frames, weights=good_model, device="cpu", align="auto", tile_size=64)
+    assert _several_frames_chosen(whole.index_map)
     assert not whole.skipped
     assert np.abs(whole.fused.astype(int) - tiled.fused).max() <= 1
     assert np.mean(whole.fused != tiled.fused) < 1e-4  # float round-off in the network only
     assert np.array_equal(whole.index_map, tiled.index_map)
 
 
-def test_tiff_sink_streams_bands(model, tmp_path):
+def test_tiff_sink_streams_bands(good_model, tmp_path):
     frames = [np.round(textured(300, 280, s, 3) * 65535).astype(np.uint16) for s in range(3)]
-    expected = fuse_stack(frames, weights=model, device="cpu", align="none", tile_size=96)
+    expected = fuse_stack(frames, weights=good_model, device="cpu", align="none", tile_size=96)
+    assert _several_frames_chosen(expected.index_map)
 
     def sink(h, w, c, dtype, n_tiles):
         return TiffSink(h, w, c, dtype, tmp_path / "out.tif", index_path=tmp_path / "index.tif", compression="zlib")
 
-    fuse_stack(frames, weights=model, device="cpu", align="none", tile_size=96, sink=sink)
+    fuse_stack(frames, weights=good_model, device="cpu", align="none", tile_size=96, sink=sink)
     assert np.array_equal(tifffile.imread(tmp_path / "out.tif"), expected.fused)
     assert np.array_equal(tifffile.imread(tmp_path / "index.tif"), expected.index_map)
     with tifffile.TiffFile(tmp_path / "out.tif") as tif:
@@ -182,6 +218,8 @@ def test_choose_tile_size_follows_the_budget():
     small = choose_tile_size(20000, 20000, cpu, budget=2 * 10**9)
     assert 256 <= small < 20000 and small % 64 == 0
     assert choose_tile_size(20000, 20000, cpu, budget=4 * 10**9) > small
+    reduced = choose_tile_size(20000, 20000, cpu, budget=2 * 10**9, reduce=2)
+    assert reduced > 1.5 * small  # the network's share of the memory shrinks by reduce^2
 
 
 def test_cli_streams_tiled_tiff_outputs_equal_to_untiled(weights_file, tmp_path):

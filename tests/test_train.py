@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from focusfuse.metrics import qg_global
-from focusfuse.train.data import FocusPairs, PairRecipe, make_pair, random_shapes_mask, recipe_overrides, split_images
+from focusfuse.train.data import FocusPairs, PairRecipe, edge_bands, make_pair, random_shapes_mask, recipe_overrides, split_images
 from focusfuse.train.loss import dice_loss, gacn_loss, qg_differentiable
 from focusfuse.weights import load_model
 from focusfuse.io import write_image
@@ -99,6 +99,38 @@ def test_gain_knob_changes_only_the_exposure_of_b():
     k = a_or_b.index(True)
     ratio = (a, b)[k].mean() / plain[k].mean()
     assert 0.9 <= ratio <= 1.1 and ratio != 1.0
+
+
+def test_edge_bands_touch_one_or_two_edges_within_the_width():
+    for seed in range(20):
+        band = edge_bands((40, 50), 5, np.random.default_rng(seed))
+        assert not band[5:-5, 5:-5].any() and band.any()
+        edges = [band[0].all(), band[-1].all(), band[:, 0].all(), band[:, -1].all()]
+        assert 1 <= sum(edges) <= 2
+
+
+def test_border_knob_fills_one_frame_and_labels_the_other():
+    sharp = _real_image()[100:228, 100:228]
+    mask = random_shapes_mask(128, 128, np.random.default_rng(3))
+    recipe = PairRecipe(max_offset=0, max_noise=0, max_border=6, border_fraction=1.0)
+    seen = set()
+    for seed in range(12):
+        plain = make_pair(sharp, mask, np.random.default_rng(seed), PairRecipe(max_offset=0, max_noise=0))
+        a, b, m = make_pair(sharp, mask, np.random.default_rng(seed), recipe)
+        if np.mean(a != plain[0]) > 0.5:
+            a, b, m = b, a, 1.0 - m  # the extra draws changed the A/B swap: undo it
+        changed_a, changed_b = a != plain[0], b != plain[1]
+        assert changed_a.any() != changed_b.any()  # exactly one frame has bands
+        filled, other = (a, b) if changed_a.any() else (b, a)
+        band = changed_a | changed_b
+        assert band[0].all() or band[-1].all() or band[:, 0].all() or band[:, -1].all()
+        assert np.ptp(filled[band]) == 0 and filled[band][0] <= 0.15  # flat dark fill
+        label_of_other = 0.0 if filled is a else 1.0
+        assert np.all(m[band] == label_of_other)
+        assert np.array_equal(m[~band], plain[2][~band]) and np.array_equal(other, plain[1 if filled is a else 0])
+        seen.add(filled is a)
+    assert seen == {True, False}  # both frames get bands sometimes
+    assert PairRecipe(max_border=4).border_fraction > 0
 
 
 def test_recipe_overrides_parse_by_the_knobs_type():

@@ -94,7 +94,8 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
     out.mkdir(parents=True, exist_ok=True)
     params = {"strategy": template.strategy, "align": template.align, "crop": template.crop,
               "format": image_format, "index_maps": index_maps, "previews": previews,
-              "depth_smooth": template.depth_smooth, "compression": template.compression, **weights_id(model)}
+              "depth_smooth": template.depth_smooth, "compression": template.compression, **weights_id(model),
+              **({"reduce": template.reduce} if template.reduce != 1 else {})}  # old sidecars stay valid
     started = time.perf_counter()
     results = []
     for number, stack in enumerate(stacks, start=1):

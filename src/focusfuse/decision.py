@@ -2,11 +2,15 @@
 
 p0 (initial map, 1 where frame A is in focus) is blurred to find the focus boundary; near the
 boundary p0 is replaced by a guided-filter smoothed version (guide: the p0-weighted gray fusion).
+
+Optionally (``reduce`` > 1, not the default) the network sees frames reduced ``reduce`` times: the initial
+map is enlarged back to full resolution, and the refinement and blend still run on full-resolution frames.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .filters import gaussian_blur, guided_filter
 from .model import GACN
@@ -17,6 +21,21 @@ BOUNDARY_LOW = 0.1
 BOUNDARY_HIGH = 0.8
 GUIDED_RADIUS = 3
 GUIDED_EPS = 0.1
+MAX_REDUCE = 8
+
+
+def reduce_resolution(gray: torch.Tensor, factor: int) -> torch.Tensor:
+    """Means of ``factor`` x ``factor`` blocks of (B, C, H, W); partial blocks at the right and bottom edges
+    average the pixels they hold. Blocks start at multiples of ``factor``, so a tile cropped there reduces
+    to the matching part of the reduced whole frame."""
+    return gray if factor == 1 else F.avg_pool2d(gray, factor, ceil_mode=True)
+
+
+def restore_resolution(p: torch.Tensor, factor: int, shape: tuple[int, int]) -> torch.Tensor:
+    """Bilinear enlargement of a map made by :func:`reduce_resolution` back to ``shape`` (H, W)."""
+    if factor == 1:
+        return p
+    return F.interpolate(p, scale_factor=factor, mode="bilinear", align_corners=False)[..., :shape[0], :shape[1]]
 
 
 def boundary_weight(p0: torch.Tensor) -> torch.Tensor:
@@ -39,9 +58,12 @@ def blend(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return p * a + (1.0 - p) * b
 
 
-def decide_pair(model: GACN, gray_a: torch.Tensor, gray_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gray frames (B,1,H,W) -> (initial map p0, final map p), both (B,1,H,W), 1 where A is in focus."""
-    sf = model.focus_measure(torch.cat([gray_a, gray_b], dim=0))
+def decide_pair(model: GACN, gray_a: torch.Tensor, gray_b: torch.Tensor,
+                reduce: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gray frames (B,1,H,W) -> (initial map p0, final map p), both (B,1,H,W), 1 where A is in focus.
+
+    ``reduce`` > 1 runs the network on frames reduced that many times (see the module's docstring)."""
+    sf = model.focus_measure(reduce_resolution(torch.cat([gray_a, gray_b], dim=0), reduce))
     sf_a, sf_b = sf.chunk(2, dim=0)
-    p0 = model.initial_map(sf_a, sf_b)
+    p0 = restore_resolution(model.initial_map(sf_a, sf_b), reduce, gray_a.shape[-2:])
     return p0, refine_decision_map(p0, gray_a, gray_b)

@@ -30,19 +30,21 @@ class PairResult:
     initial_map: np.ndarray
 
 
-def fuse_tensors(model: GACN, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def fuse_tensors(model: GACN, a: torch.Tensor, b: torch.Tensor,
+                 reduce: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(C,H,W) frames in [0,1] -> (fused (C,H,W), final map (H,W), initial map (H,W)), untiled."""
     a, b = match_channels(a, b)
-    p0, p = decide_pair(model, to_gray(a)[None], to_gray(b)[None])
+    p0, p = decide_pair(model, to_gray(a)[None], to_gray(b)[None], reduce)
     return blend(p[0], a, b), p[0, 0], p0[0, 0]
 
 
 def fuse_pair(a: FrameLike, b: FrameLike, *, weights: str | os.PathLike | GACN | None = None,
-              device: str | torch.device = "auto", align: str = "none", tile_size: int | None = None) -> PairResult:
+              device: str | torch.device = "auto", align: str = "none", tile_size: int | None = None,
+              reduce: int = 1) -> PairResult:
     """Fuse two frames (arrays or paths). The fused image keeps the inputs' dtype and channels.
 
     ``align`` (none, auto, translation, affine, homography) registers B onto A first; ``tile_size``
-    as in :func:`focusfuse.fuse_stack`.
+    and ``reduce`` as in :func:`focusfuse.fuse_stack`.
     """
     dev = resolve_device(device)
     model = load_model(weights, dev)
@@ -50,5 +52,5 @@ def fuse_pair(a: FrameLike, b: FrameLike, *, weights: str | os.PathLike | GACN |
     if len(refs) != 2:
         raise ValueError("fuse_pair takes exactly two single frames (use fuse_stack for more)")
     out, _ = fuse_frames(refs, PairStack, model, dev, alignment=align_pair(refs, align), tile_size=tile_size,
-                         maps=("decision", "initial"))
+                         maps=("decision", "initial"), reduce=reduce)
     return PairResult(out.fused, out.maps["decision"], out.maps["initial"])

@@ -51,6 +51,7 @@ class StackJob:
     z_step: float | None = None
     z_unit: str = ""
     tile_size: int | None = None
+    reduce: int = 1  # the network sees frames reduced this many times (speed option)
     compression: str | None = None
     overwrite: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -80,10 +81,12 @@ def write_map(path: Path, values: np.ndarray, kind: str) -> None:
     write_image(path, data)
 
 
-def provenance(model: GACN, strategy: str, frames: int) -> str:
+def provenance(model: GACN, strategy: str, frames: int, reduce: int = 1) -> str:
     """One line for the output's description: how the image was made."""
     weights = Path(model.source).name if model.source else "in-memory weights"
-    return f"focusfuse {__version__} (GACN focus stacking): {frames} frames, strategy {strategy}, weights {weights}"
+    reduced = f", network at 1/{reduce} resolution" if reduce > 1 else ""
+    return (f"focusfuse {__version__} (GACN focus stacking): {frames} frames, strategy {strategy}, "
+            f"weights {weights}{reduced}")
 
 
 def weights_id(model: GACN) -> dict[str, str | None]:
@@ -164,7 +167,7 @@ def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
         torch.cuda.reset_peak_memory_stats(device)
     reference = refs[len(refs) // 2]
     metadata = read_metadata(reference.path) if isinstance(reference, FrameRef) else ImageMetadata()
-    metadata = dataclasses.replace(metadata, description=provenance(model, job.strategy, len(refs)))
+    metadata = dataclasses.replace(metadata, description=provenance(model, job.strategy, len(refs), job.reduce))
     staged = StagedOutputs()
     stream_index = _is_tiff(job.index_map) and job.depth_smooth == 0
     keep_index = (job.index_map is not None and not stream_index) or job.depth_preview is not None \
@@ -184,7 +187,7 @@ def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
     try:
         result = fuse_stack(refs, strategy=job.strategy, weights=model, device=device, align=job.align,
                             crop=job.crop, tile_size=job.tile_size, progress=progress, align_progress=align_progress,
-                            sink=sink)
+                            sink=sink, reduce=job.reduce)
         if job.output in streamed:
             embed_exif_in_tiff(staged.path(job.output), metadata)
         else:
@@ -203,6 +206,7 @@ def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
     return {
         "output": str(job.output), "inputs": len(refs), "frames_used": len(result.frames),
         "skipped": result.skipped, "width": w, "height": h, "strategy": job.strategy, "align": job.align,
+        "reduce": job.reduce,
         "crop_box": list(result.box) if result.box else None, "device": str(device),
         "seconds": round(time.perf_counter() - start, 3), **peak_memory_mb(device), **weights_id(model),
         "z_step": z_step, "z_unit": unit or None, "focusfuse": __version__,
@@ -211,7 +215,7 @@ def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
 
 def run_pair(image_a: Path, image_b: Path, output: Path, model: GACN, *, decision_map: Path | None = None,
              align: str = "none", tile_size: int | None = None, compression: str | None = None,
-             overwrite: bool = False) -> dict[str, Any]:
+             overwrite: bool = False, reduce: int = 1) -> dict[str, Any]:
     """Fuse two images into ``output`` (and the final decision map, 1 = from A); returns the report."""
     refs = frame_refs([image_a]) + frame_refs([image_b])
     if len(refs) != 2:
@@ -219,7 +223,7 @@ def run_pair(image_a: Path, image_b: Path, output: Path, model: GACN, *, decisio
     check_outputs([p for p in (output, decision_map) if p is not None], overwrite, input_paths(refs))
     check_map_formats(decision_map=decision_map)
     alignment = align_pair(refs, align)
-    metadata = dataclasses.replace(read_metadata(image_a), description=provenance(model, "pair", 2))
+    metadata = dataclasses.replace(read_metadata(image_a), description=provenance(model, "pair", 2, reduce))
     staged = StagedOutputs()
     maps = ("decision",) if decision_map is not None else ()
     streamed: list[Path] = []
@@ -235,7 +239,7 @@ def run_pair(image_a: Path, image_b: Path, output: Path, model: GACN, *, decisio
     start = time.perf_counter()
     try:
         out, _ = fuse_frames(refs, PairStack, model, model.device, alignment=alignment, tile_size=tile_size,
-                             sink=sink)
+                             sink=sink, reduce=reduce)
         if streamed:
             embed_exif_in_tiff(staged.path(output), metadata)
         else:
@@ -246,7 +250,7 @@ def run_pair(image_a: Path, image_b: Path, output: Path, model: GACN, *, decisio
     finally:
         staged.discard()
     h, w = out.shape
-    return {"output": str(output), "width": w, "height": h, "device": str(model.device),
+    return {"output": str(output), "width": w, "height": h, "device": str(model.device), "reduce": reduce,
             "seconds": round(time.perf_counter() - start, 3), **peak_memory_mb(model.device), **weights_id(model)}
 
 

@@ -44,6 +44,8 @@ class PairRecipe:
     ramp_fraction: float = 0.2  # share using a continuous depth (a ramp with the mask's objects on it)
     segment_fraction: float = 0.7  # share of masks from segmentations (when available)
     max_gain: float = 0.0  # B's exposure relative to A's: 1 +- this (real pairs differ by up to ~6%)
+    max_border: int = 0  # px: dark bands along the edges of one frame, as registration leaves them (0 = none)
+    border_fraction: float = 0.3  # share of samples with such bands when max_border > 0
 
 
 def split_images(folder: str | os.PathLike, every: int = 10) -> tuple[list[Path], list[Path]]:
@@ -144,6 +146,19 @@ def ramp_pair(sharp: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     return a, b, label
 
 
+def edge_bands(shape: tuple[int, int], max_width: int, rng: np.random.Generator) -> np.ndarray:
+    """Boolean bands of 1..max_width px along one or two random edges of an image of ``shape``."""
+    band = np.zeros(shape, bool)
+    for edge in rng.choice(4, size=int(rng.integers(1, 3)), replace=False):
+        width = int(rng.integers(1, max_width + 1))
+        rows_or_cols = slice(0, width) if edge % 2 == 0 else slice(-width, None)
+        if edge < 2:
+            band[rows_or_cols, :] = True
+        else:
+            band[:, rows_or_cols] = True
+    return band
+
+
 def make_pair(sharp: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
               recipe: PairRecipe) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(A, B, mask): A in focus where mask = 1. ``sharp`` gray float32 in [0, 1]."""
@@ -169,6 +184,14 @@ def make_pair(sharp: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
         noise = rng.uniform(0, recipe.max_noise)
         a = a + rng.normal(0, noise, a.shape).astype(np.float32)
         b = b + rng.normal(0, noise, b.shape).astype(np.float32)
+    if recipe.max_border > 0 and rng.random() < recipe.border_fraction:
+        # a registered frame's fill (dark, flat) must never be chosen: the label points to the other frame
+        band = edge_bands(a.shape, recipe.max_border, rng)
+        fill = np.float32(rng.uniform(0.0, 0.15))
+        if rng.random() < 0.5:
+            a, mask = np.where(band, fill, a), np.where(band, 0.0, mask)
+        else:
+            b, mask = np.where(band, fill, b), np.where(band, 1.0, mask)
     a, b = np.clip(a, 0, 1).astype(np.float32), np.clip(b, 0, 1).astype(np.float32)
     if rng.random() < 0.5:  # A/B swap
         a, b, mask = b, a, 1.0 - mask
@@ -244,4 +267,4 @@ class FocusPairs(Dataset):
         return tuple(torch.from_numpy(t)[None] for t in (a, b, mask))  # type: ignore[return-value]
 
 
-__all__ = ["PairRecipe", "FocusPairs", "split_images", "make_pair", "random_shapes_mask", "segment_mask"]
+__all__ = ["PairRecipe", "FocusPairs", "split_images", "make_pair", "edge_bands", "random_shapes_mask", "segment_mask"]
