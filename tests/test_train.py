@@ -182,6 +182,8 @@ def test_training_smoke_lowers_the_loss_and_writes_loadable_weights(tmp_path, mo
     model = load_model("smoke")  # installed in the user data dir
     assert model.metadata["epoch"] in (1, 2)
     assert (out / "curves.png").stat().st_size > 0 and (out / "last.pt").exists()
+    last = load_model(out / "last.pt")  # a run's checkpoint is usable as --weights too
+    assert last.metadata["epoch"] == 2 and last.metadata["source"] == "training checkpoint"
     again = CliRunner().invoke(main, args(2))
     assert again.exit_code == 2  # refuses to clobber a run without --resume
     bad = CliRunner().invoke(main, args(2) + ["--recipe", "max_gain=a lot"])

@@ -118,6 +118,10 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         return dict(payload["state_dict"]), dict(payload.get("metadata", {}))
     if is_official_layout(payload):
         return official_to_focusfuse(payload), {"source": "official GACN checkpoint layout"}
+    if isinstance(payload.get("model"), Mapping) and "optimizer" in payload:  # a run's last.pt (focusfuse train)
+        epoch = payload.get("epoch")  # 0-based in the checkpoint, 1-based in the run's log
+        return dict(payload["model"]), {"source": "training checkpoint", "config": payload.get("config", {}),
+                                        "epoch": epoch + 1 if isinstance(epoch, int) else None}
     raise WeightsError(f"{path} is neither a focusfuse weights file nor an official GACN checkpoint")
 
 
