@@ -341,6 +341,7 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, strategy: str = DEFAU
         raise UsageError(f"unknown strategy {strategy!r} (use {', '.join(STRATEGIES)})")
     if align not in ALIGN_MODES:
         raise UsageError(f"unknown alignment {align!r} (use {', '.join(ALIGN_MODES)})")
+    check_reduce(reduce)
     refs = frame_refs(frames)
     require_frames(refs)
     dev = resolve_device(device)
