@@ -3,8 +3,10 @@
 p0 (initial map, 1 where frame A is in focus) is blurred to find the focus boundary; near the
 boundary p0 is replaced by a guided-filter smoothed version (guide: the p0-weighted gray fusion).
 
-Optionally (``reduce`` > 1, not the default) the network sees frames reduced ``reduce`` times: the initial
-map is enlarged back to full resolution, and the refinement and blend still run on full-resolution frames.
+Optionally (``reduce`` > 1, not the default) the decision path, 80% of the network's arithmetic, sees the
+spatial frequency reduced ``reduce`` times (block means; it is an 11x11 window average, so little is lost):
+the features and their spatial frequency stay at full resolution, the initial map is enlarged back, and
+the refinement and blend run on full-resolution frames.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ MAX_REDUCE = 8
 def reduce_resolution(gray: torch.Tensor, factor: int) -> torch.Tensor:
     """Means of ``factor`` x ``factor`` blocks of (B, C, H, W); partial blocks at the right and bottom edges
     average the pixels they hold. Blocks start at multiples of ``factor``, so a tile cropped there reduces
-    to the matching part of the reduced whole frame."""
+    to the matching part of the reduced whole image."""
     return gray if factor == 1 else F.avg_pool2d(gray, factor, ceil_mode=True)
 
 
@@ -62,8 +64,8 @@ def decide_pair(model: GACN, gray_a: torch.Tensor, gray_b: torch.Tensor,
                 reduce: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Gray frames (B,1,H,W) -> (initial map p0, final map p), both (B,1,H,W), 1 where A is in focus.
 
-    ``reduce`` > 1 runs the network on frames reduced that many times (see the module's docstring)."""
-    sf = model.focus_measure(reduce_resolution(torch.cat([gray_a, gray_b], dim=0), reduce))
+    ``reduce`` > 1 runs the decision path at that many times lower resolution (see the module's docstring)."""
+    sf = reduce_resolution(model.focus_measure(torch.cat([gray_a, gray_b], dim=0)), reduce)
     sf_a, sf_b = sf.chunk(2, dim=0)
     p0 = restore_resolution(model.initial_map(sf_a, sf_b), reduce, gray_a.shape[-2:])
     return p0, refine_decision_map(p0, gray_a, gray_b)

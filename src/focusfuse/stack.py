@@ -66,8 +66,8 @@ class StackResult:
 class StackStrategy:
     """Running state of a streaming stack fusion; ``add`` takes frames in order.
 
-    ``reduce`` > 1: the network sees frames reduced that many times; decisions are enlarged back to full
-    resolution before the refinement and the blend (see :mod:`focusfuse.decision`).
+    ``reduce`` > 1: the decision path sees the focus measures reduced that many times; decisions are
+    enlarged back to full resolution before the refinement and the blend (see :mod:`focusfuse.decision`).
     """
 
     def __init__(self, model: GACN, reduce: int = 1) -> None:
@@ -84,7 +84,7 @@ class StackStrategy:
         raise NotImplementedError
 
     def _focus_measure(self, gray: torch.Tensor, channel_weights: ChannelWeights) -> torch.Tensor:
-        return self.model.focus_measure(reduce_resolution(gray, self.reduce), channel_weights)
+        return reduce_resolution(self.model.focus_measure(gray, channel_weights), self.reduce)
 
     def _initial_map(self, sf_a: torch.Tensor, sf_b: torch.Tensor, gray: torch.Tensor) -> torch.Tensor:
         """The initial decision map at the resolution of ``gray``."""
@@ -270,8 +270,8 @@ def fuse_frames(refs: Sequence, strategy: type[StackStrategy], model: GACN, devi
 
     Frames are opened as sources (registered with ``alignment``, cropped to ``window``) and read one at a
     time, one tile at a time. With several tiles, every frame's whole-frame channel statistics are
-    computed first, so tiles fuse exactly as the whole image would. ``reduce`` > 1 runs the network on
-    frames reduced that many times (tiles then start at multiples of ``reduce``, so they stay exact).
+    computed first, so tiles fuse exactly as the whole image would. ``reduce`` > 1 runs the decision path
+    at that many times lower resolution (tiles then start at multiples of ``reduce``, so they stay exact).
     """
     check_reduce(reduce)
     with tempfile.TemporaryDirectory(prefix="focusfuse-") as cache, torch.inference_mode():
@@ -298,7 +298,7 @@ def fuse_frames(refs: Sequence, strategy: type[StackStrategy], model: GACN, devi
                 out = sink(height, width, checker.channels, checker.dtype, len(tiles))
             else:
                 out = ArraySink(height, width, checker.channels, checker.dtype, maps=maps)
-            run = _TiledRun(model, sources, (height, width), tile, len(tiles), device, progress, reduce)
+            run = _TiledRun(model, sources, (height, width), tile, len(tiles), device, progress)
             channel_weights = run.channel_weights()
             for tile_ in tiles:
                 release_free_memory()  # hand back the last tile's freed pages: this one's shapes differ
@@ -334,8 +334,8 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, strategy: str = DEFAU
     that size (with a halo, and whole-frame channel statistics, so the result equals the untiled one);
     0 processes it whole; None chooses from the free memory of the device. ``sink(height, width,
     channels, dtype, n_tiles)`` may direct the result elsewhere than into arrays (e.g. a TIFF file).
-    ``reduce`` > 1 (an option for speed, not the default) runs the network on frames reduced that many
-    times in width and height (about reduce^2 times faster); maps and blend stay at full resolution.
+    ``reduce`` > 1 (an option for speed, not the default) runs the decision path, most of the network's
+    work, at that many times lower resolution; features, maps and blend stay at full resolution.
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r} (use {', '.join(STRATEGIES)})")
@@ -361,9 +361,8 @@ class _TiledRun:
     """The frame-inner loop of one tile, and the whole-frame channel statistics tiles need."""
 
     def __init__(self, model: GACN, sources: list[tuple[int, FrameSource]], shape: tuple[int, int], tile_size: int,
-                 n_tiles: int, device: torch.device, progress: ProgressCallback | None, reduce: int = 1) -> None:
+                 n_tiles: int, device: torch.device, progress: ProgressCallback | None) -> None:
         self.model, self.sources, self.device, self.progress = model, sources, device, progress
-        self.reduce = reduce
         self.shape, self.tile_size = shape, tile_size
         self.whole = n_tiles == 1
         self.steps = len(sources) * (n_tiles + (0 if self.whole else 1))
@@ -383,7 +382,7 @@ class _TiledRun:
         weights = []
         for _, source in self.sources:
             weights.append(frame_channel_weights(self.model, lambda box, s=source: self.read(s, box), *self.shape,
-                                                 self.tile_size, self.reduce))
+                                                 self.tile_size))
             self._step(f"{source.name} (statistics)")
         return weights
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import torch
 
 from .color import to_gray
-from .decision import reduce_resolution
 from .model import GACN
 
 # Receptive radius of the final decision map, in pixels of the input:
@@ -31,10 +30,8 @@ TILE_MULTIPLE = 64
 # Peak working memory per pixel, fp32. CPU measured with the CLI's malloc setting (keep_freed_memory):
 # 2350 B for a pair (1500x1500, in memory), 1730 B for a stack step (V-4); without it 1340 B (pair).
 BYTES_PER_PIXEL = {"cpu": 2400, "cuda": 2200}
-# With --reduce, the network's share shrinks by reduce^2; the full-resolution frames, running fused image,
-# maps and refinement stay (~35 float32 planes). Measured on CPU (1500x1500, in memory): 523 B/pixel with
-# reduce 2, 224 B with reduce 3; this estimate gives 750 and 417.
-FULL_RESOLUTION_BYTES_PER_PIXEL = 150
+# --reduce barely changes it: the full-resolution features and their spatial frequency dominate
+# (measured 1500x1500 pair: 1800 B at reduce 1 and 2, 1550 B at reduce 3 and 4).
 
 
 @dataclass(frozen=True)
@@ -109,15 +106,13 @@ def choose_tile_size(height: int, width: int, device: torch.device, budget: int 
     """Largest tile (multiple of 64) whose working set fits the budget; 0 if the whole image fits.
 
     The default budget is half the free memory of the device, capped at 8 GiB of main memory on CPU.
-    ``reduce``: the network runs on frames reduced that many times (see :mod:`focusfuse.decision`).
+    ``reduce``: the decision path's resolution factor, which widens the halo (see :mod:`focusfuse.decision`).
     """
     if budget is None:
         budget = available_memory(device) // 2
         if device.type != "cuda":
             budget = min(budget, CPU_BUDGET_CAP)
-    per_pixel = BYTES_PER_PIXEL["cuda" if device.type == "cuda" else "cpu"] / reduce**2
-    if reduce > 1:
-        per_pixel += FULL_RESOLUTION_BYTES_PER_PIXEL
+    per_pixel = BYTES_PER_PIXEL["cuda" if device.type == "cuda" else "cpu"]
     if height * width * per_pixel <= budget:
         return 0
     side = int(math.sqrt(budget / per_pixel)) - 2 * HALO * reduce
@@ -129,24 +124,21 @@ ReadRegion = Callable[[Box], torch.Tensor]
 
 @torch.no_grad()
 def frame_channel_weights(model: GACN, read: ReadRegion, height: int, width: int,
-                          tile_size: int, reduce: int = 1) -> list[torch.Tensor]:
+                          tile_size: int) -> list[torch.Tensor]:
     """The four CSE weight vectors of a frame, from streaming passes over its tiles (exact).
 
     ``read(box)`` returns the frame's pixels in ``box`` as a (C, h, w) tensor in [0, 1] on the model's
     device. Block k's output mean needs the weights of blocks 0..k-1, so there is one pass per block;
-    block k sees k + 1 convolutions, so its tiles need that many pixels of halo. With ``reduce`` > 1 the
-    statistics are those of the reduced frame (``tile_size`` must then be a multiple of ``reduce``).
+    block k sees k + 1 convolutions, so its tiles need that many pixels of halo.
     """
     weights: list[torch.Tensor] = []
-    n_pixels = float(math.ceil(height / reduce) * math.ceil(width / reduce))
+    n_pixels = float(height * width)
     for k, cse in enumerate(model.features.cse):
         total = torch.zeros(cse.excite.out_features, dtype=torch.float64, device=model.device)
-        for tile in tile_grid(height, width, tile_size, halo=(k + 1) * reduce):
-            gray = reduce_resolution(to_gray(read(tile.crop))[None], reduce)
+        for tile in tile_grid(height, width, tile_size, halo=k + 1):
+            gray = to_gray(read(tile.crop))[None]
             y = model.features.block_output(gray, k, weights)
-            core = tile.core
-            rows = slice((core.y0 - tile.crop.y0) // reduce, -(-(core.y1 - tile.crop.y0) // reduce))
-            cols = slice((core.x0 - tile.crop.x0) // reduce, -(-(core.x1 - tile.crop.x0) // reduce))
+            rows, cols = tile.core.within(tile.crop)
             total += y[0, :, rows, cols].sum(dim=(1, 2), dtype=torch.float64)
         weights.append(cse.channel_weights((total / n_pixels).float()[None]))
     return weights
