@@ -136,7 +136,7 @@ def size_options(func: Callable) -> Callable:
                      help="Process in tiles of this size (0: whole image; default: chosen from free memory)."),
         click.option("--reduce", type=click.IntRange(1, MAX_REDUCE), default=1, show_default=True,
                      help="Run the decision path (most of the network) at N times lower resolution "
-                          "(2: about 1.8x faster on CPU); features, maps and blend stay at full resolution."),
+                          "(2: 1.2-1.8x faster on CPU); features, maps and blend stay at full resolution."),
         click.option("--compression", type=click.Choice(["none", "zlib"]), default="none", show_default=True,
                      help="Compression of TIFF outputs."),
     ]
