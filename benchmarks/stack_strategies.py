@@ -8,7 +8,7 @@ against the sharp original (PSNR, SSIM on gray) and its index map against the id
     python benchmarks/stack_strategies.py --weights ../shared/reference/gacn_official/GACN.pkl \
         --stacks 20 --frames 8 --markdown docs/stack-strategies.md
 
-``--strategies calibrated --reduce 1 --reduce 2`` compares the network at full and half resolution.
+``--strategies calibrated --reduce 1 --reduce 2`` compares the decision path at full and half resolution.
 """
 
 from __future__ import annotations

@@ -11,13 +11,13 @@ So weights from runs with different seeds or recipes can be compared on the same
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
-from focusfuse.train.data import recipe_overrides
-from focusfuse.train.loop import TrainConfig, make_loaders, validate
+from focusfuse.train.data import FocusPairs, PairRecipe, recipe_overrides, split_images
+from focusfuse.train.loop import TrainConfig, validate
 from focusfuse.weights import load_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -35,14 +35,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    # make_loaders builds the validation pairs from cfg.seed + 1
-    cfg = TrainConfig(images=args.images, out="", segments=args.segments, seed=args.seed - 1,
-                      validation_samples=args.samples, recipe=recipe_overrides(args.recipe))
-    _, _, val_loader = make_loaders(replace(cfg, samples_per_image=1))
+    _, held_out = split_images(args.images)  # as focusfuse train splits them
+    pairs = FocusPairs(held_out, args.segments, samples_per_image=args.samples, seed=args.seed,
+                       recipe=PairRecipe(**recipe_overrides(args.recipe)), fixed=True)
+    val_loader = DataLoader(pairs, batch_size=16)
+    cfg = TrainConfig(images=args.images, out="")  # loss weights as in training (Q_g weight 1)
     device = torch.device(args.device)
     recipe = ", ".join(args.recipe) or "default recipe"
     print(f"{len(val_loader.dataset)} pairs, seed {args.seed}, {recipe}")
-    print("| weights | val loss | val Dice | val Q_g | val accuracy |\n|---|---|---|---|---|")
+    print("| weights | val loss | Dice loss | Q_g | accuracy of the initial map |\n|---|---|---|---|---|")
     for weights in args.weights:
         scores = validate(load_model(weights, device), val_loader, device, cfg)
         print(f"| {weights} | {scores['val_loss']:.4f} | {scores['val_dice']:.4f} | {scores['val_qg']:.4f} "

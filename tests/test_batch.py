@@ -82,6 +82,12 @@ def test_resume_reruns_when_parameters_change(root, tmp_path, weights_file):
     _batch(root, out, weights_file, "--resume", "--strategy", "serial")
     report = json.loads((out / "batch-report.json").read_text())
     assert {s["name"]: s["status"] for s in report["stacks"]}["alpha"] == "ok"
+    _batch(root, out, weights_file, "--resume", "--strategy", "serial", "--reduce", "2")
+    report = json.loads((out / "batch-report.json").read_text())
+    assert {s["name"]: s["status"] for s in report["stacks"]}["alpha"] == "ok"  # --reduce is a parameter too
+    _batch(root, out, weights_file, "--resume", "--strategy", "serial", "--reduce", "2")
+    report = json.loads((out / "batch-report.json").read_text())
+    assert {s["name"]: s["status"] for s in report["stacks"]}["alpha"] == "skipped"
 
 
 def test_without_resume_existing_outputs_are_refused_per_stack(root, tmp_path, weights_file):

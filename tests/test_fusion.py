@@ -80,13 +80,19 @@ def test_reduced_network_still_picks_the_sharp_halves(good_model):
     assert not np.array_equal(half.decision_map, full.decision_map)
 
 
-@pytest.mark.parametrize("reduce", [0, 9, 1.5])
+@pytest.mark.parametrize("reduce", [0, 9, 1.5, "2", True])
 def test_reduce_out_of_range_is_refused(model, reduce):
     from focusfuse.errors import UsageError
 
     a, b = textured(20, 20, 1), textured(20, 20, 2)
     with pytest.raises(UsageError, match="reduce"):
         fuse_pair(a, b, weights=model, device="cpu", reduce=reduce)
+
+
+
+def test_reduce_takes_numpy_integers(model):
+    a, b = textured(20, 20, 1), textured(20, 20, 2)
+    assert fuse_pair(a, b, weights=model, device="cpu", reduce=np.int64(2)).fused.shape == a.shape
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

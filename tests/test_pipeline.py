@@ -141,7 +141,7 @@ def test_cli_reduce_is_reported_and_noted_in_the_output(weights_file, stack_fold
     assert json.loads(r.stdout.splitlines()[-1])["reduce"] == 2
     assert read_image(out).shape == (24, 32, 3)
     with tifffile.TiffFile(out) as tif:
-        assert "network at 1/2 resolution" in tif.pages[0].description
+        assert "decision path at 1/2 resolution" in tif.pages[0].description
     bad = CliRunner().invoke(main, ["stack", str(stack_folder), "-o", str(tmp_path / "p.tif"), "--reduce", "0",
                                     "--weights", str(weights_file)])
     assert bad.exit_code == 2 and "--reduce" in bad.output

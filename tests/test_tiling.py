@@ -8,12 +8,12 @@ import torch
 from focusfuse import fuse_pair, fuse_stack
 from focusfuse.align import FrameAlignment, warp_frame
 from focusfuse.color import to_gray, to_tensor
-from focusfuse.decision import refine_decision_map
+from focusfuse.decision import decision_focus_measure, full_resolution_initial_map, refine_decision_map
 from focusfuse.io import FrameRef, write_image
 from focusfuse.model import initial_decision_map
 from focusfuse.sinks import TiffSink
 from focusfuse.sources import FileSource, WarpedSource, read_tiff_region
-from focusfuse.tiling import HALO, NETWORK_RADIUS, Box, choose_tile_size, frame_channel_weights, tile_grid
+from focusfuse.tiling import HALO, NETWORK_RADIUS, Box, choose_tile_size, frame_channel_weights, halo_for, tile_grid
 
 from conftest import textured
 
@@ -49,6 +49,40 @@ def test_network_radius_bounds_the_influence_of_a_pixel(model):
     assert not torch.equal(changed, base)  # the change does reach the map...
     assert torch.equal(changed[:, : c + 1], base[:, : c + 1])  # ...but not within the radius of it
     assert NETWORK_RADIUS <= HALO
+
+
+@pytest.mark.parametrize("reduce", [2, 8])
+def test_reduced_halo_bounds_the_influence_of_a_pixel(good_model, reduce):
+    """As above with the decision path at 1/reduce resolution: nothing beyond halo_for(reduce) reaches a pixel."""
+    halo = halo_for(reduce)
+    assert halo % reduce == 0 and halo >= HALO
+    size = 2 * halo + 4 * reduce
+    c = halo + reduce  # the column whose map must not change
+    a, b = textured(size, size, 1), textured(size, size, 2)
+    weights = [frame_channel_weights(good_model, lambda box, x=x: to_tensor(x[box.slices]), size, size, 0)
+               for x in (a, b)]
+
+    def final_map(a):
+        with torch.no_grad():
+            ga, gb = to_gray(to_tensor(a))[None], to_gray(to_tensor(b))[None]
+            sf_a, sf_b = (decision_focus_measure(good_model, g, reduce, w) for g, w in ((ga, weights[0]), (gb, weights[1])))
+            p0 = full_resolution_initial_map(good_model, sf_a, sf_b, reduce, (size, size))
+            return refine_decision_map(p0, ga, gb)[0, 0]
+
+    base = final_map(a)
+    far = a.copy()
+    far[:, c + halo:] = 1 - far[:, c + halo:]
+    changed = final_map(far)
+    assert not torch.equal(changed, base)
+    assert torch.equal(changed[:, : c + 1], base[:, : c + 1])
+
+
+def test_tiles_of_a_reduced_run_start_on_block_boundaries():
+    for reduce in (2, 3, 5):
+        tile = -(-50 // reduce) * reduce  # as fuse_frames rounds it
+        for t in tile_grid(301, 257, tile, halo=halo_for(reduce)):
+            assert t.crop.y0 % reduce == 0 and t.crop.x0 % reduce == 0
+            assert t.crop.y1 % reduce == 0 or t.crop.y1 == 301
 
 
 def test_streamed_channel_weights_equal_the_whole_frame_ones(model):
@@ -96,7 +130,7 @@ def test_tiled_pair_equals_untiled_including_decision_maps(good_model):
     assert np.mean(np.abs(whole.initial_map - tiled.initial_map) > 1 / 255) < 1e-3  # ties only
 
 
-@pytest.mark.parametrize("reduce,tile", [(2, 48), (3, 50)])
+@pytest.mark.parametrize("reduce,tile", [(2, 48), (3, 40)])  # 40 becomes 42: tiles start on block boundaries
 def test_reduced_tiled_stack_equals_reduced_untiled(good_model, reduce, tile):
     frames = _stack(3, 151, 167)  # sizes that are not multiples of reduce: partial blocks at the edges
     whole = fuse_stack(frames, weights=good_model, device="cpu", align="none", tile_size=0, reduce=reduce)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .decision import check_reduce
 from .errors import FocusFuseError, UsageError
 from .io import list_images, natural_key, tiff_page_count, write_text_atomic
 from .model import GACN
@@ -89,6 +90,7 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
               on_stack: Callable[[str, str, dict[str, Any]], None] | None = None,
               progress=None, stacks: list[StackSource] | None = None) -> dict[str, Any]:
     """Fuse every stack under ``root`` into ``out_dir``; returns (and writes) the run report."""
+    check_reduce(template.reduce)
     out = Path(out_dir)
     stacks = stacks if stacks is not None else discover_stacks(root, exclude=out)
     out.mkdir(parents=True, exist_ok=True)

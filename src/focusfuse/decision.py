@@ -3,17 +3,22 @@
 p0 (initial map, 1 where frame A is in focus) is blurred to find the focus boundary; near the
 boundary p0 is replaced by a guided-filter smoothed version (guide: the p0-weighted gray fusion).
 
-Optionally (``reduce`` > 1, not the default) the decision path, 80% of the network's arithmetic, sees the
-spatial frequency reduced ``reduce`` times (block means; it is an 11x11 window average, so little is lost):
+Optionally (``reduce`` > 1, not the default) the decision path (two thirds of the network's arithmetic for a
+pair, four fifths for a stack step) sees the spatial frequency reduced ``reduce`` times (block means; it is an 11x11 window average, so little is lost):
 the features and their spatial frequency stay at full resolution, the initial map is enlarged back, and
 the refinement and blend run on full-resolution frames.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import operator
+
 import torch
 import torch.nn.functional as F
 
+from .errors import UsageError
 from .filters import gaussian_blur, guided_filter
 from .model import GACN
 
@@ -24,6 +29,17 @@ BOUNDARY_HIGH = 0.8
 GUIDED_RADIUS = 3
 GUIDED_EPS = 0.1
 MAX_REDUCE = 8
+
+
+def check_reduce(reduce: int) -> int:
+    """``reduce`` as an int from 1 to MAX_REDUCE; UsageError otherwise."""
+    try:
+        value = None if isinstance(reduce, bool) else operator.index(reduce)
+    except TypeError:
+        value = None
+    if value is None or not 1 <= value <= MAX_REDUCE:
+        raise UsageError(f"reduce must be an integer from 1 to {MAX_REDUCE}, not {reduce!r}")
+    return value
 
 
 def reduce_resolution(gray: torch.Tensor, factor: int) -> torch.Tensor:
@@ -38,6 +54,19 @@ def restore_resolution(p: torch.Tensor, factor: int, shape: tuple[int, int]) -> 
     if factor == 1:
         return p
     return F.interpolate(p, scale_factor=factor, mode="bilinear", align_corners=False)[..., :shape[0], :shape[1]]
+
+
+def decision_focus_measure(model: GACN, gray: torch.Tensor, reduce: int = 1,
+                           channel_weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    """The frame's focus measure (spatial frequency of its features, at full resolution) as the decision
+    path sees it: reduced ``reduce`` times."""
+    return reduce_resolution(model.focus_measure(gray, channel_weights), reduce)
+
+
+def full_resolution_initial_map(model: GACN, sf_a: torch.Tensor, sf_b: torch.Tensor, reduce: int,
+                                shape: tuple[int, int]) -> torch.Tensor:
+    """Initial decision map p0 from two decision focus measures, enlarged to the frames' ``shape``."""
+    return restore_resolution(model.initial_map(sf_a, sf_b), reduce, shape)
 
 
 def boundary_weight(p0: torch.Tensor) -> torch.Tensor:
@@ -65,7 +94,6 @@ def decide_pair(model: GACN, gray_a: torch.Tensor, gray_b: torch.Tensor,
     """Gray frames (B,1,H,W) -> (initial map p0, final map p), both (B,1,H,W), 1 where A is in focus.
 
     ``reduce`` > 1 runs the decision path at that many times lower resolution (see the module's docstring)."""
-    sf = reduce_resolution(model.focus_measure(torch.cat([gray_a, gray_b], dim=0)), reduce)
-    sf_a, sf_b = sf.chunk(2, dim=0)
-    p0 = restore_resolution(model.initial_map(sf_a, sf_b), reduce, gray_a.shape[-2:])
+    sf_a, sf_b = decision_focus_measure(model, torch.cat([gray_a, gray_b], dim=0), reduce).chunk(2, dim=0)
+    p0 = full_resolution_initial_map(model, sf_a, sf_b, reduce, gray_a.shape[-2:])
     return p0, refine_decision_map(p0, gray_a, gray_b)

@@ -17,7 +17,8 @@ from .decision import blend, decide_pair
 from .device import resolve_device
 from .frames import FrameLike, frame_refs, match_channels
 from .model import GACN
-from .stack import PairStack, align_pair, check_reduce, fuse_frames
+from .decision import check_reduce
+from .stack import PairStack, align_pair, fuse_frames
 from .weights import load_model
 
 
@@ -46,7 +47,7 @@ def fuse_pair(a: FrameLike, b: FrameLike, *, weights: str | os.PathLike | GACN |
     ``align`` (none, auto, translation, affine, homography) registers B onto A first; ``tile_size``
     and ``reduce`` as in :func:`focusfuse.fuse_stack`.
     """
-    check_reduce(reduce)
+    reduce = check_reduce(reduce)
     dev = resolve_device(device)
     model = load_model(weights, dev)
     refs = frame_refs([a]) + frame_refs([b])

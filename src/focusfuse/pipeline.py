@@ -22,6 +22,7 @@ import torch
 
 from . import __version__
 from .align import crop_to_box, warp_frame
+from .decision import check_reduce
 from .depth import depth_preview, height_map, smooth_index_map, z_spacing_of_inputs
 from .errors import InputError, UsageError
 from .frames import frame_name, frame_refs, input_paths, read_frame, require_frames
@@ -51,7 +52,7 @@ class StackJob:
     z_step: float | None = None
     z_unit: str = ""
     tile_size: int | None = None
-    reduce: int = 1  # the network sees frames reduced this many times (speed option)
+    reduce: int = 1  # the decision path runs at 1/reduce resolution (speed option)
     compression: str | None = None
     overwrite: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -84,7 +85,7 @@ def write_map(path: Path, values: np.ndarray, kind: str) -> None:
 def provenance(model: GACN, strategy: str, frames: int, reduce: int = 1) -> str:
     """One line for the output's description: how the image was made."""
     weights = Path(model.source).name if model.source else "in-memory weights"
-    reduced = f", network at 1/{reduce} resolution" if reduce > 1 else ""
+    reduced = f", decision path at 1/{reduce} resolution" if reduce > 1 else ""
     return (f"focusfuse {__version__} (GACN focus stacking): {frames} frames, strategy {strategy}, "
             f"weights {weights}{reduced}")
 
@@ -152,6 +153,7 @@ def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
     When the image is processed in tiles and the output is a TIFF, the fused image (and a TIFF index
     map) stream to disk band by band, so memory stays bounded whatever the image size.
     """
+    check_reduce(job.reduce)
     refs = frame_refs(list(job.inputs))
     require_frames(refs)
     paths = input_paths(refs)
@@ -217,6 +219,7 @@ def run_pair(image_a: Path, image_b: Path, output: Path, model: GACN, *, decisio
              align: str = "none", tile_size: int | None = None, compression: str | None = None,
              overwrite: bool = False, reduce: int = 1) -> dict[str, Any]:
     """Fuse two images into ``output`` (and the final decision map, 1 = from A); returns the report."""
+    reduce = check_reduce(reduce)
     refs = frame_refs([image_a]) + frame_refs([image_b])
     if len(refs) != 2:
         raise UsageError("pair takes two single images (use `focusfuse stack` for multi-page TIFFs)")

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from .color import from_tensor, to_gray, to_tensor
-from .decision import MAX_REDUCE, blend, decide_pair, reduce_resolution, refine_decision_map, restore_resolution
+from .decision import (blend, check_reduce, decide_pair, decision_focus_measure, full_resolution_initial_map,
+                       refine_decision_map)
 from .device import release_free_memory, resolve_device
 from .errors import InputError, UsageError
 from .align import MODES as ALIGN_MODES
@@ -38,7 +39,7 @@ from .frames import FrameChecker, FrameLike, LazyFrames, frame_name, frame_refs,
 from .io import FrameRef
 from .sinks import ArraySink
 from .sources import ArraySource, CroppedSource, FileSource, FrameSource, OpenTiffs, WarpedSource
-from .tiling import HALO, Box, Tile, choose_tile_size, frame_channel_weights, tile_grid
+from .tiling import Box, Tile, choose_tile_size, frame_channel_weights, halo_for, tile_grid
 from .model import GACN
 from .weights import load_model
 
@@ -84,11 +85,10 @@ class StackStrategy:
         raise NotImplementedError
 
     def _focus_measure(self, gray: torch.Tensor, channel_weights: ChannelWeights) -> torch.Tensor:
-        return reduce_resolution(self.model.focus_measure(gray, channel_weights), self.reduce)
+        return decision_focus_measure(self.model, gray, self.reduce, channel_weights)
 
     def _initial_map(self, sf_a: torch.Tensor, sf_b: torch.Tensor, gray: torch.Tensor) -> torch.Tensor:
-        """The initial decision map at the resolution of ``gray``."""
-        return restore_resolution(self.model.initial_map(sf_a, sf_b), self.reduce, gray.shape[-2:])
+        return full_resolution_initial_map(self.model, sf_a, sf_b, self.reduce, gray.shape[-2:])
 
     def _start(self, i: int, frame: torch.Tensor) -> None:
         self.fused = frame
@@ -236,11 +236,6 @@ def open_sources(refs: Sequence, alignment: StackAlignment | None, window: tuple
     return sources
 
 
-def check_reduce(reduce: int) -> None:
-    if not isinstance(reduce, int) or not 1 <= reduce <= MAX_REDUCE:
-        raise UsageError(f"reduce must be an integer from 1 to {MAX_REDUCE}, not {reduce!r}")
-
-
 def is_identity(alignment: FrameAlignment) -> bool:
     return (np.array_equal(alignment.transform, np.eye(3)) and alignment.gain == 1.0 and alignment.offset == 0.0)
 
@@ -273,7 +268,7 @@ def fuse_frames(refs: Sequence, strategy: type[StackStrategy], model: GACN, devi
     computed first, so tiles fuse exactly as the whole image would. ``reduce`` > 1 runs the decision path
     at that many times lower resolution (tiles then start at multiples of ``reduce``, so they stay exact).
     """
-    check_reduce(reduce)
+    reduce = check_reduce(reduce)
     with tempfile.TemporaryDirectory(prefix="focusfuse-") as cache, torch.inference_mode():
         tiffs = OpenTiffs()
         out: Sink | None = None
@@ -288,7 +283,7 @@ def fuse_frames(refs: Sequence, strategy: type[StackStrategy], model: GACN, devi
             height, width = checker.shape
             tile = choose_tile_size(height, width, device, reduce=reduce) if tile_size is None else tile_size
             tile = -(-tile // reduce) * reduce  # reduced blocks must not straddle tiles
-            tiles = tile_grid(height, width, tile, halo=HALO * reduce)
+            tiles = tile_grid(height, width, tile, halo=halo_for(reduce))
             if len(tiles) > 1 and strategy is SerialStack:
                 raise UsageError("--strategy serial cannot run in tiles (it feeds the fused image back through "
                                  "the network); use --tile-size 0 or the calibrated strategy")
@@ -341,7 +336,7 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, strategy: str = DEFAU
         raise UsageError(f"unknown strategy {strategy!r} (use {', '.join(STRATEGIES)})")
     if align not in ALIGN_MODES:
         raise UsageError(f"unknown alignment {align!r} (use {', '.join(ALIGN_MODES)})")
-    check_reduce(reduce)
+    reduce = check_reduce(reduce)
     refs = frame_refs(frames)
     require_frames(refs)
     dev = resolve_device(device)

@@ -26,12 +26,23 @@ DECISION_RADIUS = 3 + 4 * (1 + 3)  # 7x7 SSE, then four (3x3 conv + 7x7 SSE)
 REFINE_RADIUS = 3 + 3  # guided filter: box means of the inputs, then of a and b (Gaussian: 4)
 NETWORK_RADIUS = FEATURE_RADIUS + SF_REACH + DECISION_RADIUS + REFINE_RADIUS  # 35
 HALO = 40
+
+
+def halo_for(reduce: int) -> int:
+    """Halo of tiles when the decision path runs at 1/``reduce`` resolution (see focusfuse.decision): the
+    decision radius counts in reduced pixels, plus one for the blocks and one for the bilinear enlargement;
+    a margin of 5 px as in HALO; a multiple of ``reduce`` so that tiles start on block boundaries."""
+    if reduce == 1:
+        return HALO
+    reach = FEATURE_RADIUS + SF_REACH + reduce * (DECISION_RADIUS + 2) + REFINE_RADIUS + 5
+    return -(-reach // reduce) * reduce
+
 TILE_MULTIPLE = 64
 # Peak working memory per pixel, fp32. CPU measured with the CLI's malloc setting (keep_freed_memory):
 # 2350 B for a pair (1500x1500, in memory), 1730 B for a stack step (V-4); without it 1340 B (pair).
 BYTES_PER_PIXEL = {"cpu": 2400, "cuda": 2200}
-# --reduce barely changes it: the full-resolution features and their spatial frequency dominate
-# (measured 1500x1500 pair: 1800 B at reduce 1 and 2, 1550 B at reduce 3 and 4).
+# --reduce lowers it little (the full-resolution features and their spatial frequency dominate): the same
+# pair 2060-2310 B at reduce 1, 1730-1800 B at reduce 2 (runs vary with the allocator's reuse).
 
 
 @dataclass(frozen=True)
@@ -115,7 +126,7 @@ def choose_tile_size(height: int, width: int, device: torch.device, budget: int 
     per_pixel = BYTES_PER_PIXEL["cuda" if device.type == "cuda" else "cpu"]
     if height * width * per_pixel <= budget:
         return 0
-    side = int(math.sqrt(budget / per_pixel)) - 2 * HALO * reduce
+    side = int(math.sqrt(budget / per_pixel)) - 2 * halo_for(reduce)
     return max(TILE_MULTIPLE * 2, side // TILE_MULTIPLE * TILE_MULTIPLE)
 
 
@@ -144,5 +155,5 @@ def frame_channel_weights(model: GACN, read: ReadRegion, height: int, width: int
     return weights
 
 
-__all__ = ["Box", "Tile", "HALO", "NETWORK_RADIUS", "tile_grid", "choose_tile_size", "frame_channel_weights",
+__all__ = ["Box", "Tile", "HALO", "halo_for", "NETWORK_RADIUS", "tile_grid", "choose_tile_size", "frame_channel_weights",
            "available_memory"]
