@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--markdown", type=Path, default=None)
     parser.add_argument("--reduce", type=int, action="append", default=None,
-                        help="network resolution factor(s), each run with every --weights (default 1)")
+                        help="--reduce factor(s) (decision path resolution), each run with every --weights (default 1)")
     args = parser.parse_args()
 
     rows = [("official fused images (authors' code)", means_for(OFFICIAL_FUSED, "_fused"))]

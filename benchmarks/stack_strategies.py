@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, default=None)
     parser.add_argument("--strategies", default=None, help="comma-separated subset (default: all)")
     parser.add_argument("--reduce", type=int, action="append", default=None,
-                        help="network resolution factor(s) for the fuse_stack strategies (repeatable; default 1)")
+                        help="--reduce factor(s) for the fuse_stack strategies (repeatable; default 1)")
     args = parser.parse_args()
 
     from focusfuse.train.data import split_images
@@ -131,9 +131,14 @@ def main() -> None:
                   "two-pass compose (experimental)"]
     if args.strategies:
         strategies = [s for s in strategies if s.split()[0] in args.strategies.split(",")]
-    reduces = args.reduce or [1]
-    strategies = [s if r == 1 or " " in s else f"{s}, reduce {r}" for s in strategies for r in reduces
-                  if r == 1 or " " not in s]
+    variants = []
+    for s in strategies:
+        for r in args.reduce or [1]:
+            if r == 1:
+                variants.append(s)
+            elif " " not in s:  # the experimental ones run outside fuse_stack, at full resolution only
+                variants.append(f"{s}, reduce {r}")
+    strategies = variants
     rows: dict[str, list[dict[str, float]]] = {s: [] for s in strategies}
     seconds: dict[str, float] = {s: 0.0 for s in strategies}
     best_frame = []

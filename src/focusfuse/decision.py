@@ -3,17 +3,17 @@
 p0 (initial map, 1 where frame A is in focus) is blurred to find the focus boundary; near the
 boundary p0 is replaced by a guided-filter smoothed version (guide: the p0-weighted gray fusion).
 
-Optionally (``reduce`` > 1, not the default) the decision path (two thirds of the network's arithmetic for a
-pair, four fifths for a stack step) sees the spatial frequency reduced ``reduce`` times (block means; it is an 11x11 window average, so little is lost):
-the features and their spatial frequency stay at full resolution, the initial map is enlarged back, and
-the refinement and blend run on full-resolution frames.
+Optionally (``reduce`` > 1, not the default) the decision path (two thirds of the network's arithmetic
+for a pair, four fifths for a stack step) sees the spatial frequency reduced ``reduce`` times by block
+means (it is an 11x11 window average, so little is lost): the features and their spatial frequency stay
+at full resolution, the initial map is enlarged back, and the refinement and blend run on
+full-resolution frames.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import operator
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

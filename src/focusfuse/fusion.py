@@ -13,11 +13,10 @@ import numpy as np
 import torch
 
 from .color import to_gray
-from .decision import blend, decide_pair
+from .decision import blend, check_reduce, decide_pair
 from .device import resolve_device
 from .frames import FrameLike, frame_refs, match_channels
 from .model import GACN
-from .decision import check_reduce
 from .stack import PairStack, align_pair, fuse_frames
 from .weights import load_model
 

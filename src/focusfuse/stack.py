@@ -265,10 +265,10 @@ def fuse_frames(refs: Sequence, strategy: type[StackStrategy], model: GACN, devi
 
     Frames are opened as sources (registered with ``alignment``, cropped to ``window``) and read one at a
     time, one tile at a time. With several tiles, every frame's whole-frame channel statistics are
-    computed first, so tiles fuse exactly as the whole image would. ``reduce`` > 1 runs the decision path
-    at that many times lower resolution (tiles then start at multiples of ``reduce``, so they stay exact).
+    computed first, so tiles fuse exactly as the whole image would. ``reduce`` > 1 (checked by the callers,
+    before their alignment) runs the decision path at that many times lower resolution (tiles then start
+    at multiples of ``reduce``, so they stay exact).
     """
-    reduce = check_reduce(reduce)
     with tempfile.TemporaryDirectory(prefix="focusfuse-") as cache, torch.inference_mode():
         tiffs = OpenTiffs()
         out: Sink | None = None

@@ -155,5 +155,5 @@ def frame_channel_weights(model: GACN, read: ReadRegion, height: int, width: int
     return weights
 
 
-__all__ = ["Box", "Tile", "HALO", "halo_for", "NETWORK_RADIUS", "tile_grid", "choose_tile_size", "frame_channel_weights",
-           "available_memory"]
+__all__ = ["Box", "Tile", "HALO", "halo_for", "NETWORK_RADIUS", "tile_grid", "choose_tile_size",
+           "frame_channel_weights", "available_memory"]

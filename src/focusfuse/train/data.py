@@ -267,4 +267,5 @@ class FocusPairs(Dataset):
         return tuple(torch.from_numpy(t)[None] for t in (a, b, mask))  # type: ignore[return-value]
 
 
-__all__ = ["PairRecipe", "FocusPairs", "split_images", "make_pair", "edge_bands", "random_shapes_mask", "segment_mask"]
+__all__ = ["PairRecipe", "FocusPairs", "split_images", "make_pair", "edge_bands", "random_shapes_mask",
+           "segment_mask", "recipe_overrides"]
