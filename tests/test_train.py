@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from focusfuse.metrics import qg_global
-from focusfuse.train.data import FocusPairs, PairRecipe, edge_bands, make_pair, random_shapes_mask, recipe_overrides, split_images
+from focusfuse.train.data import (FocusPairs, PairRecipe, edge_bands, make_pair, paint_structures, random_shapes_mask,
+                                  recipe_overrides, split_images, thin_structures_mask)
 from focusfuse.train.loss import dice_loss, gacn_loss, qg_differentiable
 from focusfuse.weights import load_model
 from focusfuse.io import write_image
@@ -131,6 +132,42 @@ def test_border_knob_fills_one_frame_and_labels_the_other():
         seen.add(filled is a)
     assert seen == {True, False}  # both frames get bands sometimes
     assert PairRecipe(max_border=4).border_fraction > 0
+
+
+def test_thin_structures_are_thin_and_cover_part_of_the_crop():
+    import cv2
+
+    covered, wide = [], []
+    for seed in range(40):
+        mask = thin_structures_mask(156, 156, np.random.default_rng(seed))
+        assert set(np.unique(mask)) <= {0.0, 1.0}
+        covered.append(mask.mean())
+        # bars and strands are at most 10 px wide: a 13 x 13 opening leaves only some of their crossings
+        wide.append(cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((13, 13), np.uint8)).sum() / mask.sum())
+    assert np.median(wide) < 0.01 and np.mean(wide) < 0.1
+    assert 0.05 < np.median(covered) < 0.6
+
+
+def test_thin_structures_are_painted_in_and_focused_in_a(tmp_path):
+    import cv2
+
+    sharp = _real_image()[100:228, 100:228]
+    mask = thin_structures_mask(128, 128, np.random.default_rng(1))
+    painted = paint_structures(sharp, mask, np.random.default_rng(2))
+    inside, outside = cv2.erode(mask, np.ones((3, 3))) > 0.5, cv2.dilate(mask, np.ones((7, 7))) < 0.5
+    assert np.array_equal(painted[outside], sharp[outside])  # the background is untouched
+    assert np.std(painted[inside]) < np.std(sharp[inside])  # the structure is a tone of its own
+    write_image(tmp_path / "im.png", (_real_image() * 255).astype(np.uint8))
+    recipe = PairRecipe(resize=200, crop=128, thin_fraction=1.0, ramp_fraction=0.0)
+    pairs = FocusPairs([tmp_path / "im.png"], samples_per_image=6, seed=0, recipe=recipe, fixed=True)
+    plain = FocusPairs([tmp_path / "im.png"], samples_per_image=6, seed=0, recipe=PairRecipe(resize=200, crop=128),
+                       fixed=True)
+    for i in range(len(pairs)):
+        a, b, m = (t[0].numpy() for t in pairs[i])
+        assert not np.array_equal(m, plain[i][2][0].numpy())  # thin masks replace the usual ones
+        ring = m > 0.5 if m.mean() < 0.5 else m < 0.5  # the thin part (the label may be swapped)
+        opened = cv2.morphologyEx(ring.astype(np.uint8), cv2.MORPH_OPEN, np.ones((13, 13), np.uint8))
+        assert opened.sum() < 0.4 * ring.sum()
 
 
 def test_recipe_overrides_parse_by_the_knobs_type():

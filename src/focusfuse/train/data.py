@@ -1,7 +1,8 @@
 """Training pairs made on the fly from any folder of natural images.
 
 Each sample: a sharp gray image (resized so its short side is 256, then a random 156x156 crop), a
-focus mask (from a human segmentation when one is available, else random shapes), and two frames:
+focus mask (from a human segmentation when one is available, else random shapes; optionally thin
+structures such as fences and wires painted into the scene), and two frames:
 A in focus where the mask is 1, B in focus elsewhere. Defocus is either the paper's Gaussian blur
 (blurred and sharp regions cut along the mask) or a layered disk-PSF model in which a defocused
 foreground spreads over the background, as a real lens does. Augmentations from the paper: random
@@ -46,6 +47,7 @@ class PairRecipe:
     max_gain: float = 0.0  # B's exposure relative to A's: 1 +- this (real pairs differ by up to ~6%)
     max_border: int = 0  # px: dark bands along the edges of one frame, as registration leaves them (0 = none)
     border_fraction: float = 0.3  # share of samples with such bands when max_border > 0
+    thin_fraction: float = 0.0  # share of masks that are thin near structures (fences, wires, twigs)
 
 
 def split_images(folder: str | os.PathLike, every: int = 10) -> tuple[list[Path], list[Path]]:
@@ -83,6 +85,44 @@ def random_shapes_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
             points = np.stack([rng.integers(0, w, n), rng.integers(0, h, n)], axis=1).astype(np.int32)
             cv2.fillPoly(mask, [cv2.convexHull(points)], 1)
     return mask.astype(np.float32)
+
+
+def thin_structures_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """Thin foreground: a fence lattice or a few curved strands (wires, twigs), 2-10 px wide."""
+    mask = np.zeros((h, w), np.uint8)
+    size = min(h, w)
+    if rng.random() < 0.5:  # lattice: two families of parallel bars, 50-130 degrees apart
+        width = int(rng.integers(2, 9))
+        spacing = float(rng.uniform(3 * width + 12, 3 * width + 40))
+        first = rng.uniform(0, np.pi)
+        for angle in (first, first + rng.uniform(0.9, 2.3)):
+            direction = np.array([np.cos(angle), np.sin(angle)])
+            normal = np.array([-direction[1], direction[0]])
+            for offset in np.arange(-size, size, spacing) + rng.uniform(0, spacing):
+                centre = np.array([w / 2, h / 2]) + offset * normal
+                p, q = centre - 2 * size * direction, centre + 2 * size * direction
+                cv2.line(mask, (int(p[0]), int(p[1])), (int(q[0]), int(q[1])), 1, width)
+    else:  # strands: smooth random walks, each about one crop long
+        for _ in range(rng.integers(2, 6)):
+            point = rng.uniform(0, [w, h])
+            heading = rng.uniform(0, 2 * np.pi)
+            points = [point]
+            for _ in range(10):
+                heading += rng.normal(0, 0.25)
+                point = point + rng.uniform(0.05, 0.15) * size * np.array([np.cos(heading), np.sin(heading)])
+                points.append(point)
+            cv2.polylines(mask, [np.round(points).astype(np.int32)], False, 1, int(rng.integers(2, 11)))
+    return mask.astype(np.float32)
+
+
+def paint_structures(sharp: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``sharp`` with the mask painted in as an object of its own: a flat tone with a faint texture."""
+    tone = np.float32(rng.uniform(0.0, 1.0))
+    texture = np.rot90(sharp, int(rng.integers(1, 4)))  # the image's own grain, turned
+    texture = cv2.resize(np.ascontiguousarray(texture), sharp.shape[::-1]) - float(sharp.mean())
+    painted = tone + np.float32(rng.uniform(0.0, 0.4)) * texture
+    soft = cv2.GaussianBlur(mask, (0, 0), 0.7)  # antialiased edges
+    return (soft * painted + (1 - soft) * sharp).astype(np.float32)
 
 
 def segment_mask(segments: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -234,17 +274,24 @@ class FocusPairs(Dataset):
         if not self.grays:
             raise ValueError("no training images")
 
-    def _mask(self, segments: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
-        """A focus mask covering 10-90% of the crop: segments when available, else random shapes."""
+    def _mask(self, segments: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+        """A focus mask covering 10-90% of the crop, and whether it is a thin structure to paint in.
+
+        Thin structures (``recipe.thin_fraction``) are objects of their own; other masks come from the
+        segments when available, else from random shapes.
+        """
         c = self.recipe.crop
         for _ in range(8):
-            if segments is not None and rng.random() < self.recipe.segment_fraction:
+            thin = self.recipe.thin_fraction > 0 and rng.random() < self.recipe.thin_fraction
+            if thin:
+                mask = thin_structures_mask(c, c, rng)
+            elif segments is not None and rng.random() < self.recipe.segment_fraction:
                 mask = segment_mask(segments, rng)
             else:
                 mask = random_shapes_mask(c, c, rng)
             if 0.1 <= mask.mean() <= 0.9:
-                return mask
-        return (np.arange(c)[None, :] < c // 2).repeat(c, 0).astype(np.float32)  # half and half
+                return mask, thin
+        return (np.arange(c)[None, :] < c // 2).repeat(c, 0).astype(np.float32), False  # half and half
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -261,11 +308,13 @@ class FocusPairs(Dataset):
         y = int(rng.integers(0, gray.shape[0] - c + 1))
         x = int(rng.integers(0, gray.shape[1] - c + 1))
         sharp = gray[y:y + c, x:x + c]
-        mask = self._mask(segments[y:y + c, x:x + c] if segments is not None else None, rng)
+        mask, thin = self._mask(segments[y:y + c, x:x + c] if segments is not None else None, rng)
+        if thin:
+            sharp = paint_structures(sharp, mask, rng)
         a, b, mask = make_pair(sharp, mask, rng, self.recipe)
         a, b, mask = _flip_rotate([a, b, mask], rng)
         return tuple(torch.from_numpy(t)[None] for t in (a, b, mask))  # type: ignore[return-value]
 
 
 __all__ = ["PairRecipe", "FocusPairs", "split_images", "make_pair", "edge_bands", "random_shapes_mask",
-           "segment_mask", "recipe_overrides"]
+           "thin_structures_mask", "paint_structures", "segment_mask", "recipe_overrides"]
