@@ -168,6 +168,12 @@ def test_thin_structures_are_painted_in_and_focused_in_a(tmp_path):
         ring = m > 0.5 if m.mean() < 0.5 else m < 0.5  # the thin part (the label may be swapped)
         opened = cv2.morphologyEx(ring.astype(np.uint8), cv2.MORPH_OPEN, np.ones((13, 13), np.uint8))
         assert opened.sum() < 0.4 * ring.sum()
+    # on a flat scene only the painted structures give the frames any content
+    write_image(tmp_path / "flat.png", np.full((200, 200), 128, np.uint8))
+    for fraction, has_content in ((1.0, True), (0.0, False)):
+        flat = FocusPairs([tmp_path / "flat.png"], samples_per_image=3, seed=0, fixed=True,
+                          recipe=PairRecipe(resize=200, crop=128, thin_fraction=fraction, max_noise=0))
+        assert all((float(a.std()) > 1e-4) == has_content for a, _, _ in (flat[i] for i in range(3)))
 
 
 def test_recipe_overrides_parse_by_the_knobs_type():
