@@ -148,7 +148,7 @@ def test_thin_structures_are_thin_and_cover_part_of_the_crop():
     assert 0.05 < np.median(covered) < 0.6
 
 
-def test_thin_structures_are_painted_in_and_focused_in_a(tmp_path):
+def test_thin_structures_are_painted_into_the_scene(tmp_path):
     import cv2
 
     sharp = _real_image()[100:228, 100:228]

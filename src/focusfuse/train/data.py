@@ -282,6 +282,7 @@ class FocusPairs(Dataset):
         """
         c = self.recipe.crop
         for _ in range(8):
+            # no draw at thin_fraction 0, so runs made before the knob existed still reproduce
             thin = self.recipe.thin_fraction > 0 and rng.random() < self.recipe.thin_fraction
             if thin:
                 mask = thin_structures_mask(c, c, rng)
