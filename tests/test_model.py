@@ -114,3 +114,22 @@ def test_inference_spatial_se_equals_training_formula(model):
     with torch.enable_grad():
         slow = sse(x).detach()
     assert torch.allclose(fast, slow, atol=1e-5)
+
+
+def test_decision_is_a_threshold_on_the_last_conv_output():
+    # y > 0 exactly where the last conv's output z exceeds -shift / scale of its BatchNorm
+    # (conv -> ReLU -> BatchNorm, then a positive gate); benchmarks/order_bias.py relies on it
+    torch.manual_seed(0)
+    model = GACN().eval()
+    act = torch.rand(2, 64, 24, 24)
+    with torch.no_grad():
+        z = model.decision.blocks[-1].conv(model.decision.hidden(act.clone()))
+        threshold = float(z.quantile(0.6).clamp(min=1e-3))  # z does not depend on the last BatchNorm
+        bn = model.decision.blocks[-1].bn
+        bn.weight.fill_(2.0), bn.running_mean.fill_(0.1), bn.running_var.fill_(1.0)
+        bn.bias.fill_(2.0 * (0.1 - threshold) / math.sqrt(1.0 + bn.eps))  # shift / scale = -threshold
+        y = model.decision(act.clone())
+    clear = (z - threshold).abs() > 1e-6  # away from float round-off at the threshold
+    assert clear.float().mean() > 0.9
+    assert 0 < (z > threshold).float().mean() < 1  # both decisions occur, so the test can fail
+    assert torch.equal((y > 0)[clear], (z > threshold)[clear])

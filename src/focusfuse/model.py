@@ -190,12 +190,21 @@ class DecisionPath(nn.Module):
         self.sse = nn.ModuleList(SpatialSE(c) for c in channels[1:])
 
     def forward(self, activity: torch.Tensor) -> torch.Tensor:
+        return _block_then_gate(self.blocks[-1], self.sse[-1], self.hidden(activity))
+
+    def hidden(self, activity: torch.Tensor) -> torch.Tensor:
+        """The input of the last block (B,16,H,W). Its conv output z decides: y > 0 exactly where
+        z > -shift / scale of that block's BatchNorm (see focusfuse.train.calibrate)."""
         x = self.sse_in(activity)
-        for block, sse in zip(self.blocks, self.sse):
-            x = block(x)
-            gate = sse.gate(x)
-            x = x * gate if torch.is_grad_enabled() else x.mul_(gate)  # x is a fresh tensor: scale in place
+        for block, sse in zip(self.blocks[:-1], self.sse[:-1]):
+            x = _block_then_gate(block, sse, x)
         return x
+
+
+def _block_then_gate(block: ConvBlock, sse: SpatialSE, x: torch.Tensor) -> torch.Tensor:
+    x = block(x)
+    gate = sse.gate(x)
+    return x * gate if torch.is_grad_enabled() else x.mul_(gate)  # x is a fresh tensor: scale in place
 
 
 def activity(sf_a: torch.Tensor, sf_b: torch.Tensor, surrogate: float | None = None) -> torch.Tensor:

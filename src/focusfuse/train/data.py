@@ -317,5 +317,13 @@ class FocusPairs(Dataset):
         return tuple(torch.from_numpy(t)[None] for t in (a, b, mask))  # type: ignore[return-value]
 
 
-__all__ = ["PairRecipe", "FocusPairs", "split_images", "make_pair", "edge_bands", "random_shapes_mask",
+def validation_pairs(images: str | os.PathLike, segments_dir: str | os.PathLike | None = None, *,
+                     samples_per_image: int = 4, seed: int = 1, recipe: PairRecipe = PairRecipe(),
+                     every: int = 10) -> FocusPairs:
+    """The fixed held-out pairs of a training run with seed ``seed - 1``: every ``every``-th image."""
+    return FocusPairs(split_images(images, every)[1], segments_dir, samples_per_image=samples_per_image, seed=seed,
+                      recipe=recipe, fixed=True)
+
+
+__all__ = ["PairRecipe", "FocusPairs", "split_images", "validation_pairs", "make_pair", "edge_bands", "random_shapes_mask",
            "thin_structures_mask", "paint_structures", "segment_mask", "recipe_overrides"]

@@ -25,7 +25,7 @@ from ..decision import decide_pair
 from ..errors import UsageError
 from ..model import GACN
 from ..weights import read_weights, save_weights, user_weights_dir
-from .data import FocusPairs, PairRecipe, split_images
+from .data import FocusPairs, PairRecipe, split_images, validation_pairs
 from .loss import gacn_loss
 from .plot import plot_curves
 
@@ -68,12 +68,12 @@ def seed_everything(seed: int) -> None:
 
 
 def make_loaders(cfg: TrainConfig) -> tuple[FocusPairs, DataLoader, DataLoader]:
-    train_paths, val_paths = split_images(cfg.images, cfg.validation_every)
+    train_paths, _ = split_images(cfg.images, cfg.validation_every)
     recipe = PairRecipe(crop=cfg.crop, **cfg.recipe)
     train_set = FocusPairs(train_paths, cfg.segments, samples_per_image=cfg.samples_per_image, seed=cfg.seed,
                            recipe=recipe)
-    val_set = FocusPairs(val_paths, cfg.segments, samples_per_image=cfg.validation_samples, seed=cfg.seed + 1,
-                         recipe=recipe, fixed=True)
+    val_set = validation_pairs(cfg.images, cfg.segments, samples_per_image=cfg.validation_samples,
+                               seed=cfg.seed + 1, recipe=recipe, every=cfg.validation_every)
     generator = torch.Generator().manual_seed(cfg.seed)  # re-seeded every epoch (see train)
     train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                               num_workers=cfg.workers, generator=generator)
