@@ -194,7 +194,7 @@ class DecisionPath(nn.Module):
 
     def hidden(self, activity: torch.Tensor) -> torch.Tensor:
         """The input of the last block (B,16,H,W). Its conv output z decides: y > 0 exactly where
-        z > -shift / scale of that block's BatchNorm (see focusfuse.train.calibrate)."""
+        z > -shift / scale of that block's BatchNorm (benchmarks/order_bias.py measures it)."""
         x = self.sse_in(activity)
         for block, sse in zip(self.blocks[:-1], self.sse[:-1]):
             x = _block_then_gate(block, sse, x)

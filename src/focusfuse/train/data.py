@@ -325,5 +325,5 @@ def validation_pairs(images: str | os.PathLike, segments_dir: str | os.PathLike 
                       recipe=recipe, fixed=True)
 
 
-__all__ = ["PairRecipe", "FocusPairs", "split_images", "validation_pairs", "make_pair", "edge_bands", "random_shapes_mask",
-           "thin_structures_mask", "paint_structures", "segment_mask", "recipe_overrides"]
+__all__ = ["PairRecipe", "FocusPairs", "split_images", "validation_pairs", "make_pair", "edge_bands",
+           "random_shapes_mask", "thin_structures_mask", "paint_structures", "segment_mask", "recipe_overrides"]
