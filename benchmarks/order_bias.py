@@ -31,17 +31,9 @@ from validate import held_out_pairs, held_out_pairs_parser
 THRESHOLD_STEP = 0.01
 
 
-def final_conv_output(model: GACN, gray_a: torch.Tensor, gray_b: torch.Tensor) -> torch.Tensor:
-    """z (B,1,H,W) for frames in the order (a, b); frame A is chosen where z > decision_threshold(model)."""
-    sf_a, sf_b = model.focus_measure(gray_a), model.focus_measure(gray_b)
-    return model.decision.blocks[-1].conv(model.decision.hidden(activity(sf_a, sf_b)))
-
-
 def decision_threshold(model: GACN) -> float:
-    """The threshold t on z: -shift / scale of the last BatchNorm (as an affine map in eval mode)."""
-    bn = model.decision.blocks[-1].bn
-    scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).item()
-    shift = bn.bias.item() - bn.running_mean.item() * scale
+    """The threshold t on z (DecisionPath.last_conv_output): -shift / scale of the last BatchNorm."""
+    scale, shift = (v.item() for v in model.decision.blocks[-1].bn_scale_shift())
     if scale <= 0 or shift >= 0:
         raise ValueError(f"the last decision block is not a threshold on its conv (scale {scale:.4g}, "
                          f"shift {shift:.4g}): these weights cannot be calibrated")
@@ -65,9 +57,9 @@ def both_orders(model: GACN, pairs: Iterable[tuple[torch.Tensor, ...]],
     model.eval()
     given, swapped, targets = [], [], []
     for a, b, mask in pairs:
-        a, b = a.to(device), b.to(device)
-        given.append(final_conv_output(model, a, b).flatten().cpu())
-        swapped.append(final_conv_output(model, b, a).flatten().cpu())
+        sf_a, sf_b = model.focus_measure(torch.cat([a, b]).to(device)).chunk(2)  # each frame's features once
+        given.append(model.decision.last_conv_output(activity(sf_a, sf_b)).flatten().cpu())
+        swapped.append(model.decision.last_conv_output(activity(sf_b, sf_a)).flatten().cpu())
         targets.append(mask.flatten() > 0.5)
     return torch.cat(given), torch.cat(swapped), torch.cat(targets)
 
@@ -97,7 +89,7 @@ def best_threshold(z_given: torch.Tensor, z_swapped: torch.Tensor, target: torch
 def tie_preference(model: GACN, size: int = 64) -> float:
     """z minus the threshold where every activity channel is 0.5 (> 0: the first frame wins ties)."""
     model.eval()
-    z = model.decision.blocks[-1].conv(model.decision.hidden(torch.full((1, 64, size, size), 0.5)))
+    z = model.decision.last_conv_output(torch.full((1, 64, size, size), 0.5))
     return z[0, 0, size // 2, size // 2].item() - decision_threshold(model)
 
 

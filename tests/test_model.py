@@ -123,7 +123,7 @@ def test_decision_is_a_threshold_on_the_last_conv_output():
     model = GACN().eval()
     act = torch.rand(2, 64, 24, 24)
     with torch.no_grad():
-        z = model.decision.blocks[-1].conv(model.decision.hidden(act.clone()))
+        z = model.decision.last_conv_output(act.clone())
         threshold = float(z.quantile(0.6).clamp(min=1e-3))  # z does not depend on the last BatchNorm
         bn = model.decision.blocks[-1].bn
         bn.weight.fill_(2.0), bn.running_mean.fill_(0.1), bn.running_var.fill_(1.0)

@@ -62,11 +62,15 @@ class ConvBlock(nn.Module):
             x = _ReluLeakyGrad.apply(x, self.relu_grad_leak) if self.relu_grad_leak else torch.relu(x)
             return self.bn(x)
         # inference: BatchNorm with running statistics is a per-channel affine map, applied in place
-        bn = self.bn
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        shift = bn.bias - bn.running_mean * scale
+        scale, shift = self.bn_scale_shift()
         z = single_output_conv(self.conv, x) if self.conv.out_channels == 1 else self.conv(x)
         return z.relu_().mul_(scale[:, None, None]).add_(shift[:, None, None])
+
+    def bn_scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The BatchNorm in eval mode as per-channel ``scale * x + shift``."""
+        bn = self.bn
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        return scale, bn.bias - bn.running_mean * scale
 
 
 class ChannelSE(nn.Module):
@@ -192,9 +196,13 @@ class DecisionPath(nn.Module):
     def forward(self, activity: torch.Tensor) -> torch.Tensor:
         return _block_then_gate(self.blocks[-1], self.sse[-1], self.hidden(activity))
 
+    def last_conv_output(self, activity: torch.Tensor) -> torch.Tensor:
+        """z (B,1,H,W), the last block's conv output: y > 0 exactly where z > -shift / scale of that
+        block's BatchNorm (conv -> ReLU -> BatchNorm, then a positive gate; benchmarks/order_bias.py)."""
+        return self.blocks[-1].conv(self.hidden(activity))
+
     def hidden(self, activity: torch.Tensor) -> torch.Tensor:
-        """The input of the last block (B,16,H,W). Its conv output z decides: y > 0 exactly where
-        z > -shift / scale of that block's BatchNorm (benchmarks/order_bias.py measures it)."""
+        """The input of the last block (B,16,H,W)."""
         x = self.sse_in(activity)
         for block, sse in zip(self.blocks[:-1], self.sse[:-1]):
             x = _block_then_gate(block, sse, x)

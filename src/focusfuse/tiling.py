@@ -27,6 +27,13 @@ REFINE_RADIUS = 3 + 3  # guided filter: box means of the inputs, then of a and b
 NETWORK_RADIUS = FEATURE_RADIUS + SF_REACH + DECISION_RADIUS + REFINE_RADIUS  # 35
 HALO = 40
 
+TILE_MULTIPLE = 64
+# Peak working memory per pixel, fp32. CPU measured with the CLI's malloc setting (keep_freed_memory):
+# 2350 B for a pair (1500x1500, in memory), 1730 B for a stack step (V-4); without it 1340 B (pair).
+BYTES_PER_PIXEL = {"cpu": 2400, "cuda": 2200}
+# --reduce lowers it little (the full-resolution features and their spatial frequency dominate): the same
+# pair 2060-2310 B at reduce 1, 1730-1800 B at reduce 2 (runs vary with the allocator's reuse).
+
 
 def halo_for(reduce: int) -> int:
     """Halo of tiles when the decision path runs at 1/``reduce`` resolution (see focusfuse.decision): the
@@ -36,13 +43,6 @@ def halo_for(reduce: int) -> int:
         return HALO
     reach = FEATURE_RADIUS + SF_REACH + reduce * (DECISION_RADIUS + 2) + REFINE_RADIUS + 5
     return -(-reach // reduce) * reduce
-
-TILE_MULTIPLE = 64
-# Peak working memory per pixel, fp32. CPU measured with the CLI's malloc setting (keep_freed_memory):
-# 2350 B for a pair (1500x1500, in memory), 1730 B for a stack step (V-4); without it 1340 B (pair).
-BYTES_PER_PIXEL = {"cpu": 2400, "cuda": 2200}
-# --reduce lowers it little (the full-resolution features and their spatial frequency dominate): the same
-# pair 2060-2310 B at reduce 1, 1730-1800 B at reduce 2 (runs vary with the allocator's reuse).
 
 
 @dataclass(frozen=True)
