@@ -7,7 +7,7 @@ import torch
 from focusfuse.metrics import qg_global
 from focusfuse.train.data import (FocusPairs, PairRecipe, edge_bands, make_pair, paint_structures, random_shapes_mask,
                                   recipe_overrides, split_images, thin_structures_mask)
-from focusfuse.train.loss import dice_loss, gacn_loss, qg_differentiable
+from focusfuse.train.loss import dice_loss, gacn_loss, qg_differentiable, symmetric_dice_loss
 from focusfuse.weights import load_model
 from focusfuse.io import write_image
 
@@ -52,6 +52,22 @@ def test_loss_gradients_are_finite_and_dice_behaves():
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
     assert float(dice_loss(mask, mask).max()) < 1e-6
     assert float(dice_loss(1 - mask, mask).min()) > 0.9
+
+
+def test_symmetric_dice_makes_the_loss_independent_of_the_frame_order():
+    torch.manual_seed(1)
+    a, b = torch.rand(2, 1, 24, 24), torch.rand(2, 1, 24, 24)
+    mask = torch.zeros(2, 1, 24, 24)
+    mask[:, :, :6] = 1  # frame A sharp on a quarter: Dice on A's map alone weighs its errors more
+    p0 = torch.sigmoid(torch.randn(2, 1, 24, 24))
+    p = torch.sigmoid(torch.randn(2, 1, 24, 24))
+    given = gacn_loss(p0, p, a, b, mask, symmetric_dice=True)
+    swapped = gacn_loss(1 - p0, 1 - p, b, a, 1 - mask, symmetric_dice=True)
+    assert torch.allclose(given["loss"], swapped["loss"], atol=1e-6)
+    assert torch.allclose(symmetric_dice_loss(p0, mask), 0.5 * (dice_loss(p0, mask) + dice_loss(1 - p0, 1 - mask)))
+    paper_given = gacn_loss(p0, p, a, b, mask)["loss"]
+    paper_swapped = gacn_loss(1 - p0, 1 - p, b, a, 1 - mask)["loss"]
+    assert abs(float(paper_given - paper_swapped)) > 1e-3
 
 
 def test_pairs_are_reproducible_and_well_formed(tmp_path):
@@ -233,6 +249,8 @@ def test_training_smoke_lowers_the_loss_and_writes_loadable_weights(tmp_path, mo
     assert bad.exit_code == 2 and "--recipe" in bad.output
     other_recipe = CliRunner().invoke(main, args(3) + ["--resume", "--recipe", "max_gain=0.05"])
     assert other_recipe.exit_code == 2 and "no --recipe" in other_recipe.output
+    other_loss = CliRunner().invoke(main, args(3) + ["--resume", "--symmetric-dice"])
+    assert other_loss.exit_code == 2 and "without --symmetric-dice" in other_loss.output
     resumed = CliRunner().invoke(main, args(3) + ["--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert len((out / "log.jsonl").read_text().splitlines()) == 3

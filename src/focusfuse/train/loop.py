@@ -45,6 +45,7 @@ class TrainConfig:
     lr_decay: float = 0.8  # multiplied every ``lr_step`` epochs (paper: x0.8 every 2)
     lr_step: int = 2
     qg_weight: float = 1.0
+    symmetric_dice: bool = False  # Dice on both frames' maps (see train.loss), not frame A's only
     heaviside_k: float = 1.0
     samples_per_image: int = 4
     validation_every: int = 10  # every 10th image is held out
@@ -90,7 +91,7 @@ def validate(model: GACN, loader: DataLoader, device: torch.device, cfg: TrainCo
     for a, b, mask in loader:
         a, b, mask = a.to(device), b.to(device), mask.to(device)
         p0, p = decide_pair(model, a, b)
-        terms = gacn_loss(p0, p, a, b, mask, cfg.qg_weight, k=1000.0)
+        terms = gacn_loss(p0, p, a, b, mask, cfg.qg_weight, k=1000.0, symmetric_dice=cfg.symmetric_dice)
         accuracy = ((p0 > 0.5).float() == mask).float().mean()
         for key, value in {**{k: float(v) for k, v in terms.items()}, "accuracy": float(accuracy)}.items():
             totals[key] = totals.get(key, 0.0) + value * a.shape[0]
@@ -140,6 +141,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressCallback 
         if made_with != cfg.recipe:
             raise UsageError(f"{out} was trained with --recipe settings {made_with or 'none (no --recipe)'}: "
                              "resume with the same")
+        if state.get("config", {}).get("symmetric_dice", False) != cfg.symmetric_dice:
+            raise UsageError(f"{out} was trained {'with' if not cfg.symmetric_dice else 'without'} "
+                             "--symmetric-dice: resume with the same")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -164,7 +168,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressCallback 
             a, b, mask = (t.to(device, non_blocking=True, memory_format=torch.channels_last) for t in (a, b, mask))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 p0, p = decide_pair(model, a, b)
-            terms = gacn_loss(p0.float(), p.float(), a, b, mask, cfg.qg_weight, cfg.heaviside_k)
+            terms = gacn_loss(p0.float(), p.float(), a, b, mask, cfg.qg_weight, cfg.heaviside_k,
+                              symmetric_dice=cfg.symmetric_dice)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()

@@ -1,5 +1,8 @@
 """Training loss: Dice on the initial decision map + lambda * (1 - Q_g) on the fused image.
 
+The paper's Dice scores frame A's map only. ``symmetric_dice`` scores both frames' maps (p against the
+mask and 1 - p against 1 - mask) and averages them, so the loss no longer changes when the frames swap.
+
 Q_g (Xydeas-Petrovic Q^AB/F) is made differentiable as in the GACN paper (Eqs. 7-17): the Heaviside
 step that picks min/max in the gradient-strength ratio becomes a sigmoid with steepness ``k``. The
 rest follows the metric (``focusfuse.metrics.qg``): Sobel correlation with zero padding, orientation
@@ -64,10 +67,15 @@ def dice_loss(p: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> tor
     return 1.0 - (2.0 * overlap + smooth) / (p.sum(dims) + target.sum(dims) + smooth)
 
 
+def symmetric_dice_loss(p: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Mean of the Dice losses of both frames' maps, per image (B,): unchanged when A and B swap."""
+    return 0.5 * (dice_loss(p, target, smooth) + dice_loss(1 - p, 1 - target, smooth))
+
+
 def gacn_loss(p0: torch.Tensor, p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor,
-              qg_weight: float = 1.0, k: float = 1.0) -> dict[str, torch.Tensor]:
+              qg_weight: float = 1.0, k: float = 1.0, symmetric_dice: bool = False) -> dict[str, torch.Tensor]:
     """Loss terms (batch means): Dice on the initial map ``p0``, Q_g of the fused image from ``p``."""
     fused = p * a + (1 - p) * b
-    dice = dice_loss(p0, mask).mean()
+    dice = (symmetric_dice_loss if symmetric_dice else dice_loss)(p0, mask).mean()
     qg = qg_differentiable(a, b, fused, k).mean()
     return {"loss": dice + qg_weight * (1 - qg), "dice": dice, "qg": qg}
