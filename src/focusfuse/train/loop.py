@@ -45,7 +45,7 @@ class TrainConfig:
     lr_decay: float = 0.8  # multiplied every ``lr_step`` epochs (paper: x0.8 every 2)
     lr_step: int = 2
     qg_weight: float = 1.0
-    symmetric_dice: bool = False  # Dice on both frames' maps (see train.loss), not frame A's only
+    symmetric_dice: bool = False  # Dice on both frames' maps (see train.loss), in training and validation
     heaviside_k: float = 1.0
     samples_per_image: int = 4
     validation_every: int = 10  # every 10th image is held out
@@ -137,13 +137,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressCallback 
     log_path, last_path, best_path = out / "log.jsonl", out / "last.pt", out / "best.pt"
     if resume and last_path.exists():
         state = torch.load(last_path, map_location=device, weights_only=False)
-        made_with = state.get("config", {}).get("recipe", {})
-        if made_with != cfg.recipe:
-            raise UsageError(f"{out} was trained with --recipe settings {made_with or 'none (no --recipe)'}: "
-                             "resume with the same")
-        if state.get("config", {}).get("symmetric_dice", False) != cfg.symmetric_dice:
-            raise UsageError(f"{out} was trained {'with' if not cfg.symmetric_dice else 'without'} "
-                             "--symmetric-dice: resume with the same")
+        _refuse_changed_settings(out, state.get("config", {}), cfg)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -197,6 +191,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressCallback 
     installed = install_weights(best_path, cfg.name or out.resolve().name) if best_path.exists() else None
     return {"best_val_loss": best, "best": str(best_path), "installed": str(installed) if installed else None,
             "log": str(log_path)}
+
+
+def _refuse_changed_settings(out: Path, saved: dict[str, Any], cfg: TrainConfig) -> None:
+    """A resumed run keeps the settings that define its pairs and its loss."""
+    made_with = saved.get("recipe", {})
+    if made_with != cfg.recipe:
+        raise UsageError(f"{out} was trained with --recipe settings {made_with or 'none (no --recipe)'}: "
+                         "resume with the same")
+    if saved.get("symmetric_dice", False) != cfg.symmetric_dice:
+        raise UsageError(f"{out} was trained {'without' if cfg.symmetric_dice else 'with'} --symmetric-dice: "
+                         "resume with the same")
 
 
 def _truncate_log(log_path: Path, epochs_done: int) -> None:

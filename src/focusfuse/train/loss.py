@@ -74,7 +74,8 @@ def symmetric_dice_loss(p: torch.Tensor, target: torch.Tensor, smooth: float = 1
 
 def gacn_loss(p0: torch.Tensor, p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor,
               qg_weight: float = 1.0, k: float = 1.0, symmetric_dice: bool = False) -> dict[str, torch.Tensor]:
-    """Loss terms (batch means): Dice on the initial map ``p0``, Q_g of the fused image from ``p``."""
+    """Loss terms (batch means): Dice on the initial map ``p0`` (frame A's, or both frames' with
+    ``symmetric_dice``), Q_g of the fused image from ``p``."""
     fused = p * a + (1 - p) * b
     dice = (symmetric_dice_loss if symmetric_dice else dice_loss)(p0, mask).mean()
     qg = qg_differentiable(a, b, fused, k).mean()
