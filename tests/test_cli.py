@@ -135,3 +135,19 @@ def test_evaluate_reports_missing_fused_images(tmp_path):
         write_image(sources / f"x_{i}.png", np.zeros((8, 8), np.uint8))
     r = _runner().invoke(main, ["evaluate", str(sources), str(fused)])
     assert r.exit_code == 2 and "missing fused image" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_edge_fill_option(tmp_path, weights_file):
+    a = np.round(textured(20, 24, 1, 3) * 255).astype(np.uint8)
+    b = np.round(textured(20, 24, 2, 3) * 255).astype(np.uint8)
+    b[:, -3:] = 0  # registration fill along B's right edge
+    pa, pb = write_image(tmp_path / "a.png", a), write_image(tmp_path / "b.png", b)
+    fused = {}
+    for flag in ("--edge-fill", "--no-edge-fill"):
+        out = tmp_path / f"fused{flag}.png"
+        r = _runner().invoke(main, ["pair", str(pa), str(pb), "-o", str(out), "--weights", str(weights_file),
+                                    "--device", "cpu", "-q", flag])
+        assert r.exit_code == 0, r.stderr
+        fused[flag] = read_image(out)
+    assert np.array_equal(fused["--edge-fill"][:, -3:], a[:, -3:])  # the fill is never taken from B
+    assert not np.array_equal(fused["--no-edge-fill"][:, -3:], a[:, -3:])  # the random weights pick B

@@ -97,7 +97,8 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
     params = {"strategy": template.strategy, "align": template.align, "crop": template.crop,
               "format": image_format, "index_maps": index_maps, "previews": previews,
               "depth_smooth": template.depth_smooth, "compression": template.compression, **weights_id(model),
-              **({"reduce": template.reduce} if template.reduce != 1 else {})}  # old sidecars stay valid
+              **({"reduce": template.reduce} if template.reduce != 1 else {}),  # old sidecars stay valid
+              **({} if template.edge_fill else {"edge_fill": False})}
     started = time.perf_counter()
     results = []
     for number, stack in enumerate(stacks, start=1):

@@ -130,7 +130,7 @@ def _json_line(event: str, **fields) -> None:
 
 
 def size_options(func: Callable) -> Callable:
-    """--tile-size, --compression and --reduce: for large images and speed."""
+    """--tile-size, --reduce, --compression and --edge-fill: how the images are processed."""
     options = [
         click.option("--tile-size", type=click.IntRange(0), default=None,
                      help="Process in tiles of this size (0: whole image; default: chosen from free memory)."),
@@ -139,6 +139,10 @@ def size_options(func: Callable) -> Callable:
                           "(2: 1.2-1.8x faster on CPU); features, maps and blend stay at full resolution."),
         click.option("--compression", type=click.Choice(["none", "zlib"]), default="none", show_default=True,
                      help="Compression of TIFF outputs."),
+        click.option("--edge-fill/--no-edge-fill", default=True, show_default=True,
+                     help="Find constant bands along frame edges (fill left by registration in other tools): "
+                          "the network sees image pixels there, and a band is never taken where another frame "
+                          "has pixels."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -157,7 +161,8 @@ def size_options(func: Callable) -> Callable:
 @common_options
 @handle_errors
 def pair(image_a: Path, image_b: Path, output: Path, decision_map: Path | None, align: str, tile_size: int | None,
-         reduce: int, compression: str, overwrite: bool, weights: str | None, device: str, quiet: bool) -> None:
+         reduce: int, compression: str, edge_fill: bool, overwrite: bool, weights: str | None, device: str,
+         quiet: bool) -> None:
     """Fuse two images IMAGE_A and IMAGE_B into OUTPUT."""
     from .pipeline import run_pair
 
@@ -167,7 +172,7 @@ def pair(image_a: Path, image_b: Path, output: Path, decision_map: Path | None, 
     model = _load_model(weights, device)
     report = run_pair(image_a, image_b, output, model, decision_map=decision_map, align=align, tile_size=tile_size,
                       compression=None if compression == "none" else compression, overwrite=overwrite,
-                      reduce=reduce)
+                      reduce=reduce, edge_fill=edge_fill)
     if not quiet:
         STDERR.print(f"fused {report['width']}x{report['height']} pair in {report['seconds']:.1f} s -> {output}")
 
@@ -212,7 +217,7 @@ def stack_options(func: Callable) -> Callable:
 def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_preview: Path | None,
           height_map: Path | None, z_step: float | None, z_unit: str, align_only: Path | None, as_json: bool,
           strategy: str, align: str, crop: bool, depth_smooth: int, overwrite: bool, tile_size: int | None,
-          reduce: int, compression: str, weights: str | None, device: str, quiet: bool) -> None:
+          reduce: int, compression: str, edge_fill: bool, weights: str | None, device: str, quiet: bool) -> None:
     """Fuse a focus stack: a folder, several files, or a multi-page TIFF."""
     from .frames import frame_refs, input_paths, require_frames
     from .pipeline import StackJob, check_outputs, run_stack, write_aligned_frames
@@ -228,7 +233,7 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
         job = StackJob(inputs=refs, output=output, strategy=strategy, align=align, crop=crop,
                        index_map=index_map, depth_preview=depth_preview, depth_smooth=depth_smooth,
                        height_map=height_map, z_step=z_step, z_unit=z_unit, overwrite=overwrite,
-                       tile_size=tile_size, reduce=reduce,
+                       tile_size=tile_size, reduce=reduce, edge_fill=edge_fill,
                        compression=None if compression == "none" else compression)
         check_outputs(job.outputs(), overwrite, input_paths(refs))
         model = _load_model(weights, device)
@@ -277,7 +282,7 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
 @handle_errors
 def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_previews: bool, resume: bool,
           as_json: bool, strategy: str, align: str, crop: bool, depth_smooth: int, overwrite: bool,
-          tile_size: int | None, reduce: int, compression: str, weights: str | None, device: str,
+          tile_size: int | None, reduce: int, compression: str, edge_fill: bool, weights: str | None, device: str,
           quiet: bool) -> None:
     """Fuse every stack under ROOT (sub-folders of frames, multi-page TIFFs) into OUTDIR."""
     from .batch import REPORT_NAME, discover_stacks, run_batch
@@ -287,7 +292,7 @@ def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_
     model = _load_model(weights, device)
     template = StackJob(inputs=[], output=Path(), strategy=strategy, align=align, crop=crop,
                         depth_smooth=depth_smooth, overwrite=overwrite, tile_size=tile_size, reduce=reduce,
-                        compression=None if compression == "none" else compression)
+                        edge_fill=edge_fill, compression=None if compression == "none" else compression)
     quiet = quiet or as_json
     with frame_progress(quiet) as progress:
         stack_task = progress.add_task("stacks", total=len(stacks), frame="")

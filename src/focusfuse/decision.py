@@ -57,10 +57,15 @@ def restore_resolution(p: torch.Tensor, factor: int, shape: tuple[int, int]) -> 
 
 
 def decision_focus_measure(model: GACN, gray: torch.Tensor, reduce: int = 1,
-                           channel_weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+                           channel_weights: Sequence[torch.Tensor] | None = None,
+                           has_image: torch.Tensor | None = None) -> torch.Tensor:
     """The frame's focus measure (spatial frequency of its features, at full resolution) as the decision
-    path sees it: reduced ``reduce`` times."""
-    return reduce_resolution(model.focus_measure(gray, channel_weights), reduce)
+    path sees it: reduced ``reduce`` times. Zero where ``has_image`` (bool, (B,1,H,W)) is False: edge fill
+    (see :mod:`focusfuse.fill`) is no evidence of focus."""
+    sf = model.focus_measure(gray, channel_weights)
+    if has_image is not None:
+        sf = sf * has_image
+    return reduce_resolution(sf, reduce)
 
 
 def full_resolution_initial_map(model: GACN, sf_a: torch.Tensor, sf_b: torch.Tensor, reduce: int,

@@ -40,11 +40,11 @@ def fuse_tensors(model: GACN, a: torch.Tensor, b: torch.Tensor,
 
 def fuse_pair(a: FrameLike, b: FrameLike, *, weights: str | os.PathLike | GACN | None = None,
               device: str | torch.device = "auto", align: str = "none", tile_size: int | None = None,
-              reduce: int = 1) -> PairResult:
+              reduce: int = 1, edge_fill: bool = True) -> PairResult:
     """Fuse two frames (arrays or paths). The fused image keeps the inputs' dtype and channels.
 
-    ``align`` (none, auto, translation, affine, homography) registers B onto A first; ``tile_size``
-    and ``reduce`` as in :func:`focusfuse.fuse_stack`.
+    ``align`` (none, auto, translation, affine, homography) registers B onto A first; ``tile_size``,
+    ``reduce`` and ``edge_fill`` as in :func:`focusfuse.fuse_stack`.
     """
     reduce = check_reduce(reduce)
     dev = resolve_device(device)
@@ -53,5 +53,5 @@ def fuse_pair(a: FrameLike, b: FrameLike, *, weights: str | os.PathLike | GACN |
     if len(refs) != 2:
         raise ValueError("fuse_pair takes exactly two single frames (use fuse_stack for more)")
     out, _ = fuse_frames(refs, PairStack, model, dev, alignment=align_pair(refs, align), tile_size=tile_size,
-                         maps=("decision", "initial"), reduce=reduce)
+                         maps=("decision", "initial"), reduce=reduce, edge_fill=edge_fill)
     return PairResult(out.fused, out.maps["decision"], out.maps["initial"])

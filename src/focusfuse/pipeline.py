@@ -53,6 +53,7 @@ class StackJob:
     z_unit: str = ""
     tile_size: int | None = None
     reduce: int = 1  # the decision path runs at 1/reduce resolution (speed option)
+    edge_fill: bool = True  # keep constant bands along frame edges out of the decisions (see fill.py)
     compression: str | None = None
     overwrite: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -189,7 +190,7 @@ def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
     try:
         result = fuse_stack(refs, strategy=job.strategy, weights=model, device=device, align=job.align,
                             crop=job.crop, tile_size=job.tile_size, progress=progress, align_progress=align_progress,
-                            sink=sink, reduce=job.reduce)
+                            sink=sink, reduce=job.reduce, edge_fill=job.edge_fill)
         if job.output in streamed:
             embed_exif_in_tiff(staged.path(job.output), metadata)
         else:
@@ -208,7 +209,7 @@ def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
     return {
         "output": str(job.output), "inputs": len(refs), "frames_used": len(result.frames),
         "skipped": result.skipped, "width": w, "height": h, "strategy": job.strategy, "align": job.align,
-        "reduce": job.reduce,
+        "reduce": job.reduce, "edge_fill": job.edge_fill,
         "crop_box": list(result.box) if result.box else None, "device": str(device),
         "seconds": round(time.perf_counter() - start, 3), **peak_memory_mb(device), **weights_id(model),
         "z_step": z_step, "z_unit": unit or None, "focusfuse": __version__,
@@ -217,8 +218,9 @@ def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
 
 def run_pair(image_a: Path, image_b: Path, output: Path, model: GACN, *, decision_map: Path | None = None,
              align: str = "none", tile_size: int | None = None, compression: str | None = None,
-             overwrite: bool = False, reduce: int = 1) -> dict[str, Any]:
-    """Fuse two images into ``output`` (and the final decision map, 1 = from A); returns the report."""
+             overwrite: bool = False, reduce: int = 1, edge_fill: bool = True) -> dict[str, Any]:
+    """Fuse two images into ``output`` (and the final decision map, 1 = from A); returns the report.
+    ``edge_fill`` as in :func:`focusfuse.fuse_stack`."""
     reduce = check_reduce(reduce)
     refs = frame_refs([image_a]) + frame_refs([image_b])
     if len(refs) != 2:
@@ -242,7 +244,7 @@ def run_pair(image_a: Path, image_b: Path, output: Path, model: GACN, *, decisio
     start = time.perf_counter()
     try:
         out, _ = fuse_frames(refs, PairStack, model, model.device, alignment=alignment, tile_size=tile_size,
-                             sink=sink, reduce=reduce)
+                             sink=sink, reduce=reduce, edge_fill=edge_fill)
         if streamed:
             embed_exif_in_tiff(staged.path(output), metadata)
         else:
@@ -254,6 +256,7 @@ def run_pair(image_a: Path, image_b: Path, output: Path, model: GACN, *, decisio
         staged.discard()
     h, w = out.shape
     return {"output": str(output), "width": w, "height": h, "device": str(model.device), "reduce": reduce,
+            "edge_fill": edge_fill,
             "seconds": round(time.perf_counter() - start, 3), **peak_memory_mb(model.device), **weights_id(model)}
 
 

@@ -23,6 +23,7 @@ import tifffile
 
 from .align import FrameAlignment, warp_frame
 from .errors import InputError
+from .fill import EdgeFill, area_in, edge_fill, find_edge_fill, replace_fill
 from .frames import clean_pixels, read_frame, working_dtype
 from .io import (FrameRef, TIFF_SUFFIXES, exif_orientation, open_header, png_header, tiff_frame_planes,
                  tiff_orientation, tiff_plane_page)
@@ -47,6 +48,11 @@ class FrameSource:
 
     def expect_reads(self, many: bool) -> None:
         """Told whether the frame will be read region by region many times (tiles) or once."""
+
+    def fill_in(self, box: Box, pixels: np.ndarray) -> tuple[np.ndarray, Box] | None:
+        """After ``read(box)`` gave ``pixels``: None, or (the pixels the network sees, the image area
+        relative to ``box``) when the frame has edge fill there (see :mod:`focusfuse.fill`)."""
+        return None
 
     def close(self) -> None:
         """Release temporary files."""
@@ -368,6 +374,39 @@ class CroppedSource(FrameSource):
         box = box or Box(0, self.window.shape[0], 0, self.window.shape[1])
         w = self.window
         return self.source.read(Box(w.y0 + box.y0, w.y0 + box.y1, w.x0 + box.x0, w.x0 + box.x1))
+
+    def expect_reads(self, many: bool) -> None:
+        self.source.expect_reads(many)
+
+    def close(self) -> None:
+        self.source.close()
+
+
+class FillAwareSource(FrameSource):
+    """A source whose edge fill is found on its first read (from the pixels of a whole-frame read, or
+    from its edges read region by region) and reported by :meth:`fill_in`."""
+
+    def __init__(self, source: FrameSource) -> None:
+        self.source = source
+        self.name = source.name
+        self.info = source.info
+        self.fill: EdgeFill | None = None
+
+    def read(self, box: Box | None = None) -> np.ndarray:
+        pixels = self.source.read(box)
+        if self.fill is None:
+            whole = box is None or box.shape == self.info.shape
+            self.fill = (edge_fill(pixels) if whole
+                         else find_edge_fill(self.source.read, self.info.shape, self.info.dtype))
+        return pixels
+
+    def fill_in(self, box: Box, pixels: np.ndarray) -> tuple[np.ndarray, Box] | None:
+        if not self.fill:
+            return None
+        area = self.fill.image_area(self.info.shape)
+        if area.y0 <= box.y0 and box.y1 <= area.y1 and area.x0 <= box.x0 and box.x1 <= area.x1:
+            return None
+        return replace_fill(self.source.read, box, pixels, area), area_in(area, box)
 
     def expect_reads(self, many: bool) -> None:
         self.source.expect_reads(many)

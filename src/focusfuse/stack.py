@@ -32,13 +32,14 @@ from .color import from_tensor, to_gray, to_tensor
 from .decision import (blend, check_reduce, decide_pair, decision_focus_measure, full_resolution_initial_map,
                        refine_decision_map)
 from .device import release_free_memory, resolve_device
+from .fill import FrameFill, either_has_image, image_mask, prefer_image
 from .errors import InputError, UsageError
 from .align import MODES as ALIGN_MODES
 from .align import FrameAlignment, StackAlignment, estimate_alignment
 from .frames import FrameChecker, FrameLike, LazyFrames, frame_name, frame_refs, match_channels, require_frames
 from .io import FrameRef
 from .sinks import ArraySink
-from .sources import ArraySource, CroppedSource, FileSource, FrameSource, OpenTiffs, WarpedSource
+from .sources import ArraySource, CroppedSource, FileSource, FillAwareSource, FrameSource, OpenTiffs, WarpedSource
 from .tiling import Box, Tile, choose_tile_size, frame_channel_weights, halo_for, tile_grid
 from .model import GACN
 from .weights import load_model
@@ -69,6 +70,8 @@ class StackStrategy:
 
     ``reduce`` > 1: the decision path sees the focus measures reduced that many times; decisions are
     enlarged back to full resolution before the refinement and the blend (see :mod:`focusfuse.decision`).
+    ``has_image``: where what the next frame is compared with (the fused image so far; for ``calibration``
+    the baseline) holds image pixels, not edge fill (None: everywhere; see :mod:`focusfuse.fill`).
     """
 
     def __init__(self, model: GACN, reduce: int = 1) -> None:
@@ -76,23 +79,37 @@ class StackStrategy:
         self.reduce = reduce
         self.fused: torch.Tensor | None = None
         self.index: torch.Tensor | None = None
+        self.has_image: torch.Tensor | None = None
 
-    def add(self, i: int, frame: torch.Tensor, channel_weights: ChannelWeights = None) -> None:
+    def add(self, i: int, frame: torch.Tensor, channel_weights: ChannelWeights = None,
+            fill: FrameFill | None = None) -> None:
         """Take frame number ``i`` (its index in the input list); the first call starts the state.
 
         ``channel_weights``: the frame's whole-frame CSE weights when ``frame`` is a tile of it.
+        ``fill``: the frame's edge fill in this region (see :mod:`focusfuse.fill`), None without.
         """
         raise NotImplementedError
 
-    def _focus_measure(self, gray: torch.Tensor, channel_weights: ChannelWeights) -> torch.Tensor:
-        return decision_focus_measure(self.model, gray, self.reduce, channel_weights)
+    def _gray(self, frame: torch.Tensor, fill: FrameFill | None) -> torch.Tensor:
+        """The gray frame (1,1,H,W) the network sees: with edge fill replaced by image pixels."""
+        return to_gray(frame if fill is None else fill.network)[None]
+
+    def _focus_measure(self, gray: torch.Tensor, channel_weights: ChannelWeights,
+                       fill: FrameFill | None = None) -> torch.Tensor:
+        return decision_focus_measure(self.model, gray, self.reduce, channel_weights,
+                                      None if fill is None else fill.has_image)
 
     def _initial_map(self, sf_a: torch.Tensor, sf_b: torch.Tensor, gray: torch.Tensor) -> torch.Tensor:
         return full_resolution_initial_map(self.model, sf_a, sf_b, self.reduce, gray.shape[-2:])
 
-    def _start(self, i: int, frame: torch.Tensor) -> None:
+    def _start(self, i: int, frame: torch.Tensor, fill: FrameFill | None) -> None:
         self.fused = frame
         self.index = torch.full(frame.shape[-2:], i, dtype=torch.int32, device=frame.device)
+        self.has_image = None if fill is None else fill.has_image
+
+    def _prefer_image(self, p: torch.Tensor, fill: FrameFill | None) -> torch.Tensor:
+        """Decision ``p`` (1 = what the frame is compared with) never taking edge fill where the other has pixels."""
+        return prefer_image(p, self.has_image, None if fill is None else fill.has_image)
 
     def _take(self, i: int, frame: torch.Tensor, p: torch.Tensor) -> None:
         """Soft blend of the running fused image with ``frame`` (p = weight of the running image)."""
@@ -109,18 +126,20 @@ class CalibratedStack(StackStrategy):
         self.sf_best: torch.Tensor | None = None
         self.gray_best: torch.Tensor | None = None
 
-    def add(self, i: int, frame: torch.Tensor, channel_weights: ChannelWeights = None) -> None:
-        gray = to_gray(frame)[None]
-        sf = self._focus_measure(gray, channel_weights)
+    def add(self, i: int, frame: torch.Tensor, channel_weights: ChannelWeights = None,
+            fill: FrameFill | None = None) -> None:
+        gray = self._gray(frame, fill)
+        sf = self._focus_measure(gray, channel_weights, fill)
         if self.fused is None:
-            self._start(i, frame)
+            self._start(i, frame, fill)
             self.sf_best, self.gray_best = sf, gray
             return
-        p0 = self._initial_map(self.sf_best, sf, gray)
-        p = refine_decision_map(p0, self.gray_best, gray)
+        p0 = self._prefer_image(self._initial_map(self.sf_best, sf, gray), fill)
+        p = self._prefer_image(refine_decision_map(p0, self.gray_best, gray), fill)
         self._take(i, frame, p[0])
         self.gray_best = blend(p0, self.gray_best, gray)
         torch.maximum(self.sf_best, sf, out=self.sf_best)  # the champion SF is ours alone
+        self.has_image = either_has_image(self.has_image, None if fill is None else fill.has_image)
         self.record(p0, p)
 
     def record(self, p0: torch.Tensor, p: torch.Tensor) -> None:
@@ -148,21 +167,23 @@ class CalibrationStack(StackStrategy):
         self.p2: torch.Tensor | None = None
         self.best: torch.Tensor | None = None
 
-    def add(self, i: int, frame: torch.Tensor, channel_weights: ChannelWeights = None) -> None:
-        gray = to_gray(frame)[None]
-        sf = self._focus_measure(gray, channel_weights)
+    def add(self, i: int, frame: torch.Tensor, channel_weights: ChannelWeights = None,
+            fill: FrameFill | None = None) -> None:
+        gray = self._gray(frame, fill)
+        sf = self._focus_measure(gray, channel_weights, fill)
         if self.fused is None:
-            self._start(i, frame)
+            self._start(i, frame, fill)
             self.sf_base, self.gray_base = sf, gray
             return
-        p0 = self._initial_map(self.sf_base, sf, gray)
-        p = refine_decision_map(p0, self.gray_base, gray)[0, 0]
+        p0 = self._prefer_image(self._initial_map(self.sf_base, sf, gray), fill)
+        p = self._prefer_image(refine_decision_map(p0, self.gray_base, gray), fill)[0, 0]
         if self.p2 is None:
             self.p2 = p
-            self.best = p  # DV_1
+            self.best = only_on_image(p, self.has_image)  # DV_1 (the baseline's fill never wins)
             score = 1.0 - p  # DV_2
         else:
             score = self.p2 / (p + EQ18_EPS) * (1.0 - p)  # DV_j
+        score = only_on_image(score, None if fill is None else fill.has_image)
         wins = score > self.best
         fused, frame = match_channels(self.fused, frame)
         self.fused = torch.where(wins, frame, fused)
@@ -170,16 +191,23 @@ class CalibrationStack(StackStrategy):
         self.best = torch.where(wins, score, self.best)
 
 
+def only_on_image(score: torch.Tensor, has_image: torch.Tensor | None) -> torch.Tensor:
+    """An Eq. 18 score (H,W) set to -inf on edge fill, so a frame with image pixels always beats it there."""
+    return score if has_image is None else torch.where(has_image[0, 0], score, float("-inf"))
+
+
 class SerialStack(StackStrategy):
     """Fuse the running result with each new frame as a pair (2 feature passes per frame)."""
 
-    def add(self, i: int, frame: torch.Tensor, channel_weights: ChannelWeights = None) -> None:
+    def add(self, i: int, frame: torch.Tensor, channel_weights: ChannelWeights = None,
+            fill: FrameFill | None = None) -> None:
         if self.fused is None:
-            self._start(i, frame)
+            self._start(i, frame, fill)
             return
+        _, p = decide_pair(self.model, to_gray(self.fused)[None], self._gray(frame, fill), self.reduce)
         fused, frame = match_channels(self.fused, frame)
-        _, p = decide_pair(self.model, to_gray(fused)[None], to_gray(frame)[None], self.reduce)
-        self._take(i, frame, p[0])
+        self._take(i, frame, self._prefer_image(p, fill)[0])
+        self.has_image = either_has_image(self.has_image, None if fill is None else fill.has_image)
 
 
 STRATEGIES: dict[str, type[StackStrategy]] = {
@@ -218,8 +246,9 @@ def align_pair(refs: Sequence, mode: str) -> StackAlignment | None:
 
 
 def open_sources(refs: Sequence, alignment: StackAlignment | None, window: tuple[int, int, int, int] | None,
-                 cache_dir: str, tiffs: OpenTiffs) -> list[tuple[int, FrameSource]]:
-    """(index, source) of every usable frame: registered when aligned, cropped with a window (x0, y0, x1, y1)."""
+                 cache_dir: str, tiffs: OpenTiffs, edge_fill: bool = True) -> list[tuple[int, FrameSource]]:
+    """(index, source) of every usable frame: registered when aligned, cropped with a window (x0, y0, x1, y1),
+    its edge fill found (``edge_fill``, see :mod:`focusfuse.fill`)."""
     sources = []
     for i, ref in enumerate(refs):
         if alignment is not None and not alignment.frames[i].ok:
@@ -232,6 +261,8 @@ def open_sources(refs: Sequence, alignment: StackAlignment | None, window: tuple
         if window is not None:
             x0, y0, x1, y1 = window
             source = CroppedSource(source, Box(y0, y1, x0, x1))
+        if edge_fill:
+            source = FillAwareSource(source)
         sources.append((i, source))
     return sources
 
@@ -260,21 +291,23 @@ SinkFactory = Callable[[int, int, int, np.dtype, int], Sink]
 def fuse_frames(refs: Sequence, strategy: type[StackStrategy], model: GACN, device: torch.device, *,
                 alignment: StackAlignment | None = None, window: tuple[int, int, int, int] | None = None,
                 tile_size: int | None = None, progress: ProgressCallback | None = None,
-                sink: SinkFactory | None = None, maps: Sequence[str] = (), reduce: int = 1) -> tuple[Sink, list[str]]:
+                sink: SinkFactory | None = None, maps: Sequence[str] = (), reduce: int = 1,
+                edge_fill: bool = True) -> tuple[Sink, list[str]]:
     """The fusion loop: tiles outer, frames inner; returns the sink holding the result and the frames used.
 
     Frames are opened as sources (registered with ``alignment``, cropped to ``window``) and read one at a
     time, one tile at a time. With several tiles, every frame's whole-frame channel statistics are
     computed first, so tiles fuse exactly as the whole image would. ``reduce`` > 1 (checked by the callers,
     before their alignment) runs the decision path at that many times lower resolution (tiles then start
-    at multiples of ``reduce``, so they stay exact).
+    at multiples of ``reduce``, so they stay exact). ``edge_fill``: find constant bands along the frames'
+    edges and keep them out of the decisions (see :mod:`focusfuse.fill`).
     """
     with tempfile.TemporaryDirectory(prefix="focusfuse-") as cache, torch.inference_mode():
         tiffs = OpenTiffs()
         out: Sink | None = None
         sources: list[tuple[int, FrameSource]] = []
         try:
-            sources = open_sources(refs, alignment, window, cache, tiffs)
+            sources = open_sources(refs, alignment, window, cache, tiffs, edge_fill)
             require_frames(sources, f"{len(sources)} of {len(refs)} frames could be used (alignment failed)"
                            if alignment is not None and len(sources) < len(refs) else None)
             checker = FrameChecker()
@@ -320,7 +353,7 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, strategy: str = DEFAU
                weights: str | os.PathLike | GACN | None = None, device: str | torch.device = "auto",
                align: str = "auto", crop: bool = False, tile_size: int | None = None,
                progress: ProgressCallback | None = None, align_progress: Callable[[int, int], None] | None = None,
-               sink: SinkFactory | None = None, reduce: int = 1) -> StackResult:
+               sink: SinkFactory | None = None, reduce: int = 1, edge_fill: bool = True) -> StackResult:
     """Fuse a focus stack: a list of arrays or paths, a folder, or a multi-page TIFF (read lazily).
 
     ``align`` (auto, none, translation, affine, homography) first registers every frame onto the
@@ -331,6 +364,8 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, strategy: str = DEFAU
     channels, dtype, n_tiles)`` may direct the result elsewhere than into arrays (e.g. a TIFF file).
     ``reduce`` > 1 (an option for speed, not the default) runs the decision path, most of the network's
     work, at that many times lower resolution; features, maps and blend stay at full resolution.
+    ``edge_fill`` (default): constant bands along a frame's edges, as registration by other tools leaves
+    them, are replaced by image pixels for the network and never chosen where another frame has pixels.
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r} (use {', '.join(STRATEGIES)})")
@@ -347,7 +382,7 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, strategy: str = DEFAU
         warnings.warn(f"{message}; frame left out", stacklevel=2)
     window = checked_crop_box(alignment) if (alignment is not None and crop) else None
     out, names = fuse_frames(refs, STRATEGIES[strategy], model, dev, alignment=alignment, window=window,
-                             tile_size=tile_size, progress=progress, sink=sink, reduce=reduce)
+                             tile_size=tile_size, progress=progress, sink=sink, reduce=reduce, edge_fill=edge_fill)
     return StackResult(fused=out.fused, index_map=out.index, strategy=strategy, frames=names, alignment=alignment,
                        skipped=skipped, box=window, shape=out.shape)
 
@@ -368,22 +403,34 @@ class _TiledRun:
         if self.progress is not None:
             self.progress(self.done, self.steps, name)
 
-    def read(self, source: FrameSource, box: Box | None) -> torch.Tensor:
-        return to_tensor(source.read(box), self.device)
+    def read(self, source: FrameSource, box: Box) -> tuple[torch.Tensor, FrameFill | None]:
+        """The frame's pixels in ``box`` and, where it has edge fill, what the network sees instead."""
+        pixels = source.read(box)
+        frame = to_tensor(pixels, self.device)
+        fill = source.fill_in(box, pixels)
+        if fill is None:
+            return frame, None
+        network, area = fill
+        return frame, FrameFill(to_tensor(network, self.device), image_mask(area, box.shape, self.device))
+
+    def network_input(self, source: FrameSource, box: Box) -> torch.Tensor:
+        frame, fill = self.read(source, box)
+        return frame if fill is None else fill.network
 
     def channel_weights(self) -> list[ChannelWeights]:
         if self.whole:
             return [None] * len(self.sources)
         weights = []
         for _, source in self.sources:
-            weights.append(frame_channel_weights(self.model, lambda box, s=source: self.read(s, box), *self.shape,
-                                                 self.tile_size))
+            weights.append(frame_channel_weights(self.model, lambda box, s=source: self.network_input(s, box),
+                                                 *self.shape, self.tile_size))
             self._step(f"{source.name} (statistics)")
         return weights
 
     def fuse_tile(self, state: StackStrategy, tile: Tile, channel_weights: list[ChannelWeights]) -> None:
         for (i, source), weights in zip(self.sources, channel_weights):
-            state.add(i, self.read(source, None if self.whole else tile.crop), weights)
+            frame, fill = self.read(source, tile.crop)
+            state.add(i, frame, weights, fill)
             self._step(source.name)
 
 
