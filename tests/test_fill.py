@@ -26,7 +26,7 @@ def with_bands(image: np.ndarray, fill: EdgeFill, value: float) -> np.ndarray:
 @pytest.mark.parametrize("channels", [0, 3])
 def test_bands_of_known_width_are_found(dtype, channels):
     scale = {np.uint8: 255, np.uint16: 65535, np.float32: 1.0}[dtype]
-    image = (textured(160, 200, seed=1, channels=channels) * scale).astype(dtype)
+    image = (textured(320, 400, seed=1, channels=channels) * scale).astype(dtype)
     assert edge_fill(image) == EdgeFill()
     bands = EdgeFill(top=0, bottom=37, left=5, right=1)  # 37: more than one strip of lines
     assert edge_fill(with_bands(image, bands, 0)) == bands
@@ -42,11 +42,20 @@ def test_noisy_or_graded_lines_are_not_fill():
     graded = image.copy()
     graded[:6] = np.linspace(0.0, 0.25, 6)[:, None]  # each line constant, but not one fill value
     assert edge_fill(graded).top == 1
-    assert edge_fill(np.zeros((40, 40), np.float32)) == EdgeFill(10, 10, 10, 10)  # at most a quarter per side
+    assert edge_fill(np.zeros((40, 48), np.float32)) == EdgeFill(5, 5, 6, 6)  # at most an eighth per side
+
+
+def test_a_noisy_dark_background_is_not_fill():
+    rng = np.random.default_rng(1)
+    dark = np.clip(rng.normal(100, 15, (200, 200)), 0, 4095).astype(np.uint16)  # 12-bit camera, no light
+    dark[80:120, 80:120] = 3000
+    assert edge_fill(dark) == EdgeFill()
+    dark[:6] = 100  # one exact value, as registration writes it
+    assert edge_fill(dark) == EdgeFill(top=6)
 
 
 def test_bands_found_region_by_region_equal_the_whole_frame():
-    image = with_bands(textured(200, 90, seed=3, channels=3), EdgeFill(top=40, left=2, right=9), 0.0)
+    image = with_bands(textured(400, 90, seed=3, channels=3), EdgeFill(top=40, left=2, right=9), 0.0)
     reads = []
 
     def read(box: Box) -> np.ndarray:
@@ -96,30 +105,56 @@ def test_fill_in_every_frame_keeps_its_own_values(good_model):
     assert np.allclose(fused[-8:], 0.2, atol=1e-6)  # not the replicated rows the network saw
 
 
-def test_tiles_give_the_whole_frame_result_with_wide_fill(good_model):
-    a, b, _ = focus_pair(200, 200, seed=7, channels=3)
-    a = with_bands(a, EdgeFill(left=48, top=3), 0.0)  # wider than a 64 px tile's halo (40)
-    whole = fuse_pair(a, b, weights=good_model, device="cpu", tile_size=0)
-    tiled = fuse_pair(a, b, weights=good_model, device="cpu", tile_size=64)
+@pytest.mark.parametrize("reduce", [1, 2])
+def test_tiles_give_the_whole_frame_result_with_wide_fill(good_model, reduce):
+    a, b, _ = focus_pair(480, 64, seed=7, channels=3)
+    a = with_bands(a, EdgeFill(top=58, left=3), 0.0)  # the first tiles' crops (16 + 40 px) lie inside the band
+    whole = fuse_pair(a, b, weights=good_model, device="cpu", tile_size=0, reduce=reduce)
+    tiled = fuse_pair(a, b, weights=good_model, device="cpu", tile_size=16, reduce=reduce)
     assert np.abs(whole.decision_map - tiled.decision_map).max() < 1 / 255
     assert np.abs(whole.fused - tiled.fused).max() < 1 / 255
-    assert whole.decision_map[:, :48].max() == 0.0
+    assert whole.decision_map[:58].max() == 0.0 and whole.decision_map[:, :3].max() == 0.0
+
+
+def test_stack_tiles_give_the_whole_frame_result_with_fill(good_model):
+    frames = [with_bands(f, EdgeFill(left=6 * k), 0.0) for k, f in enumerate(thirds_stack(96))]
+    whole = fuse_stack(frames, weights=good_model, device="cpu", align="none", tile_size=0)
+    tiled = fuse_stack(frames, weights=good_model, device="cpu", align="none", tile_size=64)
+    assert np.array_equal(whole.index_map, tiled.index_map)
+    assert np.abs(whole.fused - tiled.fused).max() < 1e-5
+
+
+def thirds_stack(size: int) -> list[np.ndarray]:
+    """Three frames of one texture; frame k is sharp in the k-th third of the columns."""
+    import cv2
+
+    sharp = textured(size, size, seed=8)
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 2.5)
+    frames = []
+    for k in range(3):
+        m = np.zeros_like(sharp)
+        m[:, size * k // 3:size * (k + 1) // 3] = 1
+        frames.append(m * sharp + (1 - m) * blurred)
+    return frames
 
 
 @pytest.mark.parametrize("strategy", ["calibrated", "calibration", "serial"])
 def test_stacks_never_take_fill_where_another_frame_has_pixels(good_model, strategy):
-    sharp = textured(96, 96, seed=8)
-    import cv2
-
-    blurred = cv2.GaussianBlur(sharp, (0, 0), 2.5)
-    frames = []
-    for k in range(3):  # frame k is sharp in the k-th third of the columns
-        m = np.zeros_like(sharp)
-        m[:, 32 * k:32 * (k + 1)] = 1
-        frames.append(m * sharp + (1 - m) * blurred)
+    frames = thirds_stack(96)
     frames[0] = with_bands(frames[0], EdgeFill(left=10), 0.0)  # fill where frame 0 is the sharp one
     frames[2] = with_bands(frames[2], EdgeFill(top=5), 0.0)
     result = fuse_stack(frames, strategy=strategy, weights=good_model, device="cpu", align="none")
     assert not (result.index_map[:, :10] == 0).any()
     assert not (result.index_map[:5] == 2).any()
     assert (result.index_map[10:, 40:56] == 1).mean() > 0.9  # elsewhere the sharp frame still wins
+
+
+@pytest.mark.parametrize("strategy", ["calibrated", "calibration", "serial"])
+def test_fill_shared_by_earlier_frames_does_not_step_into_the_decision(good_model, strategy):
+    """Frames 0 and 1 both have fill along the left edge, frame 2 is sharp there: beside the band, where
+    every frame has pixels, the sharp frame must win, not the earlier frames' replaced fill."""
+    frames = [0.4 + 0.3 * (f - 0.5) for f in thirds_stack(96)[::-1]]  # faint; frame 2 sharp in the left third
+    frames = [with_bands(f, EdgeFill(left=8), 0.0) for f in frames[:2]] + [frames[2]]
+    result = fuse_stack(frames, strategy=strategy, weights=good_model, device="cpu", align="none")
+    assert (result.index_map[:, :8] == 2).all()
+    assert (result.index_map[10:-10, 8:24] == 2).mean() > 0.97  # 0.90 with edge_fill=False

@@ -62,10 +62,12 @@ def decision_focus_measure(model: GACN, gray: torch.Tensor, reduce: int = 1,
     """The frame's focus measure (spatial frequency of its features, at full resolution) as the decision
     path sees it: reduced ``reduce`` times. Zero where ``has_image`` (bool, (B,1,H,W)) is False: edge fill
     (see :mod:`focusfuse.fill`) is no evidence of focus."""
-    sf = model.focus_measure(gray, channel_weights)
-    if has_image is not None:
-        sf = sf * has_image
-    return reduce_resolution(sf, reduce)
+    return reduce_resolution(zero_on_fill(model.focus_measure(gray, channel_weights), has_image), reduce)
+
+
+def zero_on_fill(sf: torch.Tensor, has_image: torch.Tensor | None) -> torch.Tensor:
+    """Focus measure ``sf`` set to zero where ``has_image`` is False (None: unchanged)."""
+    return sf if has_image is None else sf * has_image
 
 
 def full_resolution_initial_map(model: GACN, sf_a: torch.Tensor, sf_b: torch.Tensor, reduce: int,
@@ -94,11 +96,15 @@ def blend(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return p * a + (1.0 - p) * b
 
 
-def decide_pair(model: GACN, gray_a: torch.Tensor, gray_b: torch.Tensor,
-                reduce: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def decide_pair(model: GACN, gray_a: torch.Tensor, gray_b: torch.Tensor, reduce: int = 1,
+                has_image_a: torch.Tensor | None = None,
+                has_image_b: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Gray frames (B,1,H,W) -> (initial map p0, final map p), both (B,1,H,W), 1 where A is in focus.
 
-    ``reduce`` > 1 runs the decision path at that many times lower resolution (see the module's docstring)."""
-    sf_a, sf_b = decision_focus_measure(model, torch.cat([gray_a, gray_b], dim=0), reduce).chunk(2, dim=0)
+    ``reduce`` > 1 runs the decision path at that many times lower resolution (see the module's docstring).
+    ``has_image_a/b``: where each frame is not edge fill; the focus measure is zero elsewhere."""
+    sf_a, sf_b = model.focus_measure(torch.cat([gray_a, gray_b], dim=0)).chunk(2, dim=0)
+    sf_a = reduce_resolution(zero_on_fill(sf_a, has_image_a), reduce)
+    sf_b = reduce_resolution(zero_on_fill(sf_b, has_image_b), reduce)
     p0 = full_resolution_initial_map(model, sf_a, sf_b, reduce, gray_a.shape[-2:])
     return p0, refine_decision_map(p0, gray_a, gray_b)

@@ -5,8 +5,9 @@ usually black, along one or more edges. Such a band does two kinds of damage. It
 a hard edge, which reads as "in focus", so the frame wins a strip of pixels next to it. And where the
 band itself wins, the fill is copied into the fused image. So, per frame:
 
-- the band is found as whole rows/columns at an edge whose values are constant (within
-  ``FILL_TOLERANCE`` of the full scale) and equal to the outermost line's;
+- the band is found as whole rows/columns at an edge whose values are all equal to the outermost line's
+  value, within one level (registration tools write one exact value; camera noise, even on a dark
+  background, spreads wider), and at most ``MAX_FILL_FRACTION`` of the frame per side;
 - the network sees the band replaced by the nearest image row/column (as our own alignment does
   with its borders), so the step is gone; the focus measure is zero there;
 - the decision never takes the band where the other frame has pixels; where every frame is fill the
@@ -14,6 +15,8 @@ band itself wins, the fill is copied into the fused image. So, per frame:
 
 Bands are looked for in the frames as they are fused: after alignment and ``--crop``. A sub-pixel warp
 turns the band's last line into a mix of fill and image, which is no longer fill; that line's step stays.
+A background clipped to one exact value along a whole edge (a dark field saved in 8 bit) also counts as
+fill: where another frame has a blurred glow there, the glow is taken; ``edge_fill=False`` keeps it out.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ import torch
 from .color import dtype_scale
 from .tiling import Box
 
-FILL_TOLERANCE = 0.01  # a fill line's values span at most this share of the full scale
-MAX_FILL_FRACTION = 0.25  # a band covers at most this share of the frame's height or width
-STRIP = 32  # lines read at a time when the bands are looked for region by region
+MAX_FILL_FRACTION = 1 / 8  # a band covers at most this share of the frame's height or width
+STRIP = 32  # lines read first when the bands are looked for region by region (then twice as many, ...)
+MAX_STRIP_VALUES = 1 << 22  # but no more values than this in one read
 
 ReadBox = Callable[[Box], np.ndarray]
 
@@ -66,35 +69,54 @@ def _fill_lines(lines: np.ndarray, reference: np.ndarray, tolerance: float) -> i
     return int(is_fill.size if is_fill.all() else np.argmin(is_fill))
 
 
-def _band_width(read_lines: Callable[[int, int], np.ndarray], limit: int, tolerance: float) -> int:
-    """Width of the fill band at one edge; ``read_lines(i, j)`` gives lines i..j-1 counted from the edge."""
-    width, reference = 0, None
+def _band_width(read_lines: Callable[[int, int], np.ndarray], limit: int, length: int, tolerance: float) -> int:
+    """Width of the fill band at one edge; ``read_lines(i, j)`` gives lines i..j-1 counted from the edge,
+    each ``length`` pixels long. Reads grow (32 lines, 64, ...) up to ``MAX_STRIP_VALUES`` each."""
+    width, reference, count = 0, None, STRIP
     while width < limit:
-        lines = read_lines(width, min(limit, width + STRIP))
+        lines = read_lines(width, min(limit, width + count))
         if reference is None:
             reference = lines[0].mean(axis=0)
         found = _fill_lines(lines, reference, tolerance)
         width += found
         if found < len(lines):
             break
+        count = max(STRIP, min(2 * count, MAX_STRIP_VALUES // max(length, 1)))
     return width
 
 
-def find_edge_fill(read: ReadBox, shape: tuple[int, int], dtype: np.dtype,
-                   tolerance: float = FILL_TOLERANCE) -> EdgeFill:
-    """The fill bands of a frame of ``shape`` whose pixels ``read(box)`` returns, reading only its edges."""
+def fill_tolerance(dtype: np.dtype) -> float:
+    """How far a fill line's values may stray from one value: one level (1/65535 of the scale for float)."""
+    return 1.0 if np.dtype(dtype).kind in "ui" else dtype_scale(np.dtype(dtype)) / 65535.0
+
+
+def find_edge_fill(read: ReadBox, shape: tuple[int, int], dtype: np.dtype) -> EdgeFill:
+    """The fill bands of a frame of ``shape`` whose pixels ``read(box)`` returns, reading only its edges.
+
+    The first rows tell whether the outermost columns can be fill at all, so an ordinary frame costs
+    two row reads and no column read (a column read may decode a whole striped TIFF)."""
     h, w = shape
-    tol = tolerance * dtype_scale(np.dtype(dtype))
-    top = _band_width(lambda i, j: _as_lines(read(Box(i, j, 0, w)), 0), h // 4, tol)
-    bottom = _band_width(lambda i, j: _as_lines(read(Box(h - j, h - i, 0, w)), 0)[::-1], h // 4, tol)
-    left = _band_width(lambda i, j: _as_lines(read(Box(0, h, i, j)), 1), w // 4, tol)
-    right = _band_width(lambda i, j: _as_lines(read(Box(0, h, w - j, w - i)), 1)[::-1], w // 4, tol)
+    tol = fill_tolerance(dtype)
+    limit_h, limit_w = int(h * MAX_FILL_FRACTION), int(w * MAX_FILL_FRACTION)
+    first_rows = _as_lines(read(Box(0, min(h, STRIP), 0, w)), 0)
+    top = _band_width(lambda i, j: _as_lines(read(Box(i, j, 0, w)), 0), limit_h, w, tol)
+    bottom = _band_width(lambda i, j: _as_lines(read(Box(h - j, h - i, 0, w)), 0)[::-1], limit_h, w, tol)
+
+    def may_be_fill(column: int) -> bool:
+        values = first_rows[:, column]
+        return bool((values.max(axis=0) - values.min(axis=0) <= tol).all())
+
+    left = right = 0
+    if may_be_fill(0):
+        left = _band_width(lambda i, j: _as_lines(read(Box(0, h, i, j)), 1), limit_w, h, tol)
+    if may_be_fill(w - 1):
+        right = _band_width(lambda i, j: _as_lines(read(Box(0, h, w - j, w - i)), 1)[::-1], limit_w, h, tol)
     return EdgeFill(top, bottom, left, right)
 
 
-def edge_fill(image: np.ndarray, tolerance: float = FILL_TOLERANCE) -> EdgeFill:
+def edge_fill(image: np.ndarray) -> EdgeFill:
     """The fill bands of a whole frame given as an array (HxW or HxWxC)."""
-    return find_edge_fill(lambda box: image[box.slices], image.shape[:2], image.dtype, tolerance)
+    return find_edge_fill(lambda box: image[box.slices], image.shape[:2], image.dtype)
 
 
 def area_in(area: Box, box: Box) -> Box:
@@ -153,4 +175,4 @@ def either_has_image(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Te
 
 
 __all__ = ["EdgeFill", "FrameFill", "edge_fill", "find_edge_fill", "replace_fill", "image_mask", "prefer_image",
-           "either_has_image", "area_in", "FILL_TOLERANCE"]
+           "either_has_image", "area_in", "fill_tolerance", "MAX_FILL_FRACTION"]

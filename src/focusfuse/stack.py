@@ -96,8 +96,7 @@ class StackStrategy:
 
     def _focus_measure(self, gray: torch.Tensor, channel_weights: ChannelWeights,
                        fill: FrameFill | None = None) -> torch.Tensor:
-        return decision_focus_measure(self.model, gray, self.reduce, channel_weights,
-                                      None if fill is None else fill.has_image)
+        return decision_focus_measure(self.model, gray, self.reduce, channel_weights, has_image(fill))
 
     def _initial_map(self, sf_a: torch.Tensor, sf_b: torch.Tensor, gray: torch.Tensor) -> torch.Tensor:
         return full_resolution_initial_map(self.model, sf_a, sf_b, self.reduce, gray.shape[-2:])
@@ -105,11 +104,14 @@ class StackStrategy:
     def _start(self, i: int, frame: torch.Tensor, fill: FrameFill | None) -> None:
         self.fused = frame
         self.index = torch.full(frame.shape[-2:], i, dtype=torch.int32, device=frame.device)
-        self.has_image = None if fill is None else fill.has_image
+        self.has_image = has_image(fill)
 
     def _prefer_image(self, p: torch.Tensor, fill: FrameFill | None) -> torch.Tensor:
         """Decision ``p`` (1 = what the frame is compared with) never taking edge fill where the other has pixels."""
-        return prefer_image(p, self.has_image, None if fill is None else fill.has_image)
+        return prefer_image(p, self.has_image, has_image(fill))
+
+    def _add_image_area(self, fill: FrameFill | None) -> None:
+        self.has_image = either_has_image(self.has_image, has_image(fill))
 
     def _take(self, i: int, frame: torch.Tensor, p: torch.Tensor) -> None:
         """Soft blend of the running fused image with ``frame`` (p = weight of the running image)."""
@@ -139,7 +141,7 @@ class CalibratedStack(StackStrategy):
         self._take(i, frame, p[0])
         self.gray_best = blend(p0, self.gray_best, gray)
         torch.maximum(self.sf_best, sf, out=self.sf_best)  # the champion SF is ours alone
-        self.has_image = either_has_image(self.has_image, None if fill is None else fill.has_image)
+        self._add_image_area(fill)
         self.record(p0, p)
 
     def record(self, p0: torch.Tensor, p: torch.Tensor) -> None:
@@ -158,7 +160,9 @@ class PairStack(CalibratedStack):
 
 
 class CalibrationStack(StackStrategy):
-    """The paper's Eq. 18 against a cached baseline (frame 1); hard per-pixel choice."""
+    """The paper's Eq. 18 against a cached baseline (frame 1); hard per-pixel choice.
+
+    Where frame 1 is edge fill there is no baseline to compare with: the first frame with image wins."""
 
     def __init__(self, model: GACN, reduce: int = 1) -> None:
         super().__init__(model, reduce)
@@ -183,12 +187,17 @@ class CalibrationStack(StackStrategy):
             score = 1.0 - p  # DV_2
         else:
             score = self.p2 / (p + EQ18_EPS) * (1.0 - p)  # DV_j
-        score = only_on_image(score, None if fill is None else fill.has_image)
+        score = only_on_image(score, has_image(fill))
         wins = score > self.best
         fused, frame = match_channels(self.fused, frame)
         self.fused = torch.where(wins, frame, fused)
         self.index = torch.where(wins, i, self.index)
         self.best = torch.where(wins, score, self.best)
+
+
+def has_image(fill: FrameFill | None) -> torch.Tensor | None:
+    """Where a frame region has image pixels (None: everywhere, no fill)."""
+    return None if fill is None else fill.has_image
 
 
 def only_on_image(score: torch.Tensor, has_image: torch.Tensor | None) -> torch.Tensor:
@@ -197,17 +206,27 @@ def only_on_image(score: torch.Tensor, has_image: torch.Tensor | None) -> torch.
 
 
 class SerialStack(StackStrategy):
-    """Fuse the running result with each new frame as a pair (2 feature passes per frame)."""
+    """Fuse the running result with each new frame as a pair (2 feature passes per frame).
+
+    The network sees the running result as the same blend of the frames' network inputs (their gray,
+    with edge fill replaced), so fill that every frame so far has does not step into it."""
+
+    def __init__(self, model: GACN, reduce: int = 1) -> None:
+        super().__init__(model, reduce)
+        self.gray: torch.Tensor | None = None
 
     def add(self, i: int, frame: torch.Tensor, channel_weights: ChannelWeights = None,
             fill: FrameFill | None = None) -> None:
+        gray = self._gray(frame, fill)
         if self.fused is None:
             self._start(i, frame, fill)
+            self.gray = gray
             return
-        _, p = decide_pair(self.model, to_gray(self.fused)[None], self._gray(frame, fill), self.reduce)
-        fused, frame = match_channels(self.fused, frame)
-        self._take(i, frame, self._prefer_image(p, fill)[0])
-        self.has_image = either_has_image(self.has_image, None if fill is None else fill.has_image)
+        _, p = decide_pair(self.model, self.gray, gray, self.reduce, self.has_image, has_image(fill))
+        p = self._prefer_image(p, fill)
+        self._take(i, frame, p[0])
+        self.gray = blend(p, self.gray, gray)
+        self._add_image_area(fill)
 
 
 STRATEGIES: dict[str, type[StackStrategy]] = {
