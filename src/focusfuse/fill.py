@@ -99,7 +99,11 @@ def find_edge_fill(read: ReadBox, shape: tuple[int, int], dtype: np.dtype) -> Ed
     tol = fill_tolerance(dtype)
     limit_h, limit_w = int(h * MAX_FILL_FRACTION), int(w * MAX_FILL_FRACTION)
     first_rows = _as_lines(read(Box(0, min(h, STRIP), 0, w)), 0)
-    top = _band_width(lambda i, j: _as_lines(read(Box(i, j, 0, w)), 0), limit_h, w, tol)
+
+    def top_lines(i: int, j: int) -> np.ndarray:  # the first strip is read once, for rows and columns
+        return first_rows[i:j] if j <= len(first_rows) else _as_lines(read(Box(i, j, 0, w)), 0)
+
+    top = _band_width(top_lines, limit_h, w, tol)
     bottom = _band_width(lambda i, j: _as_lines(read(Box(h - j, h - i, 0, w)), 0)[::-1], limit_h, w, tol)
 
     def may_be_fill(column: int) -> bool:

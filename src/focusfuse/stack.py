@@ -425,16 +425,18 @@ class _TiledRun:
     def read(self, source: FrameSource, box: Box) -> tuple[torch.Tensor, FrameFill | None]:
         """The frame's pixels in ``box`` and, where it has edge fill, what the network sees instead."""
         pixels = source.read(box)
-        frame = to_tensor(pixels, self.device)
         fill = source.fill_in(box, pixels)
+        frame = to_tensor(pixels, self.device)
         if fill is None:
             return frame, None
         network, area = fill
         return frame, FrameFill(to_tensor(network, self.device), image_mask(area, box.shape, self.device))
 
     def network_input(self, source: FrameSource, box: Box) -> torch.Tensor:
-        frame, fill = self.read(source, box)
-        return frame if fill is None else fill.network
+        """Only what the network sees in ``box`` (the channel statistics need nothing else)."""
+        pixels = source.read(box)
+        fill = source.fill_in(box, pixels)
+        return to_tensor(pixels if fill is None else fill[0], self.device)
 
     def channel_weights(self) -> list[ChannelWeights]:
         if self.whole:
