@@ -172,6 +172,8 @@ def main() -> None:
         lines.append(f"| {strategy} | {mean['psnr']:.2f} | {mean['ssim']:.4f} | {100 * mean['index_acc']:.1f}% | "
                      f"{100 * mean['index_acc_textured']:.1f}% | {seconds[strategy] / len(rows[strategy]):.2f} |")
     lines.append(f"| (best single frame) | {np.mean(best_frame):.2f} | | | | |")
+    for strategy in strategies:  # to three decimals, for rules that compare weights by a threshold
+        print(f"{strategy}: mean PSNR {np.mean([r['psnr'] for r in rows[strategy]]):.3f} dB")
     table = "\n".join(lines)
     print(table)
     if args.markdown:

@@ -7,7 +7,8 @@ import torch
 from focusfuse.metrics import qg_global
 from focusfuse.train.data import (FocusPairs, PairRecipe, edge_bands, make_pair, paint_structures, random_shapes_mask,
                                   recipe_overrides, split_images, thin_structures_mask)
-from focusfuse.train.loss import dice_loss, gacn_loss, qg_differentiable, symmetric_dice_loss
+from focusfuse.train.loss import (boundary_band, boundary_dice_loss, dice_loss, gacn_loss, qg_differentiable,
+                                  symmetric_dice_loss)
 from focusfuse.weights import load_model
 from focusfuse.io import write_image
 
@@ -68,6 +69,31 @@ def test_symmetric_dice_makes_the_loss_independent_of_the_frame_order():
     paper_given = gacn_loss(p0, p, a, b, mask)["loss"]
     paper_swapped = gacn_loss(1 - p0, 1 - p, b, a, 1 - mask)["loss"]
     assert abs(float(paper_given - paper_swapped)) > 1e-3
+
+
+def test_boundary_dice_scores_where_a_boundary_lies_not_the_whole_map():
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[:, :, 20:40, 20:40] = 1
+    band = boundary_band(mask, 4)
+    assert float(band[0, 0, 30, 30]) == 0 and float(band[0, 0, 30, 20]) == 1 and float(band[0, 0, 30, 16]) == 1
+    assert float(band[0, 0, 30, 15]) == 0 and float(band[0, 0, 30, 23]) == 1 and float(band[0, 0, 30, 24]) == 0
+    wider = torch.zeros_like(mask)
+    wider[:, :, 17:43, 17:43] = 1  # the near square drawn 3 px too wide on every side
+    assert float(boundary_dice_loss(mask, mask, 4)) < 1e-6
+    whole, near = float(symmetric_dice_loss(wider, mask)), float(boundary_dice_loss(wider, mask, 4))
+    assert near > 3 * whole  # the same error weighs more where it lies
+    swapped = boundary_dice_loss(1 - wider, 1 - mask, 4)  # symmetric in the frames
+    assert abs(float(swapped) - near) < 1e-6
+    assert float(boundary_dice_loss(torch.zeros_like(mask), torch.zeros_like(mask), 4)) < 1e-6  # no boundary
+    a, b = torch.rand(1, 1, 64, 64), torch.rand(1, 1, 64, 64)
+    logits = torch.randn(1, 1, 64, 64, requires_grad=True)
+    p = torch.sigmoid(logits)
+    plain = gacn_loss(p, p, a, b, mask)
+    terms = gacn_loss(p, p, a, b, mask, boundary_weight=0.5, boundary_width=4)
+    assert "boundary" not in plain
+    assert torch.allclose(terms["loss"], plain["loss"] + 0.5 * terms["boundary"])
+    terms["loss"].backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[0, 0, 30, 30] != 0
 
 
 def test_pairs_are_reproducible_and_well_formed(tmp_path):
@@ -251,6 +277,8 @@ def test_training_smoke_lowers_the_loss_and_writes_loadable_weights(tmp_path, mo
     assert other_recipe.exit_code == 2 and "no --recipe" in other_recipe.output
     other_loss = CliRunner().invoke(main, args(3) + ["--resume", "--symmetric-dice"])
     assert other_loss.exit_code == 2 and "without --symmetric-dice" in other_loss.output
+    other_boundary = CliRunner().invoke(main, args(3) + ["--resume", "--boundary-weight", "1"])
+    assert other_boundary.exit_code == 2 and "--boundary-weight 0.0" in other_boundary.output
     resumed = CliRunner().invoke(main, args(3) + ["--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert len((out / "log.jsonl").read_text().splitlines()) == 3

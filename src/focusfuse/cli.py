@@ -367,6 +367,10 @@ def demo(out_dir: Path, n_frames: int, scale: float, strategy: str, weights: str
 @click.option("--qg-weight", type=float, default=1.0, show_default=True, help="lambda in Dice + lambda (1 - Q_g).")
 @click.option("--symmetric-dice", is_flag=True,
               help="Score Dice on both frames' maps, not frame A's only (the loss then ignores the frame order).")
+@click.option("--boundary-weight", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Add this weight times a Dice of the pixels near each focus boundary (0: the paper's loss).")
+@click.option("--boundary-width", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Pixels either side of a focus boundary scored by --boundary-weight.")
 @click.option("--samples-per-image", type=click.IntRange(1), default=4, show_default=True)
 @click.option("--crop", type=click.IntRange(32), default=156, show_default=True)
 @click.option("--recipe", "recipe_items", multiple=True, metavar="KEY=VALUE",
@@ -383,7 +387,8 @@ def demo(out_dir: Path, n_frames: int, scale: float, strategy: str, weights: str
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 @handle_errors
 def train(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch_size: int, lr: float,
-          lr_decay: float, lr_step: int, qg_weight: float, symmetric_dice: bool, samples_per_image: int, crop: int,
+          lr_decay: float, lr_step: int, qg_weight: float, symmetric_dice: bool, boundary_weight: float,
+          boundary_width: int, samples_per_image: int, crop: int,
           recipe_items: tuple[str, ...], workers: int, seed: int, name: str | None, init_weights: Path | None,
           max_steps: int, resume: bool, device: str, quiet: bool) -> None:
     """Train GACN on focus pairs generated from a folder of images."""
@@ -403,7 +408,8 @@ def train(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch
         raise UsageError(f"{out_dir} holds a run already (pass --resume to continue it, or choose another --out)")
     cfg = TrainConfig(images=str(images), segments=str(segments) if segments else None, out=str(out_dir),
                       epochs=epochs, batch_size=batch_size, lr=lr, lr_decay=lr_decay, lr_step=lr_step,
-                      qg_weight=qg_weight, symmetric_dice=symmetric_dice, samples_per_image=samples_per_image,
+                      qg_weight=qg_weight, symmetric_dice=symmetric_dice, boundary_weight=boundary_weight,
+                      boundary_width=boundary_width, samples_per_image=samples_per_image,
                       crop=crop, workers=workers, seed=seed, device=device, max_steps=max_steps, name=name,
                       init=str(init_weights) if init_weights else None, recipe=recipe)
     with frame_progress(quiet) as progress:

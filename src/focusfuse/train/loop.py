@@ -46,6 +46,8 @@ class TrainConfig:
     lr_step: int = 2
     qg_weight: float = 1.0
     symmetric_dice: bool = False  # Dice on both frames' maps (see train.loss), in training and validation
+    boundary_weight: float = 0.0  # weight of the boundary Dice (see train.loss), in training and validation
+    boundary_width: int = 8  # px either side of the mask's boundary
     heaviside_k: float = 1.0
     samples_per_image: int = 4
     validation_every: int = 10  # every 10th image is held out
@@ -82,6 +84,12 @@ def make_loaders(cfg: TrainConfig) -> tuple[FocusPairs, DataLoader, DataLoader]:
     return train_set, train_loader, val_loader
 
 
+def loss_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The loss settings of a run beyond the paper's (see train.loss)."""
+    return {"symmetric_dice": cfg.symmetric_dice, "boundary_weight": cfg.boundary_weight,
+            "boundary_width": cfg.boundary_width}
+
+
 @torch.no_grad()
 def validate(model: GACN, loader: DataLoader, device: torch.device, cfg: TrainConfig) -> dict[str, float]:
     """Mean loss terms on the fixed validation pairs, in eval mode (as the model is used)."""
@@ -91,7 +99,7 @@ def validate(model: GACN, loader: DataLoader, device: torch.device, cfg: TrainCo
     for a, b, mask in loader:
         a, b, mask = a.to(device), b.to(device), mask.to(device)
         p0, p = decide_pair(model, a, b)
-        terms = gacn_loss(p0, p, a, b, mask, cfg.qg_weight, k=1000.0, symmetric_dice=cfg.symmetric_dice)
+        terms = gacn_loss(p0, p, a, b, mask, cfg.qg_weight, k=1000.0, **loss_options(cfg))
         accuracy = ((p0 > 0.5).float() == mask).float().mean()
         for key, value in {**{k: float(v) for k, v in terms.items()}, "accuracy": float(accuracy)}.items():
             totals[key] = totals.get(key, 0.0) + value * a.shape[0]
@@ -162,8 +170,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressCallback 
             a, b, mask = (t.to(device, non_blocking=True, memory_format=torch.channels_last) for t in (a, b, mask))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 p0, p = decide_pair(model, a, b)
-            terms = gacn_loss(p0.float(), p.float(), a, b, mask, cfg.qg_weight, cfg.heaviside_k,
-                              symmetric_dice=cfg.symmetric_dice)
+            terms = gacn_loss(p0.float(), p.float(), a, b, mask, cfg.qg_weight, cfg.heaviside_k, **loss_options(cfg))
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()
@@ -202,6 +209,10 @@ def _refuse_changed_settings(out: Path, saved: dict[str, Any], cfg: TrainConfig)
     if saved.get("symmetric_dice", False) != cfg.symmetric_dice:
         raise UsageError(f"{out} was trained {'without' if cfg.symmetric_dice else 'with'} --symmetric-dice: "
                          "resume with the same")
+    for key, default in (("boundary_weight", 0.0), ("boundary_width", 8)):
+        if saved.get(key, default) != getattr(cfg, key):
+            raise UsageError(f"{out} was trained with --{key.replace('_', '-')} {saved.get(key, default)}: "
+                             "resume with the same")
 
 
 def _truncate_log(log_path: Path, epochs_done: int) -> None:
