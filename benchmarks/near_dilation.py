@@ -23,10 +23,11 @@ import cv2
 import numpy as np
 import torch
 
+from focusfuse.color import to_gray, to_tensor
 from focusfuse.decision import decide_pair
 from focusfuse.io import read_image
 from focusfuse.synthetic import layered_defocus
-from focusfuse.train.data import GRAY, segment_mask, split_images
+from focusfuse.train.data import segment_mask, split_images
 from focusfuse.weights import load_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -54,8 +55,7 @@ def held_out_scenes(images: Path, segments: Path, per_image: int, seed: int):
     """(index, sharp gray, near mask) for every held-out image, ``per_image`` masks each."""
     for i, path in enumerate(split_images(images)[1]):
         rng = np.random.default_rng([seed, i])
-        rgb = read_image(path).astype(np.float32) / 255.0
-        gray = rgb @ np.array(GRAY, np.float32)
+        gray = to_gray(to_tensor(read_image(path)))[0].numpy()  # as the pipeline sees it
         labels = read_image(segments / f"{path.stem}.png").astype(np.int32)
         for k in range(per_image):
             for _ in range(10):

@@ -142,10 +142,9 @@ def replace_fill(read: ReadBox, box: Box, pixels: np.ndarray, area: Box) -> np.n
     the frame read again (``read``), so a tile gives exactly what the whole frame gives there.
     """
     rows, cols = nearest_image_indices(box, area)
-    inside = rows[0] >= box.y0 and rows[-1] < box.y1 and cols[0] >= box.x0 and cols[-1] < box.x1
-    if inside:
-        return pixels[np.ix_(rows - box.y0, cols - box.x0)]
     source = Box(int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+    if box.contains(source):
+        return pixels[np.ix_(rows - box.y0, cols - box.x0)]
     return read(source)[np.ix_(rows - source.y0, cols - source.x0)]
 
 

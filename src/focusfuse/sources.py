@@ -404,7 +404,7 @@ class FillAwareSource(FrameSource):
         if not self.fill:
             return None
         area = self.fill.image_area(self.info.shape)
-        if area.y0 <= box.y0 and box.y1 <= area.y1 and area.x0 <= box.x0 and box.x1 <= area.x1:
+        if area.contains(box):
             return None
         return replace_fill(self.source.read, box, pixels, area), area_in(area, box)
 

@@ -422,10 +422,15 @@ class _TiledRun:
         if self.progress is not None:
             self.progress(self.done, self.steps, name)
 
+    @staticmethod
+    def _pixels(source: FrameSource, box: Box) -> tuple[np.ndarray, tuple[np.ndarray, Box] | None]:
+        """The frame's pixels in ``box`` and its edge fill there (:meth:`FrameSource.fill_in`)."""
+        pixels = source.read(box)
+        return pixels, source.fill_in(box, pixels)
+
     def read(self, source: FrameSource, box: Box) -> tuple[torch.Tensor, FrameFill | None]:
         """The frame's pixels in ``box`` and, where it has edge fill, what the network sees instead."""
-        pixels = source.read(box)
-        fill = source.fill_in(box, pixels)
+        pixels, fill = self._pixels(source, box)
         frame = to_tensor(pixels, self.device)
         if fill is None:
             return frame, None
@@ -434,8 +439,7 @@ class _TiledRun:
 
     def network_input(self, source: FrameSource, box: Box) -> torch.Tensor:
         """Only what the network sees in ``box`` (the channel statistics need nothing else)."""
-        pixels = source.read(box)
-        fill = source.fill_in(box, pixels)
+        pixels, fill = self._pixels(source, box)
         return to_tensor(pixels if fill is None else fill[0], self.device)
 
     def channel_weights(self) -> list[ChannelWeights]:

@@ -67,6 +67,10 @@ class Box:
         return Box(max(0, self.y0 - margin), min(height, self.y1 + margin),
                    max(0, self.x0 - margin), min(width, self.x1 + margin))
 
+    def contains(self, inner: Box) -> bool:
+        """Whether ``inner`` lies wholly inside this box."""
+        return self.y0 <= inner.y0 and inner.y1 <= self.y1 and self.x0 <= inner.x0 and inner.x1 <= self.x1
+
     def within(self, outer: Box) -> tuple[slice, slice]:
         """Slices that cut this box out of an array covering ``outer``."""
         return slice(self.y0 - outer.y0, self.y1 - outer.y0), slice(self.x0 - outer.x0, self.x1 - outer.x0)

@@ -13,7 +13,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -206,13 +206,13 @@ def _refuse_changed_settings(out: Path, saved: dict[str, Any], cfg: TrainConfig)
     if made_with != cfg.recipe:
         raise UsageError(f"{out} was trained with --recipe settings {made_with or 'none (no --recipe)'}: "
                          "resume with the same")
-    if saved.get("symmetric_dice", False) != cfg.symmetric_dice:
-        raise UsageError(f"{out} was trained {'without' if cfg.symmetric_dice else 'with'} --symmetric-dice: "
-                         "resume with the same")
-    for key, default in (("boundary_weight", 0.0), ("boundary_width", 8)):
-        if saved.get(key, default) != getattr(cfg, key):
-            raise UsageError(f"{out} was trained with --{key.replace('_', '-')} {saved.get(key, default)}: "
-                             "resume with the same")
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    for key, value in loss_options(cfg).items():
+        was = saved.get(key, defaults[key])  # runs made before an option existed used its default
+        if was != value:
+            flag = f"--{key.replace('_', '-')}"
+            setting = (f"with {flag}" if was else f"without {flag}") if isinstance(value, bool) else f"with {flag} {was}"
+            raise UsageError(f"{out} was trained {setting}: resume with the same")
 
 
 def _truncate_log(log_path: Path, epochs_done: int) -> None:

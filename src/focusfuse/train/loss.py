@@ -70,9 +70,14 @@ def dice_loss(p: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> tor
     return 1.0 - (2.0 * overlap + smooth) / (p.sum(dims) + target.sum(dims) + smooth)
 
 
-def symmetric_dice_loss(p: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
-    """Mean of the Dice losses of both frames' maps, per image (B,): unchanged when A and B swap."""
-    return 0.5 * (dice_loss(p, target, smooth) + dice_loss(1 - p, 1 - target, smooth))
+def symmetric_dice_loss(p: torch.Tensor, target: torch.Tensor, smooth: float = 1.0,
+                        region: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of the Dice losses of both frames' maps, per image (B,): unchanged when A and B swap.
+    ``region`` (0/1, like ``p``): score only those pixels."""
+    if region is None:
+        return 0.5 * (dice_loss(p, target, smooth) + dice_loss(1 - p, 1 - target, smooth))
+    return 0.5 * (dice_loss(p * region, target * region, smooth)
+                  + dice_loss((1 - p) * region, (1 - target) * region, smooth))
 
 
 def boundary_band(mask: torch.Tensor, width: int) -> torch.Tensor:
@@ -85,8 +90,7 @@ def boundary_band(mask: torch.Tensor, width: int) -> torch.Tensor:
 
 def boundary_dice_loss(p: torch.Tensor, target: torch.Tensor, width: int, smooth: float = 1.0) -> torch.Tensor:
     """Symmetric Dice loss of the pixels near the target's boundary, per image (B,); 0 without a boundary."""
-    band = boundary_band(target, width)
-    return 0.5 * (dice_loss(p * band, target * band, smooth) + dice_loss((1 - p) * band, (1 - target) * band, smooth))
+    return symmetric_dice_loss(p, target, smooth, region=boundary_band(target, width))
 
 
 def gacn_loss(p0: torch.Tensor, p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor,
