@@ -35,15 +35,18 @@ BSDS = SHARED / "data" / "train" / "bsds300"
 RING = 10  # px
 
 
-def near_far_pair(sharp: np.ndarray, near: np.ndarray, model: str,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(frame focused on the near object, frame focused on the far rest), gray float32 in [0, 1]."""
+def near_far_pair(sharp: np.ndarray, near: np.ndarray, model: str, rng: np.random.Generator,
+                  blur: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """(frame focused on the near object, frame focused on the far rest), gray float32 in [0, 1].
+
+    ``blur``: range of the Gaussian sigma (``gauss``) or of the disk radius (``layered``), px.
+    """
     if model == "gauss":
-        s_near, s_far = rng.uniform(1.5, 4.0, size=2)
+        s_near, s_far = rng.uniform(*blur, size=2)
         focused_near = near * sharp + (1 - near) * cv2.GaussianBlur(sharp, (0, 0), s_far)
         focused_far = (1 - near) * sharp + near * cv2.GaussianBlur(sharp, (0, 0), s_near)
     else:
-        r_far, r_near = rng.uniform(2.0, 6.0, size=2)
+        r_far, r_near = rng.uniform(*blur, size=2)
         focused_near = layered_defocus(sharp, near, focus=1.0, blur_per_unit=r_far, layers=2)
         focused_far = layered_defocus(sharp, near, focus=0.0, blur_per_unit=r_near, layers=2)
     noise = rng.uniform(0.0, 0.01)
@@ -82,14 +85,20 @@ def main() -> None:
     parser.add_argument("--segments", type=Path, default=BSDS / "segments")
     parser.add_argument("--per-image", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--defocus", default="gauss,layered", help="comma-separated: gauss, layered")
+    parser.add_argument("--gauss-sigma", type=float, nargs=2, default=(1.5, 4.0), metavar=("LO", "HI"))
+    parser.add_argument("--disk-radius", type=float, nargs=2, default=(2.0, 6.0), metavar=("LO", "HI"),
+                        help="layered defocus: range of the disk radius in px")
     args = parser.parse_args()
+    defocus_models = args.defocus.split(",")
+    blur = {"gauss": tuple(args.gauss_sigma), "layered": tuple(args.disk_radius)}
 
     models = {w: load_model(w, "cpu").eval() for w in args.weights}
-    totals = {(w, m, o): [] for w in args.weights for m in ("gauss", "layered") for o in ("first", "second")}
+    totals = {(w, m, o): [] for w in args.weights for m in defocus_models for o in ("first", "second")}
     for index, gray, near in held_out_scenes(args.images, args.segments, args.per_image, args.seed):
-        for defocus in ("gauss", "layered"):
+        for defocus in defocus_models:
             rng = np.random.default_rng([args.seed, index, defocus == "layered"])
-            focused_near, focused_far = (torch.from_numpy(x)[None, None] for x in near_far_pair(gray, near, defocus, rng))
+            focused_near, focused_far = (torch.from_numpy(x)[None, None] for x in near_far_pair(gray, near, defocus, rng, blur[defocus]))
             for w, model in models.items():
                 _, p = decide_pair(model, focused_near, focused_far)
                 totals[(w, defocus, "first")].append(score(p[0, 0].numpy() > 0.5, near))
