@@ -24,17 +24,12 @@ import cv2
 import numpy as np
 import torch
 
-from focusfuse.decision import decide_pair
+from focusfuse.demo import to_uint8
 from focusfuse.metrics import METRIC_NAMES, compute_all
 from focusfuse.weights import load_model
-from near_dilation import BSDS, held_out_scenes, near_far_pair
+from near_dilation import BSDS, DEFAULT_BLUR, held_out_scenes, maps_both_orders, near_far_pair
 
 COLUMNS = (*METRIC_NAMES, "PSNR")
-
-
-def to_levels(x: np.ndarray) -> np.ndarray:
-    """[0, 1] floats -> 0..255 levels (float64, rounded), as 8-bit files hold them."""
-    return np.clip(np.round(x * 255.0), 0, 255)
 
 
 def shifted_masks(near: np.ndarray, px: int) -> dict[str, np.ndarray]:
@@ -50,15 +45,15 @@ def network_maps(models: dict[str, torch.nn.Module], near_frame: np.ndarray,
     n, f = (torch.from_numpy(x)[None, None] for x in (near_frame, far_frame))
     maps = {}
     for name, model in models.items():
-        maps[f"{name}, near first"] = decide_pair(model, n, f)[1][0, 0].numpy()
-        maps[f"{name}, near second"] = 1.0 - decide_pair(model, f, n)[1][0, 0].numpy()
+        first, second = maps_both_orders(model, n, f)
+        maps[f"{name}, near first"], maps[f"{name}, near second"] = first, 1.0 - second
     return maps
 
 
 def score_maps(maps: dict[str, np.ndarray], near_frame: np.ndarray, far_frame: np.ndarray,
                sharp: np.ndarray) -> dict[str, np.ndarray]:
     """Metrics and PSNR of each map's fused image (8-bit levels)."""
-    a, b, gt = to_levels(near_frame), to_levels(far_frame), to_levels(sharp)
+    a, b, gt = (to_uint8(x).astype(np.float64) for x in (near_frame, far_frame, sharp))
     scores = {}
     for name, p in maps.items():
         fused = np.round(p * a + (1.0 - p) * b)
@@ -79,12 +74,11 @@ def main() -> None:
     args = parser.parse_args()
 
     models = {w: load_model(w, "cpu").eval() for w in args.weights}
-    blur = {"gauss": (1.5, 4.0), "layered": (2.0, 6.0)}  # near_dilation.py's defaults
     rows: dict[tuple[str, str], list[np.ndarray]] = {}
     for index, gray, near in held_out_scenes(args.images, args.segments, args.per_image, args.seed):
-        for defocus in blur:
+        for defocus, blur in DEFAULT_BLUR.items():
             rng = np.random.default_rng([args.seed, index, defocus == "layered"])
-            near_frame, far_frame = near_far_pair(gray, near, defocus, rng, blur[defocus])
+            near_frame, far_frame = near_far_pair(gray, near, defocus, rng, blur)
             maps = {name: m.astype(np.float64) for name, m in shifted_masks(near, args.px).items()}
             maps.update(network_maps(models, near_frame, far_frame))
             for name, values in score_maps(maps, near_frame, far_frame, gray).items():

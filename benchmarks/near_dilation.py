@@ -33,6 +33,7 @@ from focusfuse.weights import load_model
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 BSDS = SHARED / "data" / "train" / "bsds300"
 RING = 10  # px
+DEFAULT_BLUR = {"gauss": (1.5, 4.0), "layered": (2.0, 6.0)}  # Gaussian sigma / disk radius range, px
 
 
 def near_far_pair(sharp: np.ndarray, near: np.ndarray, model: str, rng: np.random.Generator,
@@ -52,6 +53,14 @@ def near_far_pair(sharp: np.ndarray, near: np.ndarray, model: str, rng: np.rando
     noise = rng.uniform(0.0, 0.01)
     return tuple(np.clip(x + rng.normal(0, noise, x.shape), 0, 1).astype(np.float32)  # type: ignore[return-value]
                  for x in (focused_near, focused_far))
+
+
+def maps_both_orders(model: torch.nn.Module, focused_near: torch.Tensor,
+                     focused_far: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Final maps of frame A, near frame given first (A = near) and then second (A = far)."""
+    first = decide_pair(model, focused_near, focused_far)[1][0, 0].numpy()
+    second = decide_pair(model, focused_far, focused_near)[1][0, 0].numpy()
+    return first, second
 
 
 def held_out_scenes(images: Path, segments: Path, per_image: int, seed: int):
@@ -86,8 +95,8 @@ def main() -> None:
     parser.add_argument("--per-image", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--defocus", default="gauss,layered", help="comma-separated: gauss, layered")
-    parser.add_argument("--gauss-sigma", type=float, nargs=2, default=(1.5, 4.0), metavar=("LO", "HI"))
-    parser.add_argument("--disk-radius", type=float, nargs=2, default=(2.0, 6.0), metavar=("LO", "HI"),
+    parser.add_argument("--gauss-sigma", type=float, nargs=2, default=DEFAULT_BLUR["gauss"], metavar=("LO", "HI"))
+    parser.add_argument("--disk-radius", type=float, nargs=2, default=DEFAULT_BLUR["layered"], metavar=("LO", "HI"),
                         help="layered defocus: range of the disk radius in px")
     args = parser.parse_args()
     defocus_models = args.defocus.split(",")
@@ -100,10 +109,9 @@ def main() -> None:
             rng = np.random.default_rng([args.seed, index, defocus == "layered"])
             focused_near, focused_far = (torch.from_numpy(x)[None, None] for x in near_far_pair(gray, near, defocus, rng, blur[defocus]))
             for w, model in models.items():
-                _, p = decide_pair(model, focused_near, focused_far)
-                totals[(w, defocus, "first")].append(score(p[0, 0].numpy() > 0.5, near))
-                _, p = decide_pair(model, focused_far, focused_near)
-                totals[(w, defocus, "second")].append(score(p[0, 0].numpy() <= 0.5, near))
+                first, second = maps_both_orders(model, focused_near, focused_far)
+                totals[(w, defocus, "first")].append(score(first > 0.5, near))
+                totals[(w, defocus, "second")].append(score(second <= 0.5, near))
     print("| weights | defocus | near frame | far -> near | near -> far | ring taken from near |\n|---|---|---|---|---|---|")
     for (w, defocus, order), rows in totals.items():
         far_near, near_far, ring = 100 * np.mean(rows, axis=0)
