@@ -111,3 +111,29 @@ def test_batch_json_lines(root, tmp_path, weights_file):
     events = [json.loads(line) for line in r.stdout.splitlines()]
     assert events[-1]["event"] == "done" and events[-1]["failed"] == 1
     assert sum(e["event"] == "stack" and e["status"] == "ok" for e in events) == 3
+
+
+def test_stacks_that_would_write_the_same_outputs_are_refused(root, tmp_path, weights_file):
+    tifffile.imwrite(root / "Alpha.tif", np.zeros((3, 20, 24), np.uint8), photometric="minisblack")
+    out = tmp_path / "out"
+    r = _batch(root, out, weights_file)
+    assert r.exit_code == 2 and r.stderr.splitlines() == [
+        "focusfuse: error: alpha/ and Alpha.tif would write the same outputs (names differ in case at most): "
+        "rename one"]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("where,message", [
+    ("root", "must not be ROOT itself"),
+    ("inside a stack", "lies inside the stack alpha/"),
+    ("a file", "is a file, not a folder"),
+    ("a stack folder", "holds images but no batch-report.json"),
+])
+def test_unusable_output_folders_are_refused_before_any_work(root, tmp_path, weights_file, where, message):
+    (tmp_path / "notes.txt").write_text("not a folder")
+    out = {"root": root, "inside a stack": root / "alpha" / "fused", "a file": tmp_path / "notes.txt",
+           "a stack folder": root / "beta"}[where]
+    before = sorted(p for p in tmp_path.rglob("*"))
+    r = _batch(root, out, weights_file)
+    assert r.exit_code == 2 and len(r.stderr.splitlines()) == 1 and message in r.stderr, r.stderr
+    assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing written, no folder made

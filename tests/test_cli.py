@@ -151,3 +151,71 @@ def test_edge_fill_option(tmp_path, weights_file):
         fused[flag] = read_image(out)
     assert np.array_equal(fused["--edge-fill"][:, -3:], a[:, -3:])  # the fill is never taken from B
     assert not np.array_equal(fused["--no-edge-fill"][:, -3:], a[:, -3:])  # the random weights pick B
+
+
+def _evaluate_folders(tmp_path):
+    sources, fused = tmp_path / "s", tmp_path / "f"
+    sources.mkdir()
+    fused.mkdir()
+    for i in (1, 2):
+        write_image(sources / f"x_{i}.png", np.round(textured(16, 16, i) * 255).astype(np.uint8))
+    write_image(fused / "x.png", np.round(textured(16, 16, 3) * 255).astype(np.uint8))
+    return sources, fused
+
+
+@pytest.mark.parametrize("report,message", [
+    ("s/x_1.png", "would overwrite an input"),
+    ("f/x.png", "would overwrite an input"),
+    ("exists.json", "exists (pass --overwrite"),
+    ("s", "is a folder"),
+    ("missing/m.json", "does not exist"),
+])
+def test_evaluate_refuses_reports_that_would_replace_files_before_measuring(tmp_path, report, message):
+    sources, fused = _evaluate_folders(tmp_path)
+    (tmp_path / "exists.json").write_text("precious")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    r = _runner().invoke(main, ["evaluate", str(sources), str(fused), "--json", str(tmp_path / report)])
+    assert r.exit_code == 2 and r.stderr.splitlines() == [r.stderr.strip()] and message in r.stderr, r.stderr
+    assert r.stdout == ""  # refused before any metric was computed
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_evaluate_json_and_csv_must_differ_and_overwrite_replaces(tmp_path):
+    sources, fused = _evaluate_folders(tmp_path)
+    same = tmp_path / "m.out"
+    r = _runner().invoke(main, ["evaluate", str(sources), str(fused), "--json", str(same), "--csv", str(same)])
+    assert r.exit_code == 2 and "two outputs name the same file" in r.stderr and not same.exists()
+    (tmp_path / "m.json").write_text("old")
+    r = _runner().invoke(main, ["evaluate", str(sources), str(fused), "--json", str(tmp_path / "m.json"),
+                                "--overwrite", "-q"])
+    assert r.exit_code == 0, r.stderr
+    assert '"cases"' in (tmp_path / "m.json").read_text()
+
+
+def test_a_frame_given_twice_is_refused(stack_dir, weights_file, tmp_path):
+    r = _runner().invoke(main, ["stack", str(stack_dir), str(stack_dir / "img2.png"), "-o", str(tmp_path / "o.png"),
+                                "--weights", str(weights_file), "--align", "none"])
+    assert r.exit_code == 2 and r.stderr.splitlines() == [
+        f"focusfuse: error: {stack_dir / 'img2.png'}: the same frame is given twice"]
+
+
+def test_option_errors_are_one_line_naming_the_help(pair_files, tmp_path):
+    a, b = pair_files
+    r = _runner().invoke(main, ["pair", str(a), str(b), "-o", str(tmp_path / "o.png"), "--reduce", "99"],
+                         prog_name="focusfuse")
+    assert r.exit_code == 2
+    assert r.stderr.splitlines() == ["focusfuse: error: Invalid value for '--reduce': 99 is not in the range "
+                                     "1<=x<=8. (see 'focusfuse pair --help')"]
+
+
+def test_demo_refuses_a_file_as_its_folder_and_clears_stale_frames(weights_file, tmp_path):
+    (tmp_path / "file").write_text("x")
+    r = _runner().invoke(main, ["demo", "--weights", str(weights_file), "-o", str(tmp_path / "file"), "-q"])
+    assert r.exit_code == 2 and r.stderr.splitlines() == [f"focusfuse: error: {tmp_path / 'file'}: is a file, not a folder"]
+    out = tmp_path / "demo"
+    (out / "frames").mkdir(parents=True)
+    (out / "frames" / "frame_07.png").write_bytes(b"from an earlier demo with 7 frames")
+    r = _runner().invoke(main, ["demo", "--weights", str(weights_file), "--frames", "3", "--scale", "0.2",
+                                "-o", str(out), "-q", "--device", "cpu"])
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.name for p in (out / "frames").iterdir()) == ["frame_01.png", "frame_02.png", "frame_03.png"]

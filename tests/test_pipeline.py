@@ -193,3 +193,23 @@ def test_cli_carries_exif_and_icc_of_the_reference_frame(weights_file, tmp_path)
             exif = im.getexif()
             assert exif.get(0x010F) == "FocusCam" and exif.get(0x0110) == "Model 1"  # the middle frame's
             assert im.info.get("icc_profile") == icc
+
+
+def test_write_errors_name_the_output_not_its_temporary_file(tmp_path, weights_file, monkeypatch):
+    import errno
+    import os
+
+    import focusfuse.io as io_module
+
+    a = write_image(tmp_path / "a.png", np.round(textured(20, 24, 1, 3) * 255).astype(np.uint8))
+    b = write_image(tmp_path / "b.png", np.round(textured(20, 24, 2, 3) * 255).astype(np.uint8))
+
+    def disk_full(src, dst):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src))
+
+    monkeypatch.setattr(io_module.os, "replace", disk_full)
+    out = tmp_path / "fused.png"
+    r = CliRunner().invoke(main, ["pair", str(a), str(b), "-o", str(out), "--weights", str(weights_file)])
+    assert r.exit_code == 2
+    assert r.stderr.splitlines() == [f"focusfuse: error: {out}: cannot write (No space left on device)"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") or p.name.startswith("fused")]

@@ -282,3 +282,35 @@ def test_training_smoke_lowers_the_loss_and_writes_loadable_weights(tmp_path, mo
     resumed = CliRunner().invoke(main, args(3) + ["--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert len((out / "log.jsonl").read_text().splitlines()) == 3
+
+
+def test_runs_that_cannot_train_or_would_replace_installed_weights_are_refused_up_front(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from focusfuse.cli import main
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    images = tmp_path / "images"
+    images.mkdir()
+    write_image(images / "only.png", np.round(_real_image("astronaut")[:64, :64] * 255).astype(np.uint8))
+
+    def run(out: str, *extra: str):
+        return CliRunner().invoke(main, ["train", "--images", str(images), "--out", str(tmp_path / out),
+                                         "--device", "cpu", "-q", *extra])
+
+    one = run("one")
+    assert one.exit_code == 2 and "1 image(s); training needs at least 2" in one.stderr
+    for i in range(1, 4):  # 4 images: 3 for training, 1 held out
+        write_image(images / f"more{i}.png", np.round(_real_image("astronaut")[64 * i:64 * i + 64, :64] * 255)
+                    .astype(np.uint8))
+    few = run("few", "--samples-per-image", "4", "--batch-size", "16")
+    assert few.exit_code == 2 and "12 pairs per epoch, fewer than --batch-size 16" in few.stderr
+    installed = tmp_path / "data" / "focusfuse" / "weights" / "taken.pt"
+    installed.parent.mkdir(parents=True)
+    installed.write_bytes(b"someone's weights")
+    taken = run("taken", "--batch-size", "4")
+    assert taken.exit_code == 2 and "weights named 'taken' are installed already" in taken.stderr
+    assert installed.read_bytes() == b"someone's weights"
+    for result in (one, few, taken):
+        assert len(result.stderr.splitlines()) == 1
+    assert not [p for p in tmp_path.iterdir() if p.name in ("one", "few", "taken")]  # no empty run folders

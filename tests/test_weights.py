@@ -1,3 +1,5 @@
+import datetime
+
 import pytest
 import torch
 
@@ -32,8 +34,16 @@ def test_official_layout_file_loads(tmp_path):
 
 def test_bad_weights_files_are_reported(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
-    with pytest.raises(WeightsError, match="cannot read weights"):
+    with pytest.raises(WeightsError, match="cannot read weights .*: not a PyTorch file$"):
         read_weights(tmp_path / "junk.pt")
+    torch.save({"w": torch.zeros(3)}, tmp_path / "cut_short.pt")
+    (tmp_path / "cut_short.pt").write_bytes((tmp_path / "cut_short.pt").read_bytes()[:200])
+    with pytest.raises(WeightsError, match="truncated or corrupt$"):
+        read_weights(tmp_path / "cut_short.pt")
+    torch.save({"w": torch.zeros(3), "made": datetime.date(2026, 1, 1)}, tmp_path / "objects.pt")
+    with pytest.raises(WeightsError, match="tensors only") as caught:
+        read_weights(tmp_path / "objects.pt")
+    assert "weights_only" not in str(caught.value)  # never the advice to unpickle an untrusted file
     torch.save({"something": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(WeightsError, match="neither"):
         read_weights(tmp_path / "other.pt")

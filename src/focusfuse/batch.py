@@ -20,7 +20,7 @@ from typing import Any
 
 from .decision import check_reduce
 from .errors import FocusFuseError, UsageError
-from .io import list_images, natural_key, tiff_page_count, write_text_atomic
+from .io import check_output_folder, list_images, natural_key, tiff_page_count, write_text_atomic
 from .model import GACN
 from .pipeline import StackJob, run_stack, weights_id
 
@@ -29,8 +29,15 @@ REPORT_NAME = "batch-report.json"
 
 @dataclass(frozen=True)
 class StackSource:
+    """One stack of a batch: its output name, its frame files, and its folder (None for a TIFF file)."""
+
     name: str
     inputs: tuple[Path, ...]
+    folder: Path | None = None
+
+    def __str__(self) -> str:
+        """The stack as the user sees it in ROOT: ``NAME/`` for a folder, the file name for a TIFF."""
+        return f"{self.folder.name}/" if self.folder is not None else self.inputs[0].name
 
 
 def discover_stacks(root: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[StackSource]:
@@ -42,12 +49,17 @@ def discover_stacks(root: str | os.PathLike, exclude: str | os.PathLike | None =
     skip = Path(exclude).resolve() if exclude is not None else None
     stacks = []
     for entry in sorted(root.iterdir(), key=lambda p: natural_key(p.name)):
-        if entry.name.startswith(".") or entry.resolve() == skip:
+        if entry.name.startswith("."):
+            continue
+        if entry.resolve() == skip:
+            if entry.is_dir() and list_images(entry) and not (entry / REPORT_NAME).exists():
+                raise UsageError(f"{exclude}: the output folder holds images but no {REPORT_NAME} of an earlier "
+                                 "batch: is it a stack? Choose another output folder")
             continue
         if entry.is_dir():
             images = list_images(entry)
             if images:
-                stacks.append(StackSource(entry.name, tuple(images)))
+                stacks.append(StackSource(entry.name, tuple(images), entry))
         elif entry.suffix.lower() in (".tif", ".tiff"):
             try:
                 pages = tiff_page_count(entry)
@@ -57,7 +69,27 @@ def discover_stacks(root: str | os.PathLike, exclude: str | os.PathLike | None =
                 stacks.append(StackSource(entry.stem, (entry,)))
     if not stacks:
         raise UsageError(f"{root}: no stacks found (sub-folders of images, or multi-page TIFFs)")
+    by_name: dict[str, list[StackSource]] = {}
+    for stack in stacks:
+        by_name.setdefault(stack.name.casefold(), []).append(stack)
+    clashes = [group for group in by_name.values() if len(group) > 1]
+    if clashes:
+        names = " and ".join(str(s) for s in clashes[0])
+        raise UsageError(f"{names} would write the same outputs (names differ in case at most): rename one")
     return stacks
+
+
+def check_batch_output(root: str | os.PathLike, out_dir: str | os.PathLike, stacks: list[StackSource]) -> Path:
+    """Refuse an output folder that is ROOT itself or inside a stack folder, is a file or is read-only;
+    create it when missing."""
+    out = Path(out_dir).resolve()
+    if out == Path(root).resolve():
+        raise UsageError(f"{out_dir}: the output folder must not be ROOT itself (choose a separate folder)")
+    for stack in stacks:
+        folder = stack.folder.resolve() if stack.folder is not None else None
+        if folder is not None and (out == folder or folder in out.parents):
+            raise UsageError(f"{out_dir}: the output folder lies inside the stack {stack}")
+    return check_output_folder(out_dir, create=True)
 
 
 def inputs_hash(paths: tuple[Path, ...]) -> str:
@@ -93,7 +125,7 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
     check_reduce(template.reduce)
     out = Path(out_dir)
     stacks = stacks if stacks is not None else discover_stacks(root, exclude=out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_batch_output(root, out, stacks)
     params = {"strategy": template.strategy, "align": template.align, "crop": template.crop,
               "format": image_format, "index_maps": index_maps, "previews": previews,
               "depth_smooth": template.depth_smooth, "compression": template.compression, **weights_id(model),

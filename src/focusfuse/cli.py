@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import __version__
 from .decision import MAX_REDUCE
+from .depth import MAX_DEPTH_SMOOTH
 from .errors import FocusFuseError, UsageError
 
 STDERR = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -29,8 +30,17 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else exc.__class__.__name__
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
-    click.echo(f"focusfuse: warning: {_one_line(Warning(str(message)))}", err=True)
+def _warning_printer() -> Callable:
+    """A ``warnings.showwarning`` that prints each distinct warning once, in one line."""
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
+        text = _one_line(Warning(str(message)))
+        if text not in shown:
+            shown.add(text)
+            click.echo(f"focusfuse: warning: {text}", err=True)
+
+    return show
 
 
 def handle_errors(func: Callable) -> Callable:
@@ -40,7 +50,7 @@ def handle_errors(func: Callable) -> Callable:
     def wrapper(*args, debug: bool = False, **kwargs):
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            warnings.showwarning = _show_warning
+            warnings.showwarning = _warning_printer()
             try:
                 return func(*args, **kwargs)
             except FocusFuseError as exc:
@@ -83,9 +93,10 @@ def common_options(func: Callable) -> Callable:
 
 
 def frame_progress(quiet: bool) -> Progress:
+    """Progress bars on stderr; off with ``quiet`` and when stderr is not a terminal (a log file)."""
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[frame]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                    TimeRemainingColumn(), console=STDERR, disable=quiet, transient=True)
+                    TimeRemainingColumn(), console=STDERR, disable=quiet or not STDERR.is_terminal, transient=True)
 
 
 def _load_model(weights: str | None, device: str):
@@ -102,22 +113,48 @@ def _load_model(weights: str | None, device: str):
     return model
 
 
+class OneLineErrorGroup(click.Group):
+    """A command group whose option errors (a value out of range, an unknown option) are one stderr line,
+    like every other error, instead of click's usage block."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if isinstance(exc, click.UsageError) and exc.ctx else ""
+            message = " ".join(exc.format_message().split())
+            click.echo(f"focusfuse: error: {message}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("focusfuse: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
 # ------------------------------------------------------------------------------------------ commands
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="focusfuse")
 def main() -> None:
     """focusfuse: all-in-focus images from focus-bracketed frames (GACN)."""
-    _silence_opencv()
+    _silence_decoders()
 
 
-def _silence_opencv() -> None:
-    """OpenCV's decoders log their own warnings; we report problems ourselves, in one line."""
+def _silence_decoders() -> None:
+    """OpenCV's and tifffile's decoders log their own warnings; we report problems ourselves, in one line."""
+    import logging
+
     import cv2
 
-    logging = getattr(getattr(cv2, "utils", None), "logging", None)
-    if logging is not None:
-        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
+    cv_logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if cv_logging is not None:
+        cv_logging.setLogLevel(cv_logging.LOG_LEVEL_SILENT)
 
 
 ALIGN_CHOICE = click.Choice(["auto", "none", "translation", "affine", "homography"])
@@ -129,11 +166,20 @@ def _json_line(event: str, **fields) -> None:
     click.echo(json.dumps({"event": event, **fields}, default=str))
 
 
+def _tile_size(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:  # noqa: ARG001
+    from .tiling import MIN_TILE_SIZE
+
+    if value is not None and 0 < value < MIN_TILE_SIZE:
+        raise click.BadParameter(f"{value}: use 0 (whole image) or at least {MIN_TILE_SIZE}")
+    return value
+
+
 def size_options(func: Callable) -> Callable:
     """--tile-size, --reduce, --compression and --edge-fill: how the images are processed."""
     options = [
-        click.option("--tile-size", type=click.IntRange(0), default=None,
-                     help="Process in tiles of this size (0: whole image; default: chosen from free memory)."),
+        click.option("--tile-size", type=click.IntRange(0), default=None, callback=_tile_size,
+                     help="Process in tiles of this size (0: whole image; at least 16; default: chosen from "
+                          "free memory)."),
         click.option("--reduce", type=click.IntRange(1, MAX_REDUCE), default=1, show_default=True,
                      help="Run the decision path (most of the network) at N times lower resolution "
                           "(2: 1.2-1.8x faster on CPU); features, maps and blend stay at full resolution."),
@@ -186,7 +232,7 @@ def stack_options(func: Callable) -> Callable:
         click.option("--align", type=ALIGN_CHOICE, default="auto", show_default=True,
                      help="Register frames onto the middle one (auto: phase correlation + ECC, affine)."),
         click.option("--crop", is_flag=True, help="Keep only the area valid in all aligned frames."),
-        click.option("--depth-smooth", type=click.IntRange(0), default=0, show_default=True,
+        click.option("--depth-smooth", type=click.IntRange(0, MAX_DEPTH_SMOOTH), default=0, show_default=True,
                      help="Median-filter radius for the index/depth map."),
         click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
     ]
@@ -219,8 +265,8 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
           strategy: str, align: str, crop: bool, depth_smooth: int, overwrite: bool, tile_size: int | None,
           reduce: int, compression: str, edge_fill: bool, weights: str | None, device: str, quiet: bool) -> None:
     """Fuse a focus stack: a folder, several files, or a multi-page TIFF."""
-    from .frames import frame_refs, input_paths, require_frames
-    from .pipeline import StackJob, check_outputs, run_stack, write_aligned_frames
+    from .frames import frame_refs, require_frames
+    from .pipeline import StackJob, check_stack_job, run_stack, write_aligned_frames
 
     if output is None and align_only is None:
         raise UsageError("missing -o/--output (the fused image)")
@@ -235,7 +281,7 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
                        height_map=height_map, z_step=z_step, z_unit=z_unit, overwrite=overwrite,
                        tile_size=tile_size, reduce=reduce, edge_fill=edge_fill,
                        compression=None if compression == "none" else compression)
-        check_outputs(job.outputs(), overwrite, input_paths(refs))
+        check_stack_job(job, refs)
         model = _load_model(weights, device)
     quiet = quiet or as_json
     with frame_progress(quiet) as progress:
@@ -285,10 +331,11 @@ def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_
           tile_size: int | None, reduce: int, compression: str, edge_fill: bool, weights: str | None, device: str,
           quiet: bool) -> None:
     """Fuse every stack under ROOT (sub-folders of frames, multi-page TIFFs) into OUTDIR."""
-    from .batch import REPORT_NAME, discover_stacks, run_batch
+    from .batch import REPORT_NAME, check_batch_output, discover_stacks, run_batch
     from .pipeline import StackJob
 
     stacks = discover_stacks(root, exclude=out_dir)
+    check_batch_output(root, out_dir, stacks)
     model = _load_model(weights, device)
     template = StackJob(inputs=[], output=Path(), strategy=strategy, align=align, crop=crop,
                         depth_smooth=depth_smooth, overwrite=overwrite, tile_size=tile_size, reduce=reduce,
@@ -322,6 +369,10 @@ def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_
         sys.exit(1)
 
 
+def _decibels(value: float) -> str:
+    return f"{value:.2f} dB" if value != float("inf") else "infinite (identical to the truth)"
+
+
 @main.command()
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("focusfuse-demo"),
               show_default=True, help="Folder for the demo frames, truth, fused image and index map.")
@@ -347,8 +398,8 @@ def demo(out_dir: Path, n_frames: int, scale: float, strategy: str, weights: str
     console = Console(highlight=False, soft_wrap=True)
     w, h = report.size
     console.print(f"demo stack: {report.frames} frames of {w}x{h} (motorcycle scene, layered defocus)")
-    console.print(f"best single frame: PSNR {report.psnr_best_frame:.2f} dB")
-    console.print(f"fused ({strategy}): PSNR {report.psnr_fused:.2f} dB against the all-in-focus truth, "
+    console.print(f"best single frame: PSNR {_decibels(report.psnr_best_frame)}")
+    console.print(f"fused ({strategy}): PSNR {_decibels(report.psnr_fused)} against the all-in-focus truth, "
                   f"index map {100 * report.index_accuracy:.1f}% correct, {report.seconds:.1f} s")
     console.print(f"images written to {report.out_dir}/")
 
@@ -382,6 +433,7 @@ def demo(out_dir: Path, n_frames: int, scale: float, strategy: str, weights: str
               help="Start from these focusfuse weights instead of a random initialisation (fine-tuning).")
 @click.option("--max-steps", type=click.IntRange(0), default=0, hidden=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace installed weights of the same --name.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]")
 @click.option("--quiet", "-q", is_flag=True)
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
@@ -390,11 +442,11 @@ def train(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch
           lr_decay: float, lr_step: int, qg_weight: float, symmetric_dice: bool, boundary_weight: float,
           boundary_width: int, samples_per_image: int, crop: int,
           recipe_items: tuple[str, ...], workers: int, seed: int, name: str | None, init_weights: Path | None,
-          max_steps: int, resume: bool, device: str, quiet: bool) -> None:
+          max_steps: int, resume: bool, overwrite: bool, device: str, quiet: bool) -> None:
     """Train GACN on focus pairs generated from a folder of images."""
     from .device import resolve_device
     from .train.data import recipe_overrides
-    from .train.loop import TrainConfig
+    from .train.loop import TrainConfig, check_run
     from .train.loop import train as run_training
 
     resolve_device(device)
@@ -412,6 +464,7 @@ def train(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch
                       boundary_width=boundary_width, samples_per_image=samples_per_image,
                       crop=crop, workers=workers, seed=seed, device=device, max_steps=max_steps, name=name,
                       init=str(init_weights) if init_weights else None, recipe=recipe)
+    check_run(cfg, resume=resume, replace_installed=overwrite)
     with frame_progress(quiet) as progress:
         epoch_task = progress.add_task("epochs", total=epochs, frame="")
         step_task = progress.add_task("steps", total=1, frame="")
@@ -428,7 +481,7 @@ def train(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch
                                            f"val accuracy {values['val_accuracy']:.4f}"
                                            + (" (best)" if values.get("best") else ""))
 
-        summary = run_training(cfg, resume=resume, progress=report)
+        summary = run_training(cfg, resume=resume, replace_installed=overwrite, progress=report)
     if not quiet:
         STDERR.print(f"best validation loss {summary['best_val_loss']:.4f}: {summary['best']}")
         if summary["installed"]:
@@ -443,23 +496,27 @@ def train(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch
 @click.option("--suffix", default="", help="Fused files are NAME<suffix>.* (e.g. _fused).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write per-image values and means.")
 @click.option("--csv", "csv_out", type=click.Path(path_type=Path), default=None, help="Write per-image values.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --json or --csv file.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the mean row.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 @handle_errors
 def evaluate(sources: Path, fused: Path, gt_dir: Path | None, suffix: str, json_out: Path | None,
-             csv_out: Path | None, quiet: bool) -> None:
+             csv_out: Path | None, overwrite: bool, quiet: bool) -> None:
     """Fusion metrics (Q_g, Q_y, Q_cb, Q_ncie, FMI_edge, FMI_dct) of FUSED/NAME.* against SOURCES.
 
     SOURCES holds pairs NAME_1.*, NAME_2.* (or more numbered sources), or one sub-folder per stack.
     """
     from rich.table import Table
 
-    from .evaluate import evaluate_cases, find_cases, metric_columns, summarize, write_csv, write_json
+    from .evaluate import case_files, evaluate_cases, find_cases, metric_columns, summarize, write_csv, write_json
+    from .pipeline import check_outputs
 
     try:
         cases = find_cases(sources, fused, suffix=suffix, gt_dir=gt_dir)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    reports = [path for path in (json_out, csv_out) if path is not None]
+    check_outputs(reports, overwrite, case_files(cases), images=False)
     with frame_progress(quiet) as progress:
         task = progress.add_task("evaluating", total=len(cases), frame="")
         try:

@@ -19,7 +19,7 @@ def normalize_layout(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 3 and image.shape[2] in (2, 4):
-        warnings.warn("dropping the alpha channel", stacklevel=3)
+        warnings.warn("dropping the alpha channel of frames that have one (transparency is not used)", stacklevel=3)
         image = image[:, :, 0] if image.shape[2] == 2 else image[:, :, :3]
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
         raise ValueError(f"unsupported image shape {image.shape}: expected HxW, HxWx3 or HxWx4")

@@ -67,13 +67,17 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
 
 def write_demo_files(out_dir: str | os.PathLike, stack: SyntheticStack, fused: np.ndarray,
                      index_map: np.ndarray) -> Path:
-    from .io import write_image
     from .depth import colorize_index_map
+    from .io import check_output_folder, write_image
 
-    out = Path(out_dir)
-    (out / "frames").mkdir(parents=True, exist_ok=True)
-    for i, frame in enumerate(stack.frames):
-        write_image(out / "frames" / f"frame_{i + 1:02d}.png", to_uint8(frame))
+    out = check_output_folder(out_dir, create=True)
+    frames = check_output_folder(out / "frames", create=True)
+    names = [f"frame_{i + 1:02d}.png" for i in range(len(stack.frames))]
+    for stale in frames.glob("frame_*.png"):  # left by an earlier demo with more frames
+        if stale.name not in names:
+            stale.unlink()
+    for name, frame in zip(names, stack.frames):
+        write_image(frames / name, to_uint8(frame))
     write_image(out / "truth.png", to_uint8(stack.truth))
     write_image(out / "fused.png", fused)
     write_image(out / "index_map.png", colorize_index_map(index_map, len(stack.frames)))
@@ -87,11 +91,14 @@ def run_demo(*, weights=None, device: str = "auto", n_frames: int = 6, scale: fl
     import time
 
     from .device import resolve_device
+    from .io import check_output_folder
     from .stack import fuse_stack
     from .weights import load_model
 
     dev = resolve_device(device)
     model = load_model(weights, dev)
+    if out_dir is not None:
+        check_output_folder(out_dir, create=True)  # before the work, not after
     stack = demo_stack(n_frames, scale)
     frames = [to_uint8(f) for f in stack.frames]
     start = time.perf_counter()

@@ -18,6 +18,9 @@ from scipy import ndimage
 from .metadata import tiff_physical_size
 
 
+MAX_DEPTH_SMOOTH = 32  # a (2r+1)^2 median is slow beyond this, and wipes out structure anyway
+
+
 def smooth_index_map(index_map: np.ndarray, radius: int) -> np.ndarray:
     """Median filter of the index map over a (2r+1)^2 window (removes isolated speckle); r=0: unchanged."""
     if radius <= 0:

@@ -92,6 +92,11 @@ def _require_folder(path: Path, what: str) -> Path:
     return path
 
 
+def case_files(cases: Sequence[Case]) -> list[Path]:
+    """Every file the cases read: sources, fused images, ground truths."""
+    return [path for case in cases for path in (*case.sources, case.fused, case.gt) if path is not None]
+
+
 def find_cases(
     sources_dir: str | Path,
     fused_dir: str | Path,

@@ -23,7 +23,7 @@ from .io import FrameRef, expand_inputs
 
 FrameLike = Union[np.ndarray, str, os.PathLike, FrameRef]
 
-_DEPTH_RANK = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.float32): 2}
+_DEPTH_NAME = {np.dtype(np.uint8): "8-bit", np.dtype(np.uint16): "16-bit", np.dtype(np.float32): "32-bit float"}
 
 
 def frame_refs(frames: FrameLike | Sequence[FrameLike]) -> list[np.ndarray | FrameRef]:
@@ -36,6 +36,14 @@ def frame_refs(frames: FrameLike | Sequence[FrameLike]) -> list[np.ndarray | Fra
             refs.append(item)
         else:
             refs.extend(expand_inputs([item]))
+    seen: set[tuple[Path, int | None]] = set()
+    for ref in refs:
+        if isinstance(ref, FrameRef):
+            key = (ref.path.resolve(), ref.page)
+            if key in seen:
+                raise UsageError(f"{ref.path}: the same frame is given twice"
+                                 + (f" (page {ref.page})" if ref.page is not None else ""))
+            seen.add(key)
     return refs
 
 
@@ -50,7 +58,7 @@ def working_dtype(dtype: np.dtype, name: str) -> np.dtype:
         return np.dtype(np.float32)
     if dtype == bool:
         return np.dtype(np.uint8)
-    if dtype not in _DEPTH_RANK:
+    if dtype not in _DEPTH_NAME:
         raise InputError(f"{name}: unsupported pixel type {dtype} (use uint8, uint16 or float)")
     return dtype
 
@@ -82,7 +90,7 @@ def read_frame(ref: np.ndarray | FrameRef) -> np.ndarray:
 
 @dataclass
 class FrameChecker:
-    """Checks each frame against the first: same size; tracks the deepest dtype and colour."""
+    """Checks each frame against the first: same size and bit depth; tracks colour."""
 
     shape: tuple[int, int] | None = None
     dtype: np.dtype | None = None
@@ -100,10 +108,8 @@ class FrameChecker:
             raise InputError(f"{name}: size {size[1]}x{size[0]} differs from the first frame's "
                              f"{self.shape[1]}x{self.shape[0]} (frames must be the same size)")
         if dtype != self.dtype:
-            self._warn_once("depth", f"{name}: bit depth {dtype} differs from {self.dtype}; "
-                                     "converting, the result keeps the deeper one")
-            if _DEPTH_RANK[dtype] > _DEPTH_RANK[self.dtype]:
-                self.dtype = dtype
+            raise InputError(f"{name}: {_DEPTH_NAME[dtype]} frame among {_DEPTH_NAME[self.dtype]} frames "
+                             "(frames must share one bit depth; convert them first)")
         if channels != self.channels:
             self._warn_once("channels", f"{name}: mixing gray and colour frames; gray is used as RGB")
             self.channels = max(self.channels, channels)

@@ -13,9 +13,10 @@ import math
 import os
 import re
 import struct
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import numpy as np
 import tifffile
 
 from .errors import InputError, UsageError
-from .metadata import ImageMetadata, embed_exif_in_tiff, embed_in_jpeg, embed_in_png, tiff_write_kwargs
+from .metadata import PNG_SIGNATURE, ImageMetadata, embed_exif_in_tiff, embed_in_jpeg, embed_in_png, tiff_write_kwargs
 
 READ_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 WRITE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -102,18 +103,35 @@ PNG_GRAY_ALPHA = 4  # IHDR colour type
 
 def png_header(data: bytes) -> tuple[int, int, int, int] | None:
     """(width, height, bit depth, colour type) from the first 26 bytes of a PNG, or None."""
-    if len(data) < 26 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+    if len(data) < 26 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
         return None
     return struct.unpack(">IIBB", data[16:26])
+
+
+@contextmanager
+def _c_stderr_silenced() -> Iterator[None]:
+    """Send what C libraries print to stderr (libpng's "PNG input buffer is incomplete") to /dev/null."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _decode_opencv(path: Path) -> np.ndarray:
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0:
         raise InputError(f"{path}: empty file")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    truncated_png = png_header(data[:26].tobytes()) is not None and b"IEND" not in data[-1024:].tobytes()
+    with _c_stderr_silenced() if truncated_png else nullcontext():
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
-        raise InputError(f"{path}: not a readable image (corrupt or unsupported)")
+        raise InputError(f"{path}: " + ("truncated PNG (the file ends early)" if truncated_png
+                                        else "not a readable image (corrupt or unsupported)"))
     header = png_header(data[:26].tobytes())
     if header is not None and header[3] == PNG_GRAY_ALPHA and image.ndim == 3:
         image = image[:, :, [0, 3]]  # OpenCV expands gray + alpha to BGRA: keep (gray, alpha)
@@ -358,24 +376,48 @@ def convert_dtype(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.round(np.clip(x, 0.0, 1.0) * scale[dtype]).astype(dtype)
 
 
-def check_output_path(path: str | os.PathLike, *, overwrite: bool, inputs: Sequence[Path] = ()) -> Path:
-    """Refuse unknown extensions, existing files (without ``overwrite``), inputs and missing folders."""
+def check_output_file(path: str | os.PathLike, *, overwrite: bool, inputs: Sequence[Path] = ()) -> Path:
+    """Refuse outputs that are inputs, folders, existing files (without ``overwrite``), or in a missing or
+    read-only folder."""
     path = Path(path)
-    if path.suffix.lower() not in WRITE_SUFFIXES:
-        raise UsageError(f"{path}: unknown output type '{path.suffix}' (use {', '.join(WRITE_SUFFIXES)})")
     resolved = path.resolve()
     for inp in inputs:
         if Path(inp).resolve() == resolved:
             raise UsageError(f"{path}: output would overwrite an input")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a folder (give a file name)")
     if path.exists() and not overwrite:
         raise UsageError(f"{path}: exists (pass --overwrite to replace it)")
-    if path.is_dir():
-        raise UsageError(f"{path}: is a folder")
-    if not path.parent.exists():
-        raise UsageError(f"{path.parent}: output folder does not exist")
-    if not os.access(path.parent, os.W_OK):
-        raise UsageError(f"{path.parent}: output folder is not writable")
+    check_output_folder(path.parent, create=False)
     return path
+
+
+def check_output_folder(folder: str | os.PathLike, *, create: bool) -> Path:
+    """Refuse an output folder that is a file, is read-only, or (unless ``create``) does not exist; with
+    ``create``, make it and its parents."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder}: is a file, not a folder")
+    if not folder.exists():
+        if not create:
+            raise UsageError(f"{folder}: output folder does not exist")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from exc
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"{folder}: output folder is not writable")
+    return folder
+
+
+def check_output_path(path: str | os.PathLike, *, overwrite: bool, inputs: Sequence[Path] = ()) -> Path:
+    """:func:`check_output_file` for images: also refuse extensions we cannot write."""
+    path = Path(path)
+    if path.suffix.lower() not in WRITE_SUFFIXES:
+        if path.is_dir():
+            raise UsageError(f"{path}: is a folder (give a file name such as {path / 'fused.tif'})")
+        raise UsageError(f"{path}: unknown output type '{path.suffix}' (use {', '.join(WRITE_SUFFIXES)})")
+    return check_output_file(path, overwrite=overwrite, inputs=inputs)
 
 
 def _encode(path: Path, image: np.ndarray) -> bytes:

@@ -8,6 +8,7 @@ sidecars. Outputs are checked before any work and written atomically.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
 import resource
@@ -24,9 +25,9 @@ from . import __version__
 from .align import crop_to_box, warp_frame
 from .decision import check_reduce
 from .depth import depth_preview, height_map, smooth_index_map, z_spacing_of_inputs
-from .errors import InputError, UsageError
+from .errors import FocusFuseError, InputError, UsageError
 from .frames import frame_name, frame_refs, input_paths, read_frame, require_frames
-from .io import EIGHT_BIT_ONLY, TIFF_SUFFIXES, WRITE_SUFFIXES, FrameRef, check_output_path, partial_path, write_image
+from .io import EIGHT_BIT_ONLY, TIFF_SUFFIXES, WRITE_SUFFIXES, FrameRef, check_output_file, check_output_path, partial_path, write_image
 from .metadata import ImageMetadata, embed_exif_in_tiff, read_metadata, tiff_write_kwargs
 from .sinks import ArraySink, TiffSink
 from .model import GACN
@@ -62,12 +63,14 @@ class StackJob:
         return [p for p in (self.output, self.index_map, self.depth_preview, self.height_map) if p is not None]
 
 
-def check_outputs(outputs: Sequence[Path], overwrite: bool, inputs: Sequence[Path]) -> None:
-    """Refuse duplicate, existing (without overwrite) or unwritable outputs, and outputs equal to inputs."""
+def check_outputs(outputs: Sequence[Path], overwrite: bool, inputs: Sequence[Path], *, images: bool = True) -> None:
+    """Refuse duplicate, existing (without overwrite) or unwritable outputs, and outputs equal to inputs
+    (``images``: also outputs in a format we cannot write)."""
     if len({p.resolve() for p in outputs}) != len(outputs):
         raise UsageError("two outputs name the same file")
+    check = check_output_path if images else check_output_file
     for path in outputs:
-        check_output_path(path, overwrite=overwrite, inputs=inputs)
+        check(path, overwrite=overwrite, inputs=inputs)
 
 
 def write_map(path: Path, values: np.ndarray, kind: str) -> None:
@@ -129,6 +132,16 @@ class StagedOutputs:
                 tmp.unlink()
         self.staged = {}
 
+    def renamed_error(self, exc: BaseException) -> FocusFuseError | None:
+        """The error ``exc`` naming the output the user asked for instead of its temporary file (None when
+        it names none)."""
+        for tmp, target in self.staged.items():
+            if isinstance(exc, OSError) and exc.filename is not None and Path(exc.filename) == tmp:
+                return UsageError(f"{target}: cannot write ({exc.strerror or exc})")
+            if isinstance(exc, FocusFuseError) and str(tmp) in str(exc):
+                return type(exc)(str(exc).replace(str(tmp), str(target)))
+        return None
+
 
 def _is_tiff(path: Path | None) -> bool:
     return path is not None and path.suffix.lower() in TIFF_SUFFIXES
@@ -147,6 +160,26 @@ def check_map_formats(index_map: Path | None = None, decision_map: Path | None =
         raise UsageError(f"{height}: the height map is float32 data: use .tif")
 
 
+def check_stack_job(job: StackJob, refs: Sequence[FrameRef | np.ndarray]) -> tuple[float | None, str]:
+    """Everything about a stack job that can be refused before any work; returns its z step and unit
+    (``job.z_step``, else the z spacing of a TIFF stack's metadata)."""
+    check_reduce(job.reduce)
+    require_frames(refs)
+    paths = input_paths(refs)
+    check_outputs(job.outputs(), job.overwrite, paths)
+    check_map_formats(job.index_map, height=job.height_map)
+    if job.depth_smooth < 0:
+        raise UsageError(f"depth smoothing radius {job.depth_smooth}: use 0 (none) or more")
+    if job.z_step is not None and not (math.isfinite(job.z_step) and job.z_step != 0):
+        raise UsageError(f"--z-step {job.z_step}: the focus step must be a non-zero number")
+    z_step, unit = job.z_step, job.z_unit
+    if z_step is None:
+        z_step, unit = z_spacing_of_inputs(paths) or (None, unit)
+    if job.height_map is not None and z_step is None:
+        raise UsageError("--height-map needs --z-step (or a TIFF stack with z spacing in its metadata)")
+    return z_step, unit
+
+
 def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
               align_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Fuse ``job`` with ``model`` and write its outputs (all or none); returns the report.
@@ -154,17 +187,8 @@ def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
     When the image is processed in tiles and the output is a TIFF, the fused image (and a TIFF index
     map) stream to disk band by band, so memory stays bounded whatever the image size.
     """
-    check_reduce(job.reduce)
     refs = frame_refs(list(job.inputs))
-    require_frames(refs)
-    paths = input_paths(refs)
-    check_outputs(job.outputs(), job.overwrite, paths)
-    check_map_formats(job.index_map, height=job.height_map)
-    z_step, unit = job.z_step, job.z_unit
-    if z_step is None:
-        z_step, unit = z_spacing_of_inputs(paths) or (None, unit)
-    if job.height_map is not None and z_step is None:
-        raise UsageError("--height-map needs --z-step (or a TIFF stack with z spacing in its metadata)")
+    z_step, unit = check_stack_job(job, refs)
     device = model.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -203,6 +227,11 @@ def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
         if job.height_map is not None:
             write_image(staged.path(job.height_map), height_map(index, z_step), compression=job.compression)
         staged.commit()
+    except (FocusFuseError, OSError) as exc:
+        renamed = staged.renamed_error(exc)
+        if renamed is None:
+            raise
+        raise renamed from exc
     finally:
         staged.discard()
     h, w = result.shape
@@ -252,6 +281,11 @@ def run_pair(image_a: Path, image_b: Path, output: Path, model: GACN, *, decisio
             if decision_map is not None:
                 write_map(staged.path(decision_map), out.maps["decision"], "probability")
         staged.commit()
+    except (FocusFuseError, OSError) as exc:
+        renamed = staged.renamed_error(exc)
+        if renamed is None:
+            raise
+        raise renamed from exc
     finally:
         staged.discard()
     h, w = out.shape

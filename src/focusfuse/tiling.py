@@ -28,6 +28,7 @@ NETWORK_RADIUS = FEATURE_RADIUS + SF_REACH + DECISION_RADIUS + REFINE_RADIUS  # 
 HALO = 40
 
 TILE_MULTIPLE = 64
+MIN_TILE_SIZE = 16  # smaller tiles are almost all halo: far slower, no less memory
 # Peak working memory per pixel, fp32. CPU measured with the CLI's malloc setting (keep_freed_memory):
 # 2350 B for a pair (1500x1500, in memory), 1730 B for a stack step (V-4); without it 1340 B (pair).
 BYTES_PER_PIXEL = {"cpu": 2400, "cuda": 2200}
@@ -159,5 +160,5 @@ def frame_channel_weights(model: GACN, read: ReadRegion, height: int, width: int
     return weights
 
 
-__all__ = ["Box", "Tile", "HALO", "halo_for", "NETWORK_RADIUS", "tile_grid", "choose_tile_size",
+__all__ = ["Box", "Tile", "HALO", "MIN_TILE_SIZE", "halo_for", "NETWORK_RADIUS", "tile_grid", "choose_tile_size",
            "frame_channel_weights", "available_memory"]

@@ -102,13 +102,32 @@ def save_weights(model: GACN, path: str | os.PathLike, metadata: Mapping[str, An
     return path
 
 
+def _load_problem(path: Path, exc: Exception) -> str:
+    """What went wrong in ``torch.load``, in a few words (torch's own text runs to a paragraph, and
+    suggests loading untrusted pickles)."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(2)
+    except OSError as err:
+        return err.strerror or str(err)
+    if magic[:2] != b"PK" and magic[:1] != b"\x80":  # neither torch's zip format nor a legacy pickle
+        return "not a PyTorch file"
+    text = str(exc)
+    if "Weights only load failed" in text:
+        return "it holds Python objects besides tensors (focusfuse loads tensors only, for safety)"
+    if "zip archive" in text or "corrupt" in text or isinstance(exc, EOFError):
+        return "truncated or corrupt"
+    first = text.strip().splitlines()[0] if text.strip() else exc.__class__.__name__
+    return first.split(". ")[0]
+
+
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a weights file of either layout -> (our state dict, metadata)."""
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt file
-        raise WeightsError(f"cannot read weights file {path}: {str(exc).splitlines()[0]}") from exc
+        raise WeightsError(f"cannot read weights file {path}: {_load_problem(path, exc)}") from exc
     if not isinstance(payload, Mapping):
         raise WeightsError(f"{path} is not a GACN weights file")
     if payload.get("format") == FORMAT:

@@ -124,18 +124,43 @@ def initial_model(cfg: TrainConfig, device: torch.device) -> GACN:
     return model.to(device, memory_format=torch.channels_last)
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressCallback | None = None) -> dict[str, Any]:
+def installed_name(cfg: TrainConfig) -> str:
+    """The name the run's best weights are installed under: ``cfg.name``, else the run folder's name."""
+    return cfg.name or Path(cfg.out).resolve().name
+
+
+def check_run(cfg: TrainConfig, *, resume: bool = False, replace_installed: bool = False) -> None:
+    """Refuse, before any work, a run that could not train or would silently replace installed weights."""
+    train_paths, validation_paths = split_images(cfg.images, cfg.validation_every)
+    if not train_paths or not validation_paths:
+        raise UsageError(f"{cfg.images}: {len(train_paths) + len(validation_paths)} image(s); training needs at "
+                         f"least 2 (every {cfg.validation_every}th is held out for validation)")
+    samples = len(train_paths) * cfg.samples_per_image
+    if samples < cfg.batch_size:
+        raise UsageError(f"{len(train_paths)} training image(s) x --samples-per-image {cfg.samples_per_image} = "
+                         f"{samples} pairs per epoch, fewer than --batch-size {cfg.batch_size}: lower --batch-size "
+                         "or raise --samples-per-image")
+    target = user_weights_dir() / f"{installed_name(cfg)}.pt"
+    if target.exists() and not (resume or replace_installed):
+        raise UsageError(f"weights named {installed_name(cfg)!r} are installed already ({target}): choose another "
+                         "--name, or pass --overwrite to replace them")
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, replace_installed: bool = False,
+          progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Run (or resume) training; returns a summary with the best epoch, its metrics and file paths.
 
-    The best epoch is the one with the lowest validation loss (Dice + lambda (1 - Q_g)).
+    The best epoch is the one with the lowest validation loss (Dice + lambda (1 - Q_g)). Installed
+    weights of the same name are replaced only when resuming or with ``replace_installed``.
     """
     from ..device import resolve_device
 
+    check_run(cfg, resume=resume, replace_installed=replace_installed)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     train_set, train_loader, val_loader = make_loaders(cfg)
+    out.mkdir(parents=True, exist_ok=True)
     model = initial_model(cfg, device)
     if cfg.surrogate:
         model.use_surrogate_gradients()
@@ -195,7 +220,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressCallback 
         plot_curves(log_path, out / "curves.png")
         if progress is not None:
             progress("epoch", epoch + 1, cfg.epochs, record)
-    installed = install_weights(best_path, cfg.name or out.resolve().name) if best_path.exists() else None
+    installed = install_weights(best_path, installed_name(cfg)) if best_path.exists() else None
     return {"best_val_loss": best, "best": str(best_path), "installed": str(installed) if installed else None,
             "log": str(log_path)}
 
