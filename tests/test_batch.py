@@ -97,6 +97,11 @@ def test_without_resume_existing_outputs_are_refused_per_stack(root, tmp_path, w
     report = json.loads((out / "batch-report.json").read_text())
     alpha = next(s for s in report["stacks"] if s["name"] == "alpha")
     assert alpha["status"] == "failed" and "exists" in alpha["error"]
+    assert json.loads((out / "alpha.json").read_text())["status"] == "ok"  # still describes alpha.tif
+    resumed = _batch(root, out, weights_file, "--resume")
+    status = {s["name"]: s["status"] for s in json.loads((out / "batch-report.json").read_text())["stacks"]}
+    assert resumed.exit_code == 1 and status == {"alpha": "skipped", "beta": "skipped", "broken": "failed",
+                                                 "gamma": "skipped"}
 
 
 def test_inputs_hash_tracks_names_sizes_and_times(root):

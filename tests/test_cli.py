@@ -219,3 +219,17 @@ def test_demo_refuses_a_file_as_its_folder_and_clears_stale_frames(weights_file,
                                 "-o", str(out), "-q", "--device", "cpu"])
     assert r.exit_code == 0, r.stderr
     assert sorted(p.name for p in (out / "frames").iterdir()) == ["frame_01.png", "frame_02.png", "frame_03.png"]
+
+
+def test_files_in_shell_glob_order_fuse_as_the_folder_does(stack_dir, good_model, tmp_path):
+    def index_map(*inputs, name):
+        index = tmp_path / f"{name}.png"
+        r = _runner().invoke(main, ["stack", *map(str, inputs), "-o", str(tmp_path / f"{name}.tif"), "--index-map",
+                                    str(index), "--weights", str(good_model.source), "--align", "none", "-q"])
+        assert r.exit_code == 0, r.stderr
+        return read_image(index)
+
+    folder = index_map(stack_dir, name="folder")
+    assert set(np.unique(folder)) == {0, 1, 2}  # every frame is chosen somewhere, so the order shows
+    glob_order = [stack_dir / name for name in ("img1.png", "img10.png", "img2.png")]
+    assert np.array_equal(index_map(*glob_order, name="files"), folder)

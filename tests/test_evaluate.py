@@ -185,6 +185,21 @@ def test_16_bit_images_give_the_8_bit_metrics(tmp_path: Path) -> None:
     assert rows16 == rows8
 
 
+def test_float_files_are_read_on_focusfuses_0_to_1_scale(tmp_path: Path) -> None:
+    """Float TIFFs hold 0..1, as focusfuse writes them: the same (gray) images score the same as 8-bit."""
+    eight = [texture(1), texture(2), texture(3)]
+    for folder, convert in (("u8", lambda x: x), ("f32", lambda x: x.astype(np.float32) / 255)):
+        write(tmp_path / folder / "s" / "p_1.tif", convert(eight[0]))
+        write(tmp_path / folder / "s" / "p_2.tif", convert(eight[1]))
+        write(tmp_path / folder / "f" / "p.tif", convert(eight[2]))
+        write(tmp_path / folder / "gt" / "p.tif", convert(eight[0]))
+    rows8 = evaluate_cases(find_cases(tmp_path / "u8" / "s", tmp_path / "u8" / "f", gt_dir=tmp_path / "u8" / "gt"))
+    rows32 = evaluate_cases(find_cases(tmp_path / "f32" / "s", tmp_path / "f32" / "f", gt_dir=tmp_path / "f32" / "gt"))
+    for key, value in rows8[0].items():
+        if key != "name":
+            assert rows32[0][key] == pytest.approx(value, rel=1e-5, abs=1e-5), key
+
+
 def test_mismatched_sizes_are_reported(tmp_path: Path) -> None:
     write(tmp_path / "s" / "p_1.png", texture(1))
     write(tmp_path / "s" / "p_2.png", texture(2))

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from focusfuse import fuse_pair
-from focusfuse.errors import InputError
+from focusfuse.errors import InputError, UsageError
 from focusfuse.io import write_image
 
 from conftest import focus_pair, textured
@@ -61,6 +61,19 @@ def test_paths_are_accepted(model, tmp_path):
     from_arrays = fuse_pair(np.round(a * 255).astype(np.uint8), np.round(b * 255).astype(np.uint8),
                             weights=model, device="cpu")
     assert np.array_equal(from_paths.fused, from_arrays.fused)
+
+
+def test_unusable_pairs_raise_usage_errors(model, tmp_path):
+    import tifffile
+
+    pa = write_image(tmp_path / "a.png", np.round(textured(16, 16, 1) * 255).astype(np.uint8))
+    with pytest.raises(UsageError, match="given twice"):
+        fuse_pair(pa, tmp_path / "." / "a.png", weights=model, device="cpu")
+    tifffile.imwrite(tmp_path / "z.tif", np.zeros((3, 16, 16), np.uint8), photometric="minisblack")
+    with pytest.raises(UsageError, match="exactly two single frames"):
+        fuse_pair(tmp_path / "z.tif", pa, weights=model, device="cpu")
+    with pytest.raises(UsageError, match="unknown alignment 'sideways'"):
+        fuse_pair(pa, textured(16, 16, 2), weights=model, device="cpu", align="sideways")
 
 
 def test_official_weights_pick_the_sharp_halves(official_model):

@@ -56,6 +56,25 @@ def test_16bit_to_jpeg_warns_and_reduces(tmp_path):
     assert back.dtype == np.uint8 and back.max() >= 254
 
 
+def test_warnings_name_the_output_not_its_temporary_file(tmp_path):
+    from focusfuse.io import final_name, partial_path
+
+    with pytest.warns(UserWarning, match=r"^x\.jpg: \.jpg holds 8 bits"):
+        write_image(partial_path(tmp_path / "x.jpg"), np.full((8, 8), 65535, np.uint16))
+    assert final_name(partial_path(tmp_path / "a.b.tif")) == "a.b.tif"
+    assert final_name(tmp_path / "plain.png") == "plain.png"
+
+
+def test_rgba_channel_order_is_kept_and_unsupported_types_are_refused(tmp_path):
+    pixel = [154, 147, 151, 128]
+    back = read_image(write_image(tmp_path / "rgba.png", np.tile(np.array(pixel, np.uint8), (4, 4, 1))))
+    assert back[0, 0].tolist() == pixel
+    assert np.asarray(Image.open(tmp_path / "rgba.png"))[0, 0].tolist() == pixel
+    with pytest.raises(UsageError, match="cannot write pixels of type int16"):
+        write_image(tmp_path / "signed.png", np.zeros((4, 4), np.int16))
+    assert not (tmp_path / "signed.png").exists()
+
+
 def test_rgb_channel_order_is_kept(tmp_path):
     image = np.zeros((4, 4, 3), np.uint8)
     image[..., 0] = 255  # pure red
@@ -84,6 +103,15 @@ def test_multipage_tiff_is_a_stack(tmp_path):
     refs = expand_inputs([path])
     assert [r.page for r in refs] == [0, 1, 2, 3, 4]
     assert np.array_equal(refs[3].read(), pages[3])
+
+
+def test_files_given_one_by_one_take_natural_order(tmp_path):
+    from focusfuse.io import natural_file_order
+
+    files = [tmp_path / name for name in ("img1.png", "img10.png", "img2.png")]  # as a shell glob lists them
+    assert [p.name for p in natural_file_order(files)] == ["img1.png", "img2.png", "img10.png"]
+    (tmp_path / "more").mkdir()
+    assert natural_file_order([tmp_path / "more", files[1], files[0]]) == [tmp_path / "more", files[1], files[0]]
 
 
 def test_multipage_rgb_tiff(tmp_path):

@@ -166,6 +166,17 @@ def test_cli_align_only_writes_registered_frames(breathing_stack, tmp_path):
     assert after < 0.8 * before
 
 
+def test_align_only_refuses_frames_that_would_share_a_file_name(tmp_path):
+    for folder in ("d1", "d2"):
+        (tmp_path / folder).mkdir()
+        write_image(tmp_path / folder / "x.png", np.round(textured(20, 24, 1) * 255).astype(np.uint8))
+    write_image(tmp_path / "d1" / "y.png", np.round(textured(20, 24, 2) * 255).astype(np.uint8))
+    r = CliRunner().invoke(main, ["stack", str(tmp_path / "d1" / "x.png"), str(tmp_path / "d2" / "x.png"),
+                                  str(tmp_path / "d1" / "y.png"), "--align-only", str(tmp_path / "new")])
+    assert r.exit_code == 2 and "would be written as the same file" in r.stderr and "x.png" in r.stderr
+    assert not (tmp_path / "new").exists()
+
+
 def test_cli_carries_exif_and_icc_of_the_reference_frame(weights_file, tmp_path):
     from PIL import Image
 

@@ -147,7 +147,8 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
                           depth_preview=out / f"{stack.name}_depth.png" if previews else None,
                           overwrite=template.overwrite or resume)
             entry = _run_one(stack.name, job, model, progress)
-            write_text_atomic(sidecar, json.dumps({**entry, **hashes, "params": params}, indent=1) + "\n")
+            if entry["status"] == "ok" or not output.exists():  # the sidecar describes the output that exists
+                write_text_atomic(sidecar, json.dumps({**entry, **hashes, "params": params}, indent=1) + "\n")
         results.append(entry)
         if on_stack is not None:
             on_stack(entry["status"], stack.name, entry)

@@ -266,13 +266,14 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
           reduce: int, compression: str, edge_fill: bool, weights: str | None, device: str, quiet: bool) -> None:
     """Fuse a focus stack: a folder, several files, or a multi-page TIFF."""
     from .frames import frame_refs, require_frames
+    from .io import natural_file_order
     from .pipeline import StackJob, check_stack_job, run_stack, write_aligned_frames
 
     if output is None and align_only is None:
         raise UsageError("missing -o/--output (the fused image)")
     if output is not None and align_only is not None:
         raise UsageError("--align-only writes aligned frames instead of a fused image: drop -o/--output")
-    refs = frame_refs(list(inputs))
+    refs = frame_refs(natural_file_order(inputs))
     require_frames(refs)
     model = None
     if align_only is None:

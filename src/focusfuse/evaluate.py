@@ -147,8 +147,12 @@ def find_cases(
 
 
 def _read_gray(path: Path) -> np.ndarray:
+    """A file as a gray image on 0..255; float files hold 0..1 (as focusfuse writes them)."""
+    image = read_image(path)
+    if image.dtype.kind == "f":
+        image = image.astype(np.float64) * 255.0
     try:
-        return to_gray_matlab(read_image(path))
+        return to_gray_matlab(image)
     except (ValueError, TypeError) as err:
         raise ValueError(f"{path}: {err}") from err
 

@@ -2,7 +2,7 @@
 
 A frame is given as an array (HxW or HxWxC, uint8/uint16/float), a path, or a :class:`FrameRef`
 (one page of a multi-page TIFF). Frames of one fusion must share their size; gray and colour may mix
-(gray is repeated to RGB), and bit depths may mix (the result takes the deepest), each with a warning.
+(gray is repeated to RGB), with a warning; bit depths may not mix.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import torch
 from .color import to_gray
 from .decision import blend, check_reduce, decide_pair
 from .device import resolve_device
+from .errors import UsageError
 from .frames import FrameLike, frame_refs, match_channels
 from .model import GACN
 from .stack import PairStack, align_pair, fuse_frames
@@ -49,9 +50,9 @@ def fuse_pair(a: FrameLike, b: FrameLike, *, weights: str | os.PathLike | GACN |
     reduce = check_reduce(reduce)
     dev = resolve_device(device)
     model = load_model(weights, dev)
-    refs = frame_refs([a]) + frame_refs([b])
+    refs = frame_refs([a, b])
     if len(refs) != 2:
-        raise ValueError("fuse_pair takes exactly two single frames (use fuse_stack for more)")
+        raise UsageError("fuse_pair takes exactly two single frames (use fuse_stack for more)")
     out, _ = fuse_frames(refs, PairStack, model, dev, alignment=align_pair(refs, align), tile_size=tile_size,
                          maps=("decision", "initial"), reduce=reduce, edge_fill=edge_fill)
     return PairResult(out.fused, out.maps["decision"], out.maps["initial"])

@@ -39,6 +39,15 @@ def natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
+def natural_file_order(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files given one by one, as a shell glob lists them (img1, img10, img2), in natural order; a list
+    that holds a folder is kept as given."""
+    paths = [Path(p) for p in paths]
+    if any(p.is_dir() for p in paths):
+        return paths
+    return sorted(paths, key=lambda p: natural_key(str(p)))
+
+
 def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in READ_SUFFIXES and not path.name.startswith(".")
 
@@ -422,8 +431,8 @@ def check_output_path(path: str | os.PathLike, *, overwrite: bool, inputs: Seque
 
 def _encode(path: Path, image: np.ndarray) -> bytes:
     suffix = path.suffix.lower()
-    if image.ndim == 3:
-        image = image[:, :, ::-1]  # RGB -> BGR for OpenCV
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        image = image[:, :, [2, 1, 0, 3][: image.shape[2]]]  # RGB(A) -> BGR(A) for OpenCV
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if suffix in (".jpg", ".jpeg") else []
     ok, buffer = cv2.imencode(suffix, np.ascontiguousarray(image), params)
     if not ok:
@@ -434,6 +443,12 @@ def _encode(path: Path, image: np.ndarray) -> bytes:
 def partial_path(path: Path) -> Path:
     """Hidden temporary name next to ``path`` under which an output is written before its rename."""
     return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+
+
+def final_name(path: Path) -> str:
+    """The file name ``path`` will have once renamed: the inverse of :func:`partial_path` on names."""
+    match = re.fullmatch(r"\.(.*)\.partial-\d+(\.[^.]*)?", path.name)
+    return f"{match[1]}{match[2] or ''}" if match else path.name
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
@@ -468,10 +483,12 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, compression: str 
     suffix = path.suffix.lower()
     if suffix not in WRITE_SUFFIXES:
         raise UsageError(f"{path}: unknown output type '{path.suffix}' (use {', '.join(WRITE_SUFFIXES)})")
+    if image.dtype not in (np.uint8, np.uint16) and image.dtype.kind != "f":
+        raise UsageError(f"{final_name(path)}: cannot write pixels of type {image.dtype} (use uint8, uint16 or float)")
     target = output_dtype_for(path, image.dtype)
     if target != image.dtype:
         if image.dtype == np.uint16 and target == np.uint8:
-            warnings.warn(f"{path.name}: {suffix} holds 8 bits; 16-bit result reduced to 8-bit", stacklevel=2)
+            warnings.warn(f"{final_name(path)}: {suffix} holds 8 bits; 16-bit result reduced to 8-bit", stacklevel=2)
         image = convert_dtype(image, target)
     meta = metadata or ImageMetadata()
     if description is not None:

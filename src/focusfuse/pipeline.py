@@ -27,7 +27,8 @@ from .decision import check_reduce
 from .depth import depth_preview, height_map, smooth_index_map, z_spacing_of_inputs
 from .errors import FocusFuseError, InputError, UsageError
 from .frames import frame_name, frame_refs, input_paths, read_frame, require_frames
-from .io import EIGHT_BIT_ONLY, TIFF_SUFFIXES, WRITE_SUFFIXES, FrameRef, check_output_file, check_output_path, partial_path, write_image
+from .io import (EIGHT_BIT_ONLY, TIFF_SUFFIXES, WRITE_SUFFIXES, FrameRef, check_output_file, check_output_path,
+                 natural_key, partial_path, write_image)
 from .metadata import ImageMetadata, embed_exif_in_tiff, read_metadata, tiff_write_kwargs
 from .sinks import ArraySink, TiffSink
 from .model import GACN
@@ -251,7 +252,7 @@ def run_pair(image_a: Path, image_b: Path, output: Path, model: GACN, *, decisio
     """Fuse two images into ``output`` (and the final decision map, 1 = from A); returns the report.
     ``edge_fill`` as in :func:`focusfuse.fuse_stack`."""
     reduce = check_reduce(reduce)
-    refs = frame_refs([image_a]) + frame_refs([image_b])
+    refs = frame_refs([image_a, image_b])
     if len(refs) != 2:
         raise UsageError("pair takes two single images (use `focusfuse stack` for multi-page TIFFs)")
     check_outputs([p for p in (output, decision_map) if p is not None], overwrite, input_paths(refs))
@@ -312,6 +313,10 @@ def write_aligned_frames(inputs: Sequence[Any], out_dir: Path, *, mode: str = "a
     refs = frame_refs(list(inputs))
     require_frames(refs)
     targets = [out_dir / aligned_frame_name(ref, i) for i, ref in enumerate(refs)]
+    clashing = sorted({t.name for t in targets if targets.count(t) > 1}, key=natural_key)
+    if clashing:
+        raise UsageError(f"frames from different folders would be written as the same file in {out_dir}: "
+                         f"{', '.join(clashing)}")
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir}: not a folder")
     if out_dir.exists():

@@ -52,7 +52,7 @@ ChannelWeights = Sequence[torch.Tensor] | None
 
 @dataclass
 class StackResult:
-    """Fused image (dtype of the deepest frame), index map (uint16 HxW, 0-based index into the input
+    """Fused image (the frames' dtype), index map (uint16 HxW, 0-based index into the input
     frames), the frames used, the alignment (None without) and the frames left out with the reason."""
 
     fused: np.ndarray | None  # None when a sink wrote it elsewhere
@@ -256,6 +256,8 @@ def checked_crop_box(alignment: StackAlignment) -> tuple[int, int, int, int]:
 
 def align_pair(refs: Sequence, mode: str) -> StackAlignment | None:
     """Register the second frame of a pair onto the first (None for mode "none"); failure is an error."""
+    if mode not in ALIGN_MODES:
+        raise UsageError(f"unknown alignment {mode!r} (use {', '.join(ALIGN_MODES)})")
     if mode == "none":
         return None
     alignment = estimate_or_fail(refs, mode, reference=0)
@@ -327,8 +329,9 @@ def fuse_frames(refs: Sequence, strategy: type[StackStrategy], model: GACN, devi
         sources: list[tuple[int, FrameSource]] = []
         try:
             sources = open_sources(refs, alignment, window, cache, tiffs, edge_fill)
-            require_frames(sources, f"{len(sources)} of {len(refs)} frames could be used (alignment failed)"
-                           if alignment is not None and len(sources) < len(refs) else None)
+            if len(sources) < 2:  # frames the alignment left out: a processing failure, not a usage error
+                raise InputError(f"need at least 2 frames, {len(sources)} of {len(refs)} frames could be used "
+                                 "(alignment failed)")
             checker = FrameChecker()
             for _, source in sources:
                 checker.check_info(source.info.shape, source.info.dtype, source.info.channels, source.name)
