@@ -447,7 +447,7 @@ def train(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch
     """Train GACN on focus pairs generated from a folder of images."""
     from .device import resolve_device
     from .train.data import recipe_overrides
-    from .train.loop import TrainConfig, check_run
+    from .train.loop import TrainConfig
     from .train.loop import train as run_training
 
     resolve_device(device)
@@ -465,7 +465,6 @@ def train(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch
                       boundary_width=boundary_width, samples_per_image=samples_per_image,
                       crop=crop, workers=workers, seed=seed, device=device, max_steps=max_steps, name=name,
                       init=str(init_weights) if init_weights else None, recipe=recipe)
-    check_run(cfg, resume=resume, replace_installed=overwrite)
     with frame_progress(quiet) as progress:
         epoch_task = progress.add_task("epochs", total=epochs, frame="")
         step_task = progress.add_task("steps", total=1, frame="")
