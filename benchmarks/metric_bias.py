@@ -24,9 +24,9 @@ import cv2
 import numpy as np
 import torch
 
-from focusfuse.demo import to_uint8
-from focusfuse.metrics import METRIC_NAMES, compute_all
-from focusfuse.weights import load_model
+from focusfuse.jobs.demo import to_uint8
+from focusfuse.evaluation.metrics import METRIC_NAMES, compute_all
+from focusfuse.methods.gacn.weights import load_model
 from near_dilation import BSDS, DEFAULT_BLUR, held_out_scenes, maps_both_orders, near_far_pair
 
 COLUMNS = (*METRIC_NAMES, "PSNR")

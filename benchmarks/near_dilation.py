@@ -23,12 +23,12 @@ import cv2
 import numpy as np
 import torch
 
-from focusfuse.color import to_gray, to_tensor
-from focusfuse.decision import decide_pair
-from focusfuse.io import read_image
-from focusfuse.synthetic import layered_defocus
+from focusfuse.ops.color import to_gray, to_tensor
+from focusfuse.methods.gacn.decision import decide_pair
+from focusfuse.io.images import read_image
+from focusfuse.evaluation.synthetic import layered_defocus
 from focusfuse.train.data import segment_mask, split_images
-from focusfuse.weights import load_model
+from focusfuse.methods.gacn.weights import load_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 BSDS = SHARED / "data" / "train" / "bsds300"

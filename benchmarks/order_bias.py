@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from focusfuse.model import GACN, activity
-from focusfuse.weights import load_model, read_weights, save_weights
+from focusfuse.methods.gacn.model import GACN, activity
+from focusfuse.methods.gacn.weights import load_model, read_weights, save_weights
 from validate import held_out_pairs, held_out_pairs_parser
 
 THRESHOLD_STEP = 0.01

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from focusfuse.color import to_tensor
-from focusfuse.fusion import fuse_tensors
-from focusfuse.io import read_image
-from focusfuse.weights import load_model
+from focusfuse.ops.color import to_tensor
+from focusfuse.engine.pair import fuse_tensors
+from focusfuse.io.images import read_image
+from focusfuse.methods.gacn.weights import load_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PAIRS = SHARED / "data" / "test" / "gacn26"

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from focusfuse.evaluate import evaluate_cases, find_cases, summarize
-from focusfuse.fusion import fuse_pair
-from focusfuse.io import write_image
-from focusfuse.metrics import METRIC_NAMES
-from focusfuse.weights import load_model
+from focusfuse.evaluation.evaluate import evaluate_cases, find_cases, summarize
+from focusfuse.engine.pair import fuse_pair
+from focusfuse.io.images import write_image
+from focusfuse.evaluation.metrics import METRIC_NAMES
+from focusfuse.methods.gacn.weights import load_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PAIRS = SHARED / "data" / "test" / "gacn26"

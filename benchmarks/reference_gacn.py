@@ -4,7 +4,7 @@ Written directly from the paper's description, the way the authors' code compute
 the spatial frequency as an 11x11 depthwise convolution of the squared differences, the boundary
 Gaussian and guided filter as plain convolutions, every frame pair through the full network, and the
 decision calibration of Eq. 18 for stacks (every frame compared with frame 1). It reads the same
-state dict as focusfuse (``focusfuse.weights.read_weights``), so both paths compute the same thing.
+state dict as focusfuse (``focusfuse.methods.gacn.weights.read_weights``), so both paths compute the same thing.
 """
 
 from __future__ import annotations

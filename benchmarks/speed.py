@@ -10,7 +10,7 @@ Peak RSS is focusfuse's: recorded before the reference path runs. Times are the 
 runs after one warm-up (the V-4 reference path runs once, on the first
 --ref-frames frames, and is scaled to 65 frames: its cost per frame is constant). Every speed-up is a ratio
 measured in the same run. Like the CLI, each case process first calls
-focusfuse.device.keep_freed_memory (both paths profit; --system-malloc leaves malloc as it is).
+focusfuse.backends.device.keep_freed_memory (both paths profit; --system-malloc leaves malloc as it is).
 Results go to docs/benchmarks.md with --markdown.
 
     python benchmarks/speed.py --weights weights/focusfuse-gacn.pt --device cpu --markdown docs/benchmarks.md
@@ -82,9 +82,9 @@ def pair_images(case: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_case(case: str, weights: str, device_name: str, repeats: int, ref_frames: int, reduce: int = 1) -> dict:
-    from focusfuse.fusion import fuse_tensors
-    from focusfuse.pipeline import StackJob, run_pair, run_stack
-    from focusfuse.weights import load_model, read_weights
+    from focusfuse.engine.pair import fuse_tensors
+    from focusfuse.jobs.stack_job import StackJob, run_pair, run_stack
+    from focusfuse.methods.gacn.weights import load_model, read_weights
 
     device = torch.device(device_name)
     model = load_model(weights, device)
@@ -144,13 +144,13 @@ def main() -> None:
     parser.add_argument("--reduce", type=int, default=1,
                         help="focusfuse's --reduce (the reference path stays at full resolution; no --markdown)")
     parser.add_argument("--system-malloc", action="store_true",
-                        help="Leave malloc as it is (the CLI calls focusfuse.device.keep_freed_memory).")
+                        help="Leave malloc as it is (the CLI calls focusfuse.backends.device.keep_freed_memory).")
     args = parser.parse_args()
     if args.reduce != 1 and args.markdown:
         parser.error("--reduce runs are not the speed table of docs/benchmarks.md: drop --markdown")
     if args.one:
         if not args.system_malloc:
-            from focusfuse.device import keep_freed_memory
+            from focusfuse.backends.device import keep_freed_memory
 
             keep_freed_memory()
         print(json.dumps(run_case(args.one, args.weights, args.device, args.repeats, args.ref_frames, args.reduce)))

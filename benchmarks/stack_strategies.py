@@ -1,7 +1,7 @@
 """Compare stack strategies on synthetic focus stacks with known ground truth.
 
 Stacks are rendered from BSDS300 images (the held-out validation images of focusfuse.train) with the
-layered disk-PSF defocus model of focusfuse.synthetic: every human-labelled segment is a depth layer
+layered disk-PSF defocus model of focusfuse.evaluation.synthetic: every human-labelled segment is a depth layer
 at a random depth, N focus planes span the depth range. Each strategy's fused image is scored
 against the sharp original (PSNR, SSIM on gray) and its index map against the ideal one.
 
@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from focusfuse.color import to_gray, to_tensor
-from focusfuse.io import read_image
-from focusfuse.metrics import psnr as psnr_gray
-from focusfuse.metrics import ssim, to_gray_matlab
-from focusfuse.model import GACN
-from focusfuse.stack import fuse_stack
-from focusfuse.synthetic import make_stack
-from focusfuse.weights import load_model
+from focusfuse.ops.color import to_gray, to_tensor
+from focusfuse.io.images import read_image
+from focusfuse.evaluation.metrics import psnr as psnr_gray
+from focusfuse.evaluation.metrics import ssim, to_gray_matlab
+from focusfuse.methods.gacn.model import GACN
+from focusfuse.engine.stack import fuse_stack
+from focusfuse.evaluation.synthetic import make_stack
+from focusfuse.methods.gacn.weights import load_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 BSDS = SHARED / "data" / "train" / "bsds300"
@@ -61,8 +61,8 @@ def psnr(x: np.ndarray, truth: np.ndarray) -> float:
 def max_champion_compose(model: GACN, frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Experimental (not shipped): the calibrated champion's hard index map from the initial maps, then a
     second pass composes the frames with boundary-refined one-hot weights."""
-    from focusfuse.decision import refine_decision_map
-    from focusfuse.model import initial_decision_map
+    from focusfuse.methods.gacn.decision import refine_decision_map
+    from focusfuse.methods.gacn.model import initial_decision_map
 
     with torch.inference_mode():
         tensors = [to_tensor(f) for f in frames]

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from focusfuse.train.data import PairRecipe, recipe_overrides, validation_pairs
 from focusfuse.train.loop import TrainConfig, validate
-from focusfuse.weights import load_model
+from focusfuse.methods.gacn.weights import load_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 BSDS = SHARED / "data" / "train" / "bsds300"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from focusfuse.model import GACN
-from focusfuse.weights import save_weights
+from focusfuse.methods.gacn.model import GACN
+from focusfuse.methods.gacn.weights import save_weights
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 OFFICIAL_WEIGHTS = SHARED / "reference" / "gacn_official" / "GACN.pkl"
@@ -49,7 +49,7 @@ def weights_file(tmp_path: Path) -> Path:
 def good_model() -> GACN:
     """Trained weights: the package's default weights if installed, else the official checkpoint."""
     from focusfuse.errors import WeightsError
-    from focusfuse.weights import load_model
+    from focusfuse.methods.gacn.weights import load_model
 
     try:
         return load_model(None)
@@ -59,7 +59,7 @@ def good_model() -> GACN:
 
 @pytest.fixture
 def official_model() -> GACN:
-    from focusfuse.weights import load_model
+    from focusfuse.methods.gacn.weights import load_model
 
     return load_model(need_shared("reference", "gacn_official", "GACN.pkl"))
 

@@ -1,4 +1,4 @@
-"""focusfuse.align on small synthetic focus brackets with known motion, focus and exposure."""
+"""focusfuse.align.estimate on small synthetic focus brackets with known motion, focus and exposure."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from scipy import ndimage
 from skimage import data
 
-from focusfuse.align import (
+from focusfuse.align.estimate import (
     SNAP_SHIFT_PX,
     FrameAlignment,
     StackAlignment,

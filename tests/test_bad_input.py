@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from focusfuse.cli import main
-from focusfuse.io import read_image, write_image
+from focusfuse.io.images import read_image, write_image
 
 from conftest import textured
 
@@ -178,7 +178,7 @@ def test_gray_mixed_with_colour_warns_in_one_line_and_succeeds(corpus, tmp_path,
 
 
 def test_out_of_memory_is_one_line(corpus, tmp_path, weights_file, monkeypatch):
-    import focusfuse.stack as stack_module
+    import focusfuse.engine.stack as stack_module
 
     def exhausted(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")

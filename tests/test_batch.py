@@ -8,9 +8,9 @@ import pytest
 import tifffile
 from click.testing import CliRunner
 
-from focusfuse.batch import discover_stacks, inputs_hash
+from focusfuse.jobs.batch import discover_stacks, inputs_hash
 from focusfuse.cli import main
-from focusfuse.io import read_image, write_image
+from focusfuse.io.images import read_image, write_image
 
 from conftest import textured
 

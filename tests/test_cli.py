@@ -3,7 +3,7 @@ import pytest
 from click.testing import CliRunner
 
 from focusfuse.cli import main
-from focusfuse.io import read_image, write_image
+from focusfuse.io.images import read_image, write_image
 
 from conftest import textured
 
@@ -75,7 +75,7 @@ def test_stack_writes_fused_and_index_map(stack_dir, weights_file, tmp_path):
 
 
 def test_missing_default_weights_explain_what_to_do(stack_dir, tmp_path, monkeypatch):
-    import focusfuse.weights as fw
+    import focusfuse.methods.gacn.weights as fw
 
     monkeypatch.setattr(fw, "packaged_weights_dirs", lambda: [tmp_path / "none"])
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))

@@ -5,13 +5,13 @@ import sys
 import pytest
 import torch
 
-from focusfuse import device as device_module
-from focusfuse.device import keep_freed_memory, resolve_device
+from focusfuse.backends import device as device_module
+from focusfuse.backends.device import keep_freed_memory, resolve_device
 from focusfuse.errors import UsageError
 
 CHILD = """
 import resource, torch
-from focusfuse.device import keep_freed_memory, release_free_memory
+from focusfuse.backends.device import keep_freed_memory, release_free_memory
 applied = keep_freed_memory()
 counts = []
 for _ in range(8):  # 64 MB blocks: mmap'ed and faulted afresh each time unless malloc keeps memory

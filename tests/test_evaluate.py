@@ -11,9 +11,9 @@ import pytest
 import tifffile
 from scipy import ndimage
 
-from focusfuse.io import write_image
+from focusfuse.io.images import write_image
 
-from focusfuse.evaluate import (
+from focusfuse.evaluation.evaluate import (
     Case,
     evaluate_cases,
     find_cases,
@@ -22,7 +22,7 @@ from focusfuse.evaluate import (
     write_csv,
     write_json,
 )
-from focusfuse.metrics import METRIC_NAMES, compute_all, to_gray_matlab
+from focusfuse.evaluation.metrics import METRIC_NAMES, compute_all, to_gray_matlab
 
 SIZE = (40, 44)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from focusfuse import fuse_pair, fuse_stack
-from focusfuse.fill import EdgeFill, edge_fill, find_edge_fill, replace_fill
-from focusfuse.tiling import Box
+from focusfuse.frames.fill import EdgeFill, edge_fill, find_edge_fill, replace_fill
+from focusfuse.engine.tiling import Box
 
 from conftest import focus_pair, textured
 

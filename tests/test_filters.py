@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from focusfuse.decision import blend, boundary_weight, reduce_resolution, refine_decision_map, restore_resolution
-from focusfuse.filters import (box_mean, box_sum, gaussian_blur, gaussian_kernel1d, gradient_energy, guided_filter,
+from focusfuse.methods.gacn.decision import blend, boundary_weight, reduce_resolution, refine_decision_map, restore_resolution
+from focusfuse.ops.filters import (box_mean, box_sum, gaussian_blur, gaussian_kernel1d, gradient_energy, guided_filter,
                                separable_filter, spatial_frequency)
 
 

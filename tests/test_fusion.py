@@ -4,7 +4,7 @@ import torch
 
 from focusfuse import fuse_pair
 from focusfuse.errors import InputError, UsageError
-from focusfuse.io import write_image
+from focusfuse.io.images import write_image
 
 from conftest import focus_pair, textured
 

@@ -7,7 +7,7 @@ import tifffile
 from PIL import Image, ImageOps
 
 from focusfuse.errors import InputError, UsageError
-from focusfuse.io import (check_output_path, expand_inputs, list_images, natural_key, read_image, tiff_page_count,
+from focusfuse.io.images import (check_output_path, expand_inputs, list_images, natural_key, read_image, tiff_page_count,
                           write_image)
 
 
@@ -57,7 +57,7 @@ def test_16bit_to_jpeg_warns_and_reduces(tmp_path):
 
 
 def test_warnings_name_the_output_not_its_temporary_file(tmp_path):
-    from focusfuse.io import final_name, partial_path
+    from focusfuse.io.images import final_name, partial_path
 
     with pytest.warns(UserWarning, match=r"^x\.jpg: \.jpg holds 8 bits"):
         write_image(partial_path(tmp_path / "x.jpg"), np.full((8, 8), 65535, np.uint16))
@@ -106,7 +106,7 @@ def test_multipage_tiff_is_a_stack(tmp_path):
 
 
 def test_files_given_one_by_one_take_natural_order(tmp_path):
-    from focusfuse.io import natural_file_order
+    from focusfuse.io.images import natural_file_order
 
     files = [tmp_path / name for name in ("img1.png", "img10.png", "img2.png")]  # as a shell glob lists them
     assert [p.name for p in natural_file_order(files)] == ["img1.png", "img2.png", "img10.png"]
@@ -190,7 +190,7 @@ def test_unwritable_folder_is_refused(tmp_path, monkeypatch):
 
 
 def test_write_is_atomic_and_leaves_no_partial_file(tmp_path, monkeypatch):
-    import focusfuse.io as fio
+    import focusfuse.io.images as fio
 
     def broken_encode(path, image):
         raise OSError(28, "No space left on device")

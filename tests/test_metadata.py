@@ -1,4 +1,4 @@
-"""Metadata carried from a reference frame into JPEG, PNG and TIFF outputs (focusfuse.metadata)."""
+"""Metadata carried from a reference frame into JPEG, PNG and TIFF outputs (focusfuse.io.metadata)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import tifffile
 from PIL import Image, PngImagePlugin, TiffImagePlugin, features
 
-from focusfuse.metadata import (
+from focusfuse.io.metadata import (
     ImageMetadata,
     embed_exif_in_tiff,
     embed_in_jpeg,

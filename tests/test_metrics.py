@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from focusfuse import metrics as m
+from focusfuse.evaluation import metrics as m
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REFERENCE_VALUES = SHARED / "reference" / "metrics" / "values.json"
@@ -26,7 +26,7 @@ def _reference_params() -> list:
 
 
 def _read_gray(relative: str) -> np.ndarray:
-    from focusfuse.io import read_image
+    from focusfuse.io.images import read_image
 
     return m.to_gray_matlab(read_image(SHARED / relative))
 

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from focusfuse.model import GACN, activity, conv_to_one_channel, initial_decision_map
-from focusfuse.weights import focusfuse_to_official, official_keys, official_to_focusfuse
+from focusfuse.methods.gacn.model import GACN, activity, conv_to_one_channel, initial_decision_map
+from focusfuse.methods.gacn.weights import focusfuse_to_official, official_keys, official_to_focusfuse
 
 from conftest import random_model
 
@@ -97,7 +97,7 @@ def test_conv_to_one_channel_equals_conv2d(shape, k, channels_last):
 @pytest.mark.parametrize("height", [37, 8, 3])
 @pytest.mark.parametrize("k,channels_last", [(7, True), (3, False)])
 def test_conv_to_one_channel_in_bands_of_rows_equals_conv2d(monkeypatch, height, k, channels_last):
-    monkeypatch.setattr("focusfuse.model.TAP_BAND_BYTES", 1)  # the smallest bands: 8 (k=3) or 12 rows (k=7)
+    monkeypatch.setattr("focusfuse.methods.gacn.model.TAP_BAND_BYTES", 1)  # the smallest bands: 8 (k=3) or 12 rows (k=7)
     x = torch.randn(2, 6, height, 11, dtype=torch.float64)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from focusfuse.color import to_tensor
-from focusfuse.fusion import fuse_tensors
-from focusfuse.io import read_image
+from focusfuse.ops.color import to_tensor
+from focusfuse.engine.pair import fuse_tensors
+from focusfuse.io.images import read_image
 
 from conftest import SHARED
 

@@ -10,10 +10,10 @@ from click.testing import CliRunner
 
 from focusfuse import fuse_stack
 from focusfuse.cli import main
-from focusfuse.depth import depth_preview, height_map, smooth_index_map, z_spacing
-from focusfuse.io import read_image, write_image
-from focusfuse.pipeline import StackJob, run_stack
-from focusfuse.synthetic import make_stack
+from focusfuse.jobs.depth import depth_preview, height_map, smooth_index_map, z_spacing
+from focusfuse.io.images import read_image, write_image
+from focusfuse.jobs.stack_job import StackJob, run_stack
+from focusfuse.evaluation.synthetic import make_stack
 
 from conftest import textured
 
@@ -27,7 +27,7 @@ def _similarity(scale: float, dx: float, dy: float, shape) -> np.ndarray:
 @pytest.fixture(scope="module")
 def breathing_stack():
     """5-frame stack with focus breathing (scale 0.97..1.03) and drift, plus the truth in the middle frame's geometry."""
-    from focusfuse.demo import motorcycle_scene
+    from focusfuse.jobs.demo import motorcycle_scene
 
     image, disparity = motorcycle_scene(0.4)
     stack = make_stack(image, disparity, 5, max_blur=3.0)
@@ -210,7 +210,7 @@ def test_write_errors_name_the_output_not_its_temporary_file(tmp_path, weights_f
     import errno
     import os
 
-    import focusfuse.io as io_module
+    import focusfuse.io.images as io_module
 
     a = write_image(tmp_path / "a.png", np.round(textured(20, 24, 1, 3) * 255).astype(np.uint8))
     b = write_image(tmp_path / "b.png", np.round(textured(20, 24, 2, 3) * 255).astype(np.uint8))

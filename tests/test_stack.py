@@ -8,8 +8,8 @@ import torch
 
 from focusfuse import fuse_stack
 from focusfuse.errors import UsageError
-from focusfuse.io import write_image
-from focusfuse.synthetic import make_stack
+from focusfuse.io.images import write_image
+from focusfuse.evaluation.synthetic import make_stack
 
 from conftest import textured
 
@@ -119,7 +119,7 @@ def test_streaming_memory_does_not_grow_with_the_number_of_frames(model, tmp_pat
 
 @pytest.fixture(scope="module")
 def synthetic_stack():
-    from focusfuse.demo import motorcycle_scene
+    from focusfuse.jobs.demo import motorcycle_scene
 
     image, disparity = motorcycle_scene(0.3)
     return make_stack(image, disparity, 5, max_blur=3.0)

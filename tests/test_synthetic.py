@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from focusfuse.synthetic import disk_blur, disk_kernel, fill_invalid, layered_defocus, make_stack
+from focusfuse.evaluation.synthetic import disk_blur, disk_kernel, fill_invalid, layered_defocus, make_stack
 
 
 @pytest.mark.parametrize("radius", [0.0, 0.4, 1.0, 2.5, 6.0])

@@ -6,14 +6,14 @@ import tifffile
 import torch
 
 from focusfuse import fuse_pair, fuse_stack
-from focusfuse.align import FrameAlignment, warp_frame
-from focusfuse.color import to_gray, to_tensor
-from focusfuse.decision import decision_focus_measure, full_resolution_initial_map, refine_decision_map
-from focusfuse.io import FrameRef, write_image
-from focusfuse.model import initial_decision_map
-from focusfuse.sinks import TiffSink
-from focusfuse.sources import FileSource, WarpedSource, read_tiff_region
-from focusfuse.tiling import HALO, NETWORK_RADIUS, Box, choose_tile_size, frame_channel_weights, halo_for, tile_grid
+from focusfuse.align.estimate import FrameAlignment, warp_frame
+from focusfuse.ops.color import to_gray, to_tensor
+from focusfuse.methods.gacn.decision import decision_focus_measure, full_resolution_initial_map, refine_decision_map
+from focusfuse.io.images import FrameRef, write_image
+from focusfuse.methods.gacn.model import initial_decision_map
+from focusfuse.io.sinks import TiffSink
+from focusfuse.frames.sources import FileSource, WarpedSource, read_tiff_region
+from focusfuse.engine.tiling import HALO, NETWORK_RADIUS, Box, choose_tile_size, frame_channel_weights, halo_for, tile_grid
 
 from conftest import textured
 
@@ -251,7 +251,7 @@ def test_cli_streams_tiled_tiff_outputs_equal_to_untiled(weights_file, tmp_path)
     from click.testing import CliRunner
 
     from focusfuse.cli import main
-    from focusfuse.io import read_image
+    from focusfuse.io.images import read_image
 
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -280,7 +280,7 @@ def test_cli_pair_streams_a_tiled_decision_map(weights_file, tmp_path):
     from click.testing import CliRunner
 
     from focusfuse.cli import main
-    from focusfuse.io import read_image
+    from focusfuse.io.images import read_image
 
     a, b = (np.round(textured(150, 170, s, 3) * 255).astype(np.uint8) for s in (1, 2))
     pa, pb = write_image(tmp_path / "a.png", a), write_image(tmp_path / "b.png", b)
@@ -296,7 +296,7 @@ def test_cli_pair_streams_a_tiled_decision_map(weights_file, tmp_path):
 
 @pytest.mark.parametrize("options", [{}, {"rowsperstrip": 10}, {"byteorder": ">"}])
 def test_uncompressed_strips_are_read_row_by_row(tmp_path, options, monkeypatch):
-    import focusfuse.sources as sources
+    import focusfuse.frames.sources as sources
 
     image = (np.random.default_rng(1).random((120, 90, 3)) * 65535).astype(np.uint16)
     path = tmp_path / "u.tif"

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from focusfuse.metrics import qg_global
+from focusfuse.evaluation.metrics import qg_global
 from focusfuse.train.data import (FocusPairs, PairRecipe, edge_bands, make_pair, paint_structures, random_shapes_mask,
                                   recipe_overrides, split_images, thin_structures_mask)
 from focusfuse.train.loss import (boundary_band, boundary_dice_loss, dice_loss, gacn_loss, qg_differentiable,
                                   symmetric_dice_loss)
-from focusfuse.weights import load_model
-from focusfuse.io import write_image
+from focusfuse.methods.gacn.weights import load_model
+from focusfuse.io.images import write_image
 
 
 def _real_image(name: str = "camera") -> np.ndarray:

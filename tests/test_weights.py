@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from focusfuse.errors import WeightsError
-from focusfuse.model import GACN
-from focusfuse.weights import (focusfuse_to_official, load_model, read_weights, resolve_weights, save_weights,
+from focusfuse.methods.gacn.model import GACN
+from focusfuse.methods.gacn.weights import (focusfuse_to_official, load_model, read_weights, resolve_weights, save_weights,
                                user_weights_dir)
 
 from conftest import random_model
@@ -67,7 +67,7 @@ def test_installed_names_resolve_from_the_user_data_dir(tmp_path, monkeypatch):
 
 
 def test_no_default_weights_gives_a_clear_error(tmp_path, monkeypatch):
-    import focusfuse.weights as fw
+    import focusfuse.methods.gacn.weights as fw
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     monkeypatch.setattr(fw, "packaged_weights_dirs", lambda: [tmp_path / "empty"])
@@ -76,7 +76,7 @@ def test_no_default_weights_gives_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_default_weights_are_found_in_the_package_dir(tmp_path, monkeypatch):
-    import focusfuse.weights as fw
+    import focusfuse.methods.gacn.weights as fw
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setattr(fw, "packaged_weights_dirs", lambda: [tmp_path / "pkg"])
@@ -89,7 +89,7 @@ def test_shipped_default_weights_load_and_pick_the_sharp_frame():
     import cv2
     import numpy as np
 
-    from focusfuse.fusion import fuse_pair
+    from focusfuse.engine.pair import fuse_pair
 
     path = resolve_weights(None)
     _, metadata = read_weights(path)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from focusfuse.depth import z_spacing
-from focusfuse.frames import read_frame
-from focusfuse.io import FrameRef, expand_inputs, plan_tiff_frames, read_image, tiff_page_count, write_image
-from focusfuse.metadata import ImageMetadata, read_metadata, tiff_write_kwargs
-from focusfuse.sources import FileSource, _tiff_info, read_tiff_region, tiff_region_readable
-from focusfuse.tiling import Box
+from focusfuse.jobs.depth import z_spacing
+from focusfuse.frames.refs import read_frame
+from focusfuse.io.images import FrameRef, expand_inputs, plan_tiff_frames, read_image, tiff_page_count, write_image
+from focusfuse.io.metadata import ImageMetadata, read_metadata, tiff_write_kwargs
+from focusfuse.frames.sources import FileSource, _tiff_info, read_tiff_region, tiff_region_readable
+from focusfuse.engine.tiling import Box
 
 H, W = 20, 24
 PROVENANCE = "focusfuse 0.1.0 (GACN focus stacking): 4 frames"

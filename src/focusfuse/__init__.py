@@ -1,8 +1,8 @@
 """focusfuse: GPU-accelerated focus stacking with GACN (Gradient Aware Cascade Network).
 
-Pipeline, one module per step: :mod:`~focusfuse.io` (read/write) -> :mod:`~focusfuse.color` (gray) ->
-:mod:`~focusfuse.model` (features, decision logit) -> :mod:`~focusfuse.decision` (decision maps,
-Eq. 4 blend) -> :mod:`~focusfuse.fusion` (pairs) / :mod:`~focusfuse.stack` (stacks) -> write.
+Pipeline, one module per step: :mod:`~focusfuse.io.images` (read/write) -> :mod:`~focusfuse.ops.color` (gray) ->
+:mod:`~focusfuse.methods.gacn.model` (features, decision logit) -> :mod:`~focusfuse.methods.gacn.decision` (decision maps,
+Eq. 4 blend) -> :mod:`~focusfuse.engine.pair` (pairs) / :mod:`~focusfuse.engine.stack` (stacks) -> write.
 
     >>> import focusfuse
     >>> result = focusfuse.fuse_pair("a.png", "b.png")          # doctest: +SKIP
@@ -12,11 +12,11 @@ Eq. 4 blend) -> :mod:`~focusfuse.fusion` (pairs) / :mod:`~focusfuse.stack` (stac
 __version__ = "0.1.0"
 
 from .errors import FocusFuseError, InputError, UsageError, WeightsError
-from .fusion import PairResult, fuse_pair
-from .io import read_image, write_image
-from .model import GACN
-from .stack import StackResult, fuse_stack
-from .weights import load_model, save_weights
+from .engine.pair import PairResult, fuse_pair
+from .io.images import read_image, write_image
+from .methods.gacn.model import GACN
+from .engine.stack import StackResult, fuse_stack
+from .methods.gacn.weights import load_model, save_weights
 
 __all__ = [
     "__version__",

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import __version__
-from .decision import MAX_REDUCE
-from .depth import MAX_DEPTH_SMOOTH
+from .methods.gacn.decision import MAX_REDUCE
+from .jobs.depth import MAX_DEPTH_SMOOTH
 from .errors import FocusFuseError, UsageError
 
 STDERR = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -102,10 +102,10 @@ def frame_progress(quiet: bool) -> Progress:
 def _load_model(weights: str | None, device: str):
     """Resolve the device and load the weights up front, so their errors come before any work.
 
-    On CPU, freed memory is then kept for reuse (see :func:`focusfuse.device.keep_freed_memory`).
+    On CPU, freed memory is then kept for reuse (see :func:`focusfuse.backends.device.keep_freed_memory`).
     """
-    from .device import keep_freed_memory, resolve_device
-    from .weights import load_model
+    from .backends.device import keep_freed_memory, resolve_device
+    from .methods.gacn.weights import load_model
 
     model = load_model(weights, resolve_device(device))
     if model.device.type == "cpu":
@@ -167,7 +167,7 @@ def _json_line(event: str, **fields) -> None:
 
 
 def _tile_size(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:  # noqa: ARG001
-    from .tiling import MIN_TILE_SIZE
+    from .engine.tiling import MIN_TILE_SIZE
 
     if value is not None and 0 < value < MIN_TILE_SIZE:
         raise click.BadParameter(f"{value}: use 0 (whole image) or at least {MIN_TILE_SIZE}")
@@ -210,7 +210,7 @@ def pair(image_a: Path, image_b: Path, output: Path, decision_map: Path | None, 
          reduce: int, compression: str, edge_fill: bool, overwrite: bool, weights: str | None, device: str,
          quiet: bool) -> None:
     """Fuse two images IMAGE_A and IMAGE_B into OUTPUT."""
-    from .pipeline import run_pair
+    from .jobs.stack_job import run_pair
 
     for path in (image_a, image_b):
         if not path.is_file():
@@ -265,9 +265,9 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
           strategy: str, align: str, crop: bool, depth_smooth: int, overwrite: bool, tile_size: int | None,
           reduce: int, compression: str, edge_fill: bool, weights: str | None, device: str, quiet: bool) -> None:
     """Fuse a focus stack: a folder, several files, or a multi-page TIFF."""
-    from .frames import frame_refs, require_frames
-    from .io import natural_file_order
-    from .pipeline import StackJob, check_stack_job, run_stack, write_aligned_frames
+    from .frames.refs import frame_refs, require_frames
+    from .io.images import natural_file_order
+    from .jobs.stack_job import StackJob, check_stack_job, run_stack, write_aligned_frames
 
     if output is None and align_only is None:
         raise UsageError("missing -o/--output (the fused image)")
@@ -332,8 +332,8 @@ def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_
           tile_size: int | None, reduce: int, compression: str, edge_fill: bool, weights: str | None, device: str,
           quiet: bool) -> None:
     """Fuse every stack under ROOT (sub-folders of frames, multi-page TIFFs) into OUTDIR."""
-    from .batch import REPORT_NAME, check_batch_output, discover_stacks, run_batch
-    from .pipeline import StackJob
+    from .jobs.batch import REPORT_NAME, check_batch_output, discover_stacks, run_batch
+    from .jobs.stack_job import StackJob
 
     stacks = discover_stacks(root, exclude=out_dir)
     check_batch_output(root, out_dir, stacks)
@@ -387,7 +387,7 @@ def _decibels(value: float) -> str:
 def demo(out_dir: Path, n_frames: int, scale: float, strategy: str, weights: str | None, device: str,
          quiet: bool) -> None:
     """Fuse a focus stack rendered from a real depth map and score it against the truth."""
-    from .demo import run_demo
+    from .jobs.demo import run_demo
 
     model = _load_model(weights, device)
     with frame_progress(quiet) as progress:
@@ -445,7 +445,7 @@ def train(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch
           recipe_items: tuple[str, ...], workers: int, seed: int, name: str | None, init_weights: Path | None,
           max_steps: int, resume: bool, overwrite: bool, device: str, quiet: bool) -> None:
     """Train GACN on focus pairs generated from a folder of images."""
-    from .device import resolve_device
+    from .backends.device import resolve_device
     from .train.data import recipe_overrides
     from .train.loop import TrainConfig
     from .train.loop import train as run_training
@@ -508,8 +508,8 @@ def evaluate(sources: Path, fused: Path, gt_dir: Path | None, suffix: str, json_
     """
     from rich.table import Table
 
-    from .evaluate import case_files, evaluate_cases, find_cases, metric_columns, summarize, write_csv, write_json
-    from .pipeline import check_outputs
+    from .evaluation.evaluate import case_files, evaluate_cases, find_cases, metric_columns, summarize, write_csv, write_json
+    from .jobs.stack_job import check_outputs
 
     try:
         cases = find_cases(sources, fused, suffix=suffix, gt_dir=gt_dir)

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..io import list_images, read_image
-from ..synthetic import layered_defocus
+from ..io.images import list_images, read_image
+from ..evaluation.synthetic import layered_defocus
 
 GRAY = (0.2125, 0.7154, 0.0721)
 

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..decision import decide_pair
+from ..methods.gacn.decision import decide_pair
 from ..errors import UsageError
-from ..model import GACN
-from ..weights import read_weights, save_weights, user_weights_dir
+from ..methods.gacn.model import GACN
+from ..methods.gacn.weights import read_weights, save_weights, user_weights_dir
 from .data import FocusPairs, PairRecipe, split_images, validation_pairs
 from .loss import gacn_loss
 from .plot import plot_curves
@@ -153,7 +153,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, replace_installed: bool = F
     The best epoch is the one with the lowest validation loss (Dice + lambda (1 - Q_g)). Installed
     weights of the same name are replaced only when resuming or with ``replace_installed``.
     """
-    from ..device import resolve_device
+    from ..backends.device import resolve_device
 
     check_run(cfg, resume=resume, replace_installed=replace_installed)
     out = Path(cfg.out)

@@ -8,7 +8,7 @@ few pixels too wide costs little without it.
 
 Q_g (Xydeas-Petrovic Q^AB/F) is made differentiable as in the GACN paper (Eqs. 7-17): the Heaviside
 step that picks min/max in the gradient-strength ratio becomes a sigmoid with steepness ``k``. The
-rest follows the metric (``focusfuse.metrics.qg``): Sobel correlation with zero padding, orientation
+rest follows the metric (``focusfuse.evaluation.metrics.qg``): Sobel correlation with zero padding, orientation
 atan(gy / gx), Gamma 1, k_g -10, sigma_g 0.5, k_a -20, sigma_a 0.75, L = 1, the same +1e-5 guards on
 the 0..255 scale. The per-image score is the paper's global ratio (Eq. 17):
 sum(Q_AF * g_A + Q_BF * g_B) / sum(g_A + g_B).

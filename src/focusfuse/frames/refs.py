@@ -17,9 +17,9 @@ from typing import Union
 import numpy as np
 import torch
 
-from .color import normalize_layout
-from .errors import InputError, UsageError
-from .io import FrameRef, expand_inputs
+from ..ops.color import normalize_layout
+from ..errors import InputError, UsageError
+from ..io.images import FrameRef, expand_inputs
 
 FrameLike = Union[np.ndarray, str, os.PathLike, FrameRef]
 

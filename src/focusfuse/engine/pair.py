@@ -1,7 +1,7 @@
 """Pair fusion: two frames -> decision maps -> fused image (Eq. 4).
 
 read -> gray -> features (per frame) -> decide (initial map, boundary refinement) -> combine. Pairs
-run through the same tiled, aligned loop as stacks (:func:`focusfuse.stack.fuse_frames`).
+run through the same tiled, aligned loop as stacks (:func:`focusfuse.engine.stack.fuse_frames`).
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .color import to_gray
-from .decision import blend, check_reduce, decide_pair
-from .device import resolve_device
-from .errors import UsageError
-from .frames import FrameLike, frame_refs, match_channels
-from .model import GACN
+from ..ops.color import to_gray
+from ..methods.gacn.decision import blend, check_reduce, decide_pair
+from ..backends.device import resolve_device
+from ..errors import UsageError
+from ..frames.refs import FrameLike, frame_refs, match_channels
+from ..methods.gacn.model import GACN
 from .stack import PairStack, align_pair, fuse_frames
-from .weights import load_model
+from ..methods.gacn.weights import load_model
 
 
 @dataclass

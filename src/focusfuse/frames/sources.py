@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from .align import FrameAlignment, warp_frame
-from .errors import InputError
+from ..align.estimate import FrameAlignment, warp_frame
+from ..errors import InputError
 from .fill import EdgeFill, area_in, edge_fill, find_edge_fill, replace_fill
-from .frames import clean_pixels, read_frame, working_dtype
-from .io import (FrameRef, TIFF_SUFFIXES, exif_orientation, open_header, png_header, tiff_frame_planes,
+from .refs import clean_pixels, read_frame, working_dtype
+from ..io.images import (FrameRef, TIFF_SUFFIXES, exif_orientation, open_header, png_header, tiff_frame_planes,
                  tiff_orientation, tiff_plane_page)
-from .tiling import Box
+from ..engine.tiling import Box
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class FrameSource:
 
     def fill_in(self, box: Box, pixels: np.ndarray) -> tuple[np.ndarray, Box] | None:
         """After ``read(box)`` gave ``pixels``: None, or (the pixels the network sees, the image area
-        relative to ``box``) when the frame has edge fill there (see :mod:`focusfuse.fill`)."""
+        relative to ``box``) when the frame has edge fill there (see :mod:`focusfuse.frames.fill`)."""
         return None
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from .tiling import Box
+from ..engine.tiling import Box
 
 TIFF_TILE = 256
 

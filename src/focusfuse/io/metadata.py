@@ -18,7 +18,7 @@ output; TIFF takes :func:`tiff_write_kwargs` for ``tifffile.imwrite`` and then
 
 EXIF blobs are TIFF-structured (``II*\\0`` or ``MM\\0*``, no ``Exif\\0\\0`` prefix) and are patched
 in place, so every other byte (maker notes included) is kept: Orientation becomes 1 (pixels are
-upright after :func:`focusfuse.io.read_image`), the IFD1 thumbnail is unlinked (and cut off when
+upright after :func:`focusfuse.io.images.read_image`), the IFD1 thumbnail is unlinked (and cut off when
 it ends the block), and ImageWidth/ImageLength/PixelXDimension/PixelYDimension follow the output.
 """
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .decision import check_reduce
-from .errors import FocusFuseError, UsageError
-from .io import check_output_folder, list_images, natural_key, tiff_page_count, write_text_atomic
-from .model import GACN
-from .pipeline import StackJob, run_stack, weights_id
+from ..methods.gacn.decision import check_reduce
+from ..errors import FocusFuseError, UsageError
+from ..io.images import check_output_folder, list_images, natural_key, tiff_page_count, write_text_atomic
+from ..methods.gacn.model import GACN
+from .stack_job import StackJob, run_stack, weights_id
 
 REPORT_NAME = "batch-report.json"
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .color import to_gray
-from .model import GACN
+from ..ops.color import to_gray
+from ..methods.gacn.model import GACN
 
 # Receptive radius of the final decision map, in pixels of the input:
 FEATURE_RADIUS = 4  # four 3x3 convolutions
@@ -37,7 +37,7 @@ BYTES_PER_PIXEL = {"cpu": 2400, "cuda": 2200}
 
 
 def halo_for(reduce: int) -> int:
-    """Halo of tiles when the decision path runs at 1/``reduce`` resolution (see focusfuse.decision): the
+    """Halo of tiles when the decision path runs at 1/``reduce`` resolution (see focusfuse.methods.gacn.decision): the
     decision radius counts in reduced pixels, plus one for the blocks and one for the bilinear enlargement;
     a margin of 5 px as in HALO; a multiple of ``reduce`` so that tiles start on block boundaries."""
     if reduce == 1:
@@ -122,7 +122,7 @@ def choose_tile_size(height: int, width: int, device: torch.device, budget: int 
     """Largest tile (multiple of 64) whose working set fits the budget; 0 if the whole image fits.
 
     The default budget is half the free memory of the device, capped at 8 GiB of main memory on CPU.
-    ``reduce``: the decision path's resolution factor, which widens the halo (see :mod:`focusfuse.decision`).
+    ``reduce``: the decision path's resolution factor, which widens the halo (see :mod:`focusfuse.methods.gacn.decision`).
     """
     if budget is None:
         budget = available_memory(device) // 2

@@ -28,21 +28,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .color import from_tensor, to_gray, to_tensor
-from .decision import (blend, check_reduce, decide_pair, decision_focus_measure, full_resolution_initial_map,
+from ..ops.color import from_tensor, to_gray, to_tensor
+from ..methods.gacn.decision import (blend, check_reduce, decide_pair, decision_focus_measure, full_resolution_initial_map,
                        refine_decision_map)
-from .device import release_free_memory, resolve_device
-from .fill import FrameFill, either_has_image, image_mask, prefer_image
-from .errors import InputError, UsageError
-from .align import MODES as ALIGN_MODES
-from .align import FrameAlignment, StackAlignment, estimate_alignment
-from .frames import FrameChecker, FrameLike, LazyFrames, frame_name, frame_refs, match_channels, require_frames
-from .io import FrameRef
-from .sinks import ArraySink
-from .sources import ArraySource, CroppedSource, FileSource, FillAwareSource, FrameSource, OpenTiffs, WarpedSource
+from ..backends.device import release_free_memory, resolve_device
+from ..frames.fill import FrameFill, either_has_image, image_mask, prefer_image
+from ..errors import InputError, UsageError
+from ..align.estimate import MODES as ALIGN_MODES
+from ..align.estimate import FrameAlignment, StackAlignment, estimate_alignment
+from ..frames.refs import FrameChecker, FrameLike, LazyFrames, frame_name, frame_refs, match_channels, require_frames
+from ..io.images import FrameRef
+from ..io.sinks import ArraySink
+from ..frames.sources import ArraySource, CroppedSource, FileSource, FillAwareSource, FrameSource, OpenTiffs, WarpedSource
 from .tiling import Box, Tile, choose_tile_size, frame_channel_weights, halo_for, tile_grid
-from .model import GACN
-from .weights import load_model
+from ..methods.gacn.model import GACN
+from ..methods.gacn.weights import load_model
 
 EQ18_EPS = 1e-4
 
@@ -69,9 +69,9 @@ class StackStrategy:
     """Running state of a streaming stack fusion; ``add`` takes frames in order.
 
     ``reduce`` > 1: the decision path sees the focus measures reduced that many times; decisions are
-    enlarged back to full resolution before the refinement and the blend (see :mod:`focusfuse.decision`).
+    enlarged back to full resolution before the refinement and the blend (see :mod:`focusfuse.methods.gacn.decision`).
     ``has_image``: where what the next frame is compared with (the fused image so far; for ``calibration``
-    the baseline) holds image pixels, not edge fill (None: everywhere; see :mod:`focusfuse.fill`).
+    the baseline) holds image pixels, not edge fill (None: everywhere; see :mod:`focusfuse.frames.fill`).
     """
 
     def __init__(self, model: GACN, reduce: int = 1) -> None:
@@ -86,7 +86,7 @@ class StackStrategy:
         """Take frame number ``i`` (its index in the input list); the first call starts the state.
 
         ``channel_weights``: the frame's whole-frame CSE weights when ``frame`` is a tile of it.
-        ``fill``: the frame's edge fill in this region (see :mod:`focusfuse.fill`), None without.
+        ``fill``: the frame's edge fill in this region (see :mod:`focusfuse.frames.fill`), None without.
         """
         raise NotImplementedError
 
@@ -269,7 +269,7 @@ def align_pair(refs: Sequence, mode: str) -> StackAlignment | None:
 def open_sources(refs: Sequence, alignment: StackAlignment | None, window: tuple[int, int, int, int] | None,
                  cache_dir: str, tiffs: OpenTiffs, edge_fill: bool = True) -> list[tuple[int, FrameSource]]:
     """(index, source) of every usable frame: registered when aligned, cropped with a window (x0, y0, x1, y1),
-    its edge fill found (``edge_fill``, see :mod:`focusfuse.fill`)."""
+    its edge fill found (``edge_fill``, see :mod:`focusfuse.frames.fill`)."""
     sources = []
     for i, ref in enumerate(refs):
         if alignment is not None and not alignment.frames[i].ok:
@@ -321,7 +321,7 @@ def fuse_frames(refs: Sequence, strategy: type[StackStrategy], model: GACN, devi
     computed first, so tiles fuse exactly as the whole image would. ``reduce`` > 1 (checked by the callers,
     before their alignment) runs the decision path at that many times lower resolution (tiles then start
     at multiples of ``reduce``, so they stay exact). ``edge_fill``: find constant bands along the frames'
-    edges and keep them out of the decisions (see :mod:`focusfuse.fill`).
+    edges and keep them out of the decisions (see :mod:`focusfuse.frames.fill`).
     """
     with tempfile.TemporaryDirectory(prefix="focusfuse-") as cache, torch.inference_mode():
         tiffs = OpenTiffs()

@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

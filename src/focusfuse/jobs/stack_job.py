@@ -21,19 +21,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
-from .align import crop_to_box, warp_frame
-from .decision import check_reduce
+from .. import __version__
+from ..align.estimate import crop_to_box, warp_frame
+from ..methods.gacn.decision import check_reduce
 from .depth import depth_preview, height_map, smooth_index_map, z_spacing_of_inputs
-from .errors import FocusFuseError, InputError, UsageError
-from .frames import frame_name, frame_refs, input_paths, read_frame, require_frames
-from .io import (EIGHT_BIT_ONLY, TIFF_SUFFIXES, WRITE_SUFFIXES, FrameRef, check_output_file, check_output_path,
+from ..errors import FocusFuseError, InputError, UsageError
+from ..frames.refs import frame_name, frame_refs, input_paths, read_frame, require_frames
+from ..io.images import (EIGHT_BIT_ONLY, TIFF_SUFFIXES, WRITE_SUFFIXES, FrameRef, check_output_file, check_output_path,
                  natural_key, partial_path, write_image)
-from .metadata import ImageMetadata, embed_exif_in_tiff, read_metadata, tiff_write_kwargs
-from .sinks import ArraySink, TiffSink
-from .model import GACN
-from .stack import DEFAULT_STRATEGY, PairStack, align_pair, checked_crop_box, estimate_or_fail, fuse_frames, fuse_stack
-from .weights import file_sha256
+from ..io.metadata import ImageMetadata, embed_exif_in_tiff, read_metadata, tiff_write_kwargs
+from ..io.sinks import ArraySink, TiffSink
+from ..methods.gacn.model import GACN
+from ..engine.stack import DEFAULT_STRATEGY, PairStack, align_pair, checked_crop_box, estimate_or_fail, fuse_frames, fuse_stack
+from ..methods.gacn.weights import file_sha256
 
 Progress = Callable[[int, int, str], None]
 

@@ -23,7 +23,7 @@ from typing import Any
 import platformdirs
 import torch
 
-from .errors import WeightsError
+from ...errors import WeightsError
 from .model import ARCHITECTURE, GACN
 
 FORMAT = "focusfuse-weights"
@@ -151,8 +151,8 @@ def user_weights_dir() -> Path:
 
 def packaged_weights_dirs() -> list[Path]:
     """The wheel's ``focusfuse/weights`` and, in a source checkout, the top-level ``weights/``."""
-    here = Path(__file__).resolve().parent
-    return [here / "weights", here.parents[1] / "weights"]
+    package = Path(__file__).resolve().parents[2]  # focusfuse/ (this file is focusfuse/methods/gacn/weights.py)
+    return [package / "weights", package.parents[1] / "weights"]
 
 
 def _candidates(name: str, dirs: list[Path]) -> list[Path]:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .filters import spatial_frequency
+from ...ops.filters import spatial_frequency
 
 ARCHITECTURE = "gacn-v1"
 ACTIVITY_STEEPNESS = 1000.0  # sigmoid(1000 * (SF_A - SF_B))
@@ -160,7 +160,7 @@ class FeatureExtractor(nn.Module):
     def forward(self, gray: torch.Tensor, channel_weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         """Features of ``gray``. Each CSE weighs its block's channels by statistics of the whole frame:
         computed from this input by default, or given as ``channel_weights`` ((B, 16) per block) when
-        the frame is processed in tiles (see :func:`focusfuse.tiling.frame_channel_weights`)."""
+        the frame is processed in tiles (see :func:`focusfuse.engine.tiling.frame_channel_weights`)."""
         outputs: list[torch.Tensor] = []
         x = gray
         for k, (block, cse) in enumerate(zip(self.blocks, self.cse)):

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from scipy.optimize import minimize
 
-from .color import GRAY_WEIGHTS, dtype_scale
+from ..ops.color import GRAY_WEIGHTS, dtype_scale
 
 MODES = ("auto", "none", "translation", "affine", "homography")
 

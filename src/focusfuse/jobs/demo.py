@@ -1,7 +1,7 @@
 """``focusfuse demo``: a real fusion on a focus stack with known truth, made offline.
 
 The scene is scikit-image's bundled Middlebury "motorcycle" image with its disparity map (a real depth
-map); :mod:`focusfuse.synthetic` renders a focus bracket from it, which is fused and scored against
+map); :mod:`focusfuse.evaluation.synthetic` renders a focus bracket from it, which is fused and scored against
 the all-in-focus original.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .synthetic import SyntheticStack, make_stack
+from ..evaluation.synthetic import SyntheticStack, make_stack
 
 
 def motorcycle_scene(scale: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
@@ -68,7 +68,7 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
 def write_demo_files(out_dir: str | os.PathLike, stack: SyntheticStack, fused: np.ndarray,
                      index_map: np.ndarray) -> Path:
     from .depth import colorize_index_map
-    from .io import check_output_folder, write_image
+    from ..io.images import check_output_folder, write_image
 
     out = check_output_folder(out_dir, create=True)
     frames = check_output_folder(out / "frames", create=True)
@@ -90,10 +90,10 @@ def run_demo(*, weights=None, device: str = "auto", n_frames: int = 6, scale: fl
     """Render the demo stack, fuse it, and score the result against the truth."""
     import time
 
-    from .device import resolve_device
-    from .io import check_output_folder
-    from .stack import fuse_stack
-    from .weights import load_model
+    from ..backends.device import resolve_device
+    from ..io.images import check_output_folder
+    from ..engine.stack import fuse_stack
+    from ..methods.gacn.weights import load_model
 
     dev = resolve_device(device)
     model = load_model(weights, dev)

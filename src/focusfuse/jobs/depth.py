@@ -15,7 +15,7 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
-from .metadata import tiff_physical_size
+from ..io.metadata import tiff_physical_size
 
 
 MAX_DEPTH_SMOOTH = 32  # a (2r+1)^2 median is slow beyond this, and wipes out structure anyway

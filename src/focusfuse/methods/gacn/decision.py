@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .errors import UsageError
-from .filters import gaussian_blur, guided_filter
+from ...errors import UsageError
+from ...ops.filters import gaussian_blur, guided_filter
 from .model import GACN
 
 BOUNDARY_BLUR_SIZE = 9
@@ -61,7 +61,7 @@ def decision_focus_measure(model: GACN, gray: torch.Tensor, reduce: int = 1,
                            has_image: torch.Tensor | None = None) -> torch.Tensor:
     """The frame's focus measure (spatial frequency of its features, at full resolution) as the decision
     path sees it: reduced ``reduce`` times. Zero where ``has_image`` (bool, (B,1,H,W)) is False: edge fill
-    (see :mod:`focusfuse.fill`) is no evidence of focus."""
+    (see :mod:`focusfuse.frames.fill`) is no evidence of focus."""
     return reduce_resolution(zero_on_fill(model.focus_measure(gray, channel_weights), has_image), reduce)
 
 

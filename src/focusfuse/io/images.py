@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import tifffile
 
-from .errors import InputError, UsageError
+from ..errors import InputError, UsageError
 from .metadata import PNG_SIGNATURE, ImageMetadata, embed_exif_in_tiff, embed_in_jpeg, embed_in_png, tiff_write_kwargs
 
 READ_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

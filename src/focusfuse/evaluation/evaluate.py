@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import list_images, natural_key, read_image, write_text_atomic
+from ..io.images import list_images, natural_key, read_image, write_text_atomic
 from .metrics import FULL_REFERENCE_METRIC_NAMES, METRIC_NAMES, compute_all, to_gray_matlab
 
 _NUMBERED_SOURCE = re.compile(r"^(?P<name>.+)_(?P<index>\d+)$")
