@@ -103,17 +103,20 @@ ERRORS = [
     ("output equal to an input", "{good}", "good/f0.png", ["--overwrite"], 2, "overwrite an input"),
     ("existing output", "{good}", "exists.png", [], 2, "exists"),
     ("CUDA absent", "{good}", "out.png", ["--device", "cuda"], 2, "CUDA is not available"),
-    ("bad device name", "{good}", "out.png", ["--device", "tpu"], 2, "--device tpu"),
+    ("bad device name", "{good}", "out.png", ["--device", "tpu"], 2, "device 'tpu'"),
     ("unreadable weights", "{good}", "out.png", ["--weights", "{corrupt}/c.png"], 2, "cannot read weights"),
     ("mixed bit depths", "{mixed_depth}", "out.tif", [], 1, "16-bit frame among 8-bit frames"),
     ("tile size too small", "{good}", "out.png", ["--tile-size", "3"], 2, "at least 16"),
-    ("tile size negative", "{good}", "out.png", ["--tile-size", "-5"], 2, "--tile-size"),
-    ("reduce zero", "{good}", "out.png", ["--reduce", "0"], 2, "--reduce"),
+    ("tile size negative", "{good}", "out.png", ["--tile-size", "-5"], 2, "tile size"),
+    ("reduce zero", "{good}", "out.png", ["--reduce", "0"], 2, "reduce must be"),
+    ("memory limit not a size", "{good}", "out.png", ["--memory-limit", "lots"], 2, "give a size such as 4G"),
+    ("memory limit too small", "{good}", "out.png", ["--memory-limit", "1M"], 2, "at least 256 MiB"),
+    ("workers negative", "{good}", "out.png", ["--workers", "-1"], 2, "workers must be"),
     ("unknown option", "{good}", "out.png", ["--bogus"], 2, "No such option"),
-    ("z step not a number", "{good}", "out.png", ["--height-map", "{tmp}/h.tif", "--z-step", "nan"], 2, "--z-step"),
-    ("z step zero", "{good}", "out.png", ["--height-map", "{tmp}/h.tif", "--z-step", "0"], 2, "--z-step"),
-    ("height map without z step", "{good}", "out.png", ["--height-map", "{tmp}/h.tif"], 2, "needs --z-step"),
-    ("depth smoothing too wide", "{good}", "out.png", ["--depth-smooth", "1000"], 2, "--depth-smooth"),
+    ("z step not a number", "{good}", "out.png", ["--height-map", "{tmp}/h.tif", "--z-step", "nan"], 2, "focus step"),
+    ("z step zero", "{good}", "out.png", ["--height-map", "{tmp}/h.tif", "--z-step", "0"], 2, "focus step"),
+    ("height map without z step", "{good}", "out.png", ["--height-map", "{tmp}/h.tif"], 2, "needs the focus step"),
+    ("depth smoothing too wide", "{good}", "out.png", ["--depth-smooth", "1000"], 2, "depth smoothing radius"),
 ]
 
 
@@ -178,12 +181,12 @@ def test_gray_mixed_with_colour_warns_in_one_line_and_succeeds(corpus, tmp_path,
 
 
 def test_out_of_memory_is_one_line(corpus, tmp_path, weights_file, monkeypatch):
-    import focusfuse.engine.stack as stack_module
+    import focusfuse.methods.gacn.strategies as strategies
 
     def exhausted(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(stack_module.CalibratedStack, "add", exhausted)
+    monkeypatch.setattr(strategies.CalibratedStack, "add_batch", exhausted)
     out = tmp_path / "o.png"
     r = CliRunner().invoke(main, ["stack", str(corpus["good"]), "-o", str(out), "--align", "none",
                                   "--weights", str(weights_file)])

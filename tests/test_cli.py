@@ -201,11 +201,16 @@ def test_a_frame_given_twice_is_refused(stack_dir, weights_file, tmp_path):
 
 def test_option_errors_are_one_line_naming_the_help(pair_files, tmp_path):
     a, b = pair_files
+    r = _runner().invoke(main, ["pair", str(a), str(b), "-o", str(tmp_path / "o.png"), "--reduce", "x"],
+                         prog_name="focusfuse")
+    assert r.exit_code == 2
+    assert r.stderr.splitlines() == ["focusfuse: error: Invalid value for '--reduce': 'x' is not a valid integer. "
+                                     "(see 'focusfuse pair --help')"]
+    # values out of range are the library's to refuse (checked once, in plain words, before any work)
     r = _runner().invoke(main, ["pair", str(a), str(b), "-o", str(tmp_path / "o.png"), "--reduce", "99"],
                          prog_name="focusfuse")
     assert r.exit_code == 2
-    assert r.stderr.splitlines() == ["focusfuse: error: Invalid value for '--reduce': 99 is not in the range "
-                                     "1<=x<=8. (see 'focusfuse pair --help')"]
+    assert r.stderr.splitlines() == ["focusfuse: error: reduce must be an integer from 1 to 8, not 99"]
 
 
 def test_demo_refuses_a_file_as_its_folder_and_clears_stale_frames(weights_file, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from focusfuse import fuse_pair, fuse_stack
 from focusfuse.frames.fill import EdgeFill, edge_fill, find_edge_fill, replace_fill
-from focusfuse.engine.tiling import Box
+from focusfuse.box import Box
 
 from conftest import focus_pair, textured
 

@@ -83,25 +83,6 @@ def test_blend_is_eq4():
     assert np.isclose(float(blend(torch.tensor(1.0), a, b)[0, 0, 0]), 0.8)
 
 
-def test_gradient_energy_inference_path_equals_the_autograd_one():
-    x = torch.rand(2, 5, 13, 17).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        fast = gradient_energy(x)
-    slow = gradient_energy(x.clone().requires_grad_(True)).detach()
-    assert torch.allclose(fast, slow, atol=1e-7)
-    assert fast.is_contiguous(memory_format=torch.channels_last)
-
-
-def test_separable_filter_on_few_channels_equals_the_depthwise_convolution():
-    # few channels take shifted additions, many take convolutions: both must be the same filter
-    taps = gaussian_kernel1d(9, 2.0, dtype=torch.float64) * torch.linspace(0.5, 1.5, 9, dtype=torch.float64)
-    for channels in (1, 2, 8):
-        x = torch.rand(2, channels, 12, 7, dtype=torch.float64)  # width < taps: windows clipped on both sides
-        weight = (taps[:, None] * taps[None, :]).expand(channels, 1, 9, 9)
-        expected = F.conv2d(x, weight, padding=4, groups=channels)
-        assert torch.allclose(separable_filter(x, taps), expected, atol=1e-12)
-
-
 def test_separable_filter_passes_gradients_and_refuses_even_taps():
     x = torch.rand(1, 1, 6, 5, dtype=torch.float64, requires_grad=True)
     taps = gaussian_kernel1d(5, 1.5, dtype=torch.float64)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from focusfuse.methods.gacn.model import GACN, activity, conv_to_one_channel, initial_decision_map
+from focusfuse.methods.gacn.model import GACN, activity, initial_decision_map
 from focusfuse.methods.gacn.weights import focusfuse_to_official, official_keys, official_to_focusfuse
 
 from conftest import random_model
@@ -70,50 +70,6 @@ def test_tiny_images_run(model, h, w):
     with torch.no_grad():
         p0 = model(torch.rand(1, 1, h, w), torch.rand(1, 1, h, w))
     assert p0.shape == (1, 1, h, w)
-
-
-@pytest.mark.parametrize("k", [0, 3])  # 64 -> 48, and the last block 16 -> 1 (a single output channel)
-def test_inference_conv_block_equals_training_formula(model, k):
-    block = model.decision.blocks[k]
-    x = torch.rand(1, block.conv.in_channels, 20, 20)
-    with torch.no_grad():
-        fast = block(x)
-    with torch.enable_grad():
-        slow = block(x).detach()
-    assert torch.allclose(fast, slow, atol=1e-5)
-
-
-@pytest.mark.parametrize("shape,k", [((2, 64, 19, 23), 7), ((1, 16, 2, 3), 7), ((1, 5, 9, 8), 3)])
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_conv_to_one_channel_equals_conv2d(shape, k, channels_last):
-    x = torch.randn(*shape, dtype=torch.float64)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    weight = torch.randn(1, shape[1], k, k, dtype=torch.float64)
-    expected = torch.nn.functional.conv2d(x, weight, padding=k // 2)
-    assert torch.allclose(conv_to_one_channel(x, weight), expected, atol=1e-10)
-
-
-@pytest.mark.parametrize("height", [37, 8, 3])
-@pytest.mark.parametrize("k,channels_last", [(7, True), (3, False)])
-def test_conv_to_one_channel_in_bands_of_rows_equals_conv2d(monkeypatch, height, k, channels_last):
-    monkeypatch.setattr("focusfuse.methods.gacn.model.TAP_BAND_BYTES", 1)  # the smallest bands: 8 (k=3) or 12 rows (k=7)
-    x = torch.randn(2, 6, height, 11, dtype=torch.float64)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    weight = torch.randn(1, 6, k, k, dtype=torch.float64)
-    expected = torch.nn.functional.conv2d(x, weight, padding=k // 2)
-    assert torch.allclose(conv_to_one_channel(x, weight), expected, atol=1e-10)
-
-
-def test_inference_spatial_se_equals_training_formula(model):
-    sse = model.decision.sse_in
-    x = torch.rand(1, 64, 21, 17).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        fast = sse(x)
-    with torch.enable_grad():
-        slow = sse(x).detach()
-    assert torch.allclose(fast, slow, atol=1e-5)
 
 
 def test_decision_is_a_threshold_on_the_last_conv_output():

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from focusfuse.ops.color import to_tensor
-from focusfuse.engine.pair import fuse_tensors
+from focusfuse.backends.select import select_backend
+from focusfuse.engine.fuse import fuse_tensors
+from focusfuse.methods.gacn.network import GacnNetwork
 from focusfuse.io.images import read_image
 
 from conftest import SHARED
@@ -33,7 +35,7 @@ def test_parity_with_official_outputs(name, official_model):
     a = to_tensor(read_image(PAIRS / f"{name}_1.png"))
     b = to_tensor(read_image(PAIRS / f"{name}_2.png"))
     with torch.inference_mode():
-        fused, p, _ = fuse_tensors(official_model, a, b)
+        fused, p, _ = fuse_tensors(GacnNetwork(official_model, select_backend("cpu")), a, b)
     ours = np.round(fused.clamp(0, 1).permute(1, 2, 0).squeeze(-1).numpy() * 255)
     reference = read_image(REFERENCE / f"{name}_fused.png")
     assert psnr(ours, reference) >= 45.0

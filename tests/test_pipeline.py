@@ -12,6 +12,7 @@ from focusfuse import fuse_stack
 from focusfuse.cli import main
 from focusfuse.jobs.depth import depth_preview, height_map, smooth_index_map, z_spacing
 from focusfuse.io.images import read_image, write_image
+from focusfuse.engine.options import FusionOptions
 from focusfuse.jobs.stack_job import StackJob, run_stack
 from focusfuse.evaluation.synthetic import make_stack
 
@@ -99,7 +100,7 @@ def stack_folder(tmp_path):
 
 
 def test_stack_job_writes_every_output_and_a_report(model, stack_folder, tmp_path):
-    job = StackJob(inputs=[stack_folder], output=tmp_path / "out.tif", align="none",
+    job = StackJob(inputs=[stack_folder], output=tmp_path / "out.tif", options=FusionOptions(align="none"),
                    index_map=tmp_path / "index.png", depth_preview=tmp_path / "preview.png",
                    height_map=tmp_path / "height.tif", z_step=2.0, z_unit="um")
     report = run_stack(job, model)
@@ -116,8 +117,9 @@ def test_stack_job_writes_every_output_and_a_report(model, stack_folder, tmp_pat
 def test_height_map_without_z_step_is_refused(model, stack_folder, tmp_path):
     from focusfuse.errors import UsageError
 
-    job = StackJob(inputs=[stack_folder], output=tmp_path / "o.png", align="none", height_map=tmp_path / "h.tif")
-    with pytest.raises(UsageError, match="z-step"):
+    job = StackJob(inputs=[stack_folder], output=tmp_path / "o.png", options=FusionOptions(align="none"),
+                   height_map=tmp_path / "h.tif")
+    with pytest.raises(UsageError, match="focus step"):
         run_stack(job, model)
 
 
@@ -144,7 +146,7 @@ def test_cli_reduce_is_reported_and_noted_in_the_output(weights_file, stack_fold
         assert "decision path at 1/2 resolution" in tif.pages[0].description
     bad = CliRunner().invoke(main, ["stack", str(stack_folder), "-o", str(tmp_path / "p.tif"), "--reduce", "0",
                                     "--weights", str(weights_file)])
-    assert bad.exit_code == 2 and "--reduce" in bad.output
+    assert bad.exit_code == 2 and "reduce must be" in bad.output
 
 
 def test_cli_align_only_writes_registered_frames(breathing_stack, tmp_path):

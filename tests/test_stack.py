@@ -14,11 +14,23 @@ from focusfuse.evaluation.synthetic import make_stack
 from conftest import textured
 
 
-def _count_passes(model):
-    """Hooks that count frames through the feature extractor and pairs through the decision path."""
+def _count_passes(monkeypatch):
+    """Count frames through the feature extractor and pairs through the decision path of the network."""
+    from focusfuse.methods.gacn.network import GacnNetwork
+
     counts = {"feature": 0, "decision": 0}
-    model.features.register_forward_hook(lambda m, inp, out: counts.__setitem__("feature", counts["feature"] + inp[0].shape[0]))
-    model.decision.register_forward_hook(lambda m, inp, out: counts.__setitem__("decision", counts["decision"] + inp[0].shape[0]))
+    features, decision = GacnNetwork.features, GacnNetwork.decision_logit
+
+    def counted_features(self, gray, channel_weights=None):
+        counts["feature"] += gray.shape[0]
+        return features(self, gray, channel_weights)
+
+    def counted_decision(self, sf_a, sf_b):
+        counts["decision"] += sf_a.shape[0]
+        return decision(self, sf_a, sf_b)
+
+    monkeypatch.setattr(GacnNetwork, "features", counted_features)
+    monkeypatch.setattr(GacnNetwork, "decision_logit", counted_decision)
     return counts
 
 
@@ -32,8 +44,8 @@ def _frames(n, h=24, w=28, channels=3):
     ("serial", lambda n: 2 * (n - 1), lambda n: n - 1),
 ])
 @pytest.mark.parametrize("n", [2, 5])
-def test_pass_counts(model, strategy, features, decisions, n):
-    counts = _count_passes(model)
+def test_pass_counts(model, strategy, features, decisions, n, monkeypatch):
+    counts = _count_passes(monkeypatch)
     fuse_stack(_frames(n), strategy=strategy, weights=model, device="cpu", align="none")
     assert counts == {"feature": features(n), "decision": decisions(n)}
 

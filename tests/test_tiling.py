@@ -13,14 +13,27 @@ from focusfuse.io.images import FrameRef, write_image
 from focusfuse.methods.gacn.model import initial_decision_map
 from focusfuse.io.sinks import TiffSink
 from focusfuse.frames.sources import FileSource, WarpedSource, read_tiff_region
-from focusfuse.engine.tiling import HALO, NETWORK_RADIUS, Box, choose_tile_size, frame_channel_weights, halo_for, tile_grid
+from focusfuse.backends.base import Backend
+from focusfuse.box import Box
+from focusfuse.engine.plan import auto_tile_size
+from focusfuse.engine.tiling import tile_grid
+from focusfuse.methods.gacn.halo import HALO, NETWORK_RADIUS, halo_for
+from focusfuse.methods.gacn.network import GacnNetwork
+from focusfuse.methods.gacn.statistics import frame_channel_weights
+
+
+def channel_weights(model, image, height, width, tile):
+    """Whole-frame CSE weights of ``image`` streamed over tiles of ``tile`` (0: whole)."""
+    net = GacnNetwork(model, Backend(torch.device("cpu")))
+    with torch.inference_mode():
+        return frame_channel_weights(net, lambda box: to_tensor(image[box.slices]), height, width, tile)
 
 from conftest import textured
 
 
 @pytest.mark.parametrize("h,w,tile", [(100, 130, 32), (64, 64, 64), (65, 40, 16), (50, 50, 0)])
 def test_tile_grid_covers_the_image_once(h, w, tile):
-    tiles = tile_grid(h, w, tile)
+    tiles = tile_grid(h, w, tile, HALO)
     covered = np.zeros((h, w), int)
     for t in tiles:
         covered[t.core.slices] += 1
@@ -41,7 +54,7 @@ def test_network_radius_bounds_the_influence_of_a_pixel(model):
     """With fixed channel weights, changing pixels beyond the radius leaves the centre's final map unchanged."""
     size, c = 2 * NETWORK_RADIUS + 21, NETWORK_RADIUS + 10
     a, b = textured(size, size, 1), textured(size, size, 2)
-    weights = [frame_channel_weights(model, lambda box, x=x: to_tensor(x[box.slices]), size, size, 0) for x in (a, b)]
+    weights = [channel_weights(model, x, size, size, 0) for x in (a, b)]
     base = _final_map(model, a, b, weights)
     far = a.copy()
     far[:, c + NETWORK_RADIUS + 1:] = 1 - far[:, c + NETWORK_RADIUS + 1:]
@@ -59,8 +72,7 @@ def test_reduced_halo_bounds_the_influence_of_a_pixel(good_model, reduce):
     size = 2 * halo + 4 * reduce
     c = halo + reduce  # the column whose map must not change
     a, b = textured(size, size, 1), textured(size, size, 2)
-    weights = [frame_channel_weights(good_model, lambda box, x=x: to_tensor(x[box.slices]), size, size, 0)
-               for x in (a, b)]
+    weights = [channel_weights(good_model, x, size, size, 0) for x in (a, b)]
 
     def final_map(a):
         with torch.no_grad():
@@ -88,7 +100,7 @@ def test_tiles_of_a_reduced_run_start_on_block_boundaries():
 def test_streamed_channel_weights_equal_the_whole_frame_ones(model):
     image = textured(90, 70, 3)
     with torch.no_grad():
-        tiled = frame_channel_weights(model, lambda box: to_tensor(image[box.slices]), 90, 70, 32)
+        tiled = channel_weights(model, image, 90, 70, 32)
         gray = to_gray(to_tensor(image))[None]
         outputs, x, whole = [], gray, []
         for block, cse in zip(model.features.blocks, model.features.cse):
@@ -227,24 +239,29 @@ def test_tiff_sink_streams_bands(good_model, tmp_path):
     expected = fuse_stack(frames, weights=good_model, device="cpu", align="none", tile_size=96)
     assert _several_frames_chosen(expected.index_map)
 
-    def sink(h, w, c, dtype, n_tiles):
-        return TiffSink(h, w, c, dtype, tmp_path / "out.tif", index_path=tmp_path / "index.tif", compression="zlib")
+    class TiffOutput:
+        def held_bytes(self, h, w, c, dtype, tiled):
+            return 0
 
-    fuse_stack(frames, weights=good_model, device="cpu", align="none", tile_size=96, sink=sink)
+        def open(self, h, w, c, dtype, tiled):
+            return TiffSink(h, w, c, dtype, tmp_path / "out.tif", index_path=tmp_path / "index.tif",
+                            compression="zlib")
+
+    fuse_stack(frames, weights=good_model, device="cpu", align="none", tile_size=96, output=TiffOutput())
     assert np.array_equal(tifffile.imread(tmp_path / "out.tif"), expected.fused)
     assert np.array_equal(tifffile.imread(tmp_path / "index.tif"), expected.index_map)
     with tifffile.TiffFile(tmp_path / "out.tif") as tif:
         assert tif.pages[0].is_tiled
 
 
-def test_choose_tile_size_follows_the_budget():
-    cpu = torch.device("cpu")
-    assert choose_tile_size(100, 100, cpu, budget=10**12) == 0
-    small = choose_tile_size(20000, 20000, cpu, budget=2 * 10**9)
+def test_auto_tile_size_follows_the_budget():
+    assert auto_tile_size(100, 100, 2400, 10**12, HALO) == 0
+    small = auto_tile_size(20000, 20000, 2400, 2 * 10**9, HALO)
     assert 256 <= small < 20000 and small % 64 == 0
-    assert choose_tile_size(20000, 20000, cpu, budget=4 * 10**9) > small
-    reduced = choose_tile_size(20000, 20000, cpu, budget=2 * 10**9, reduce=2)
+    assert auto_tile_size(20000, 20000, 2400, 4 * 10**9, HALO) > small
+    reduced = auto_tile_size(20000, 20000, 2400, 2 * 10**9, halo_for(2))
     assert reduced < small and reduced % 64 == 0  # the same budget, a wider halo
+    assert auto_tile_size(20000, 20000, 2400, 10**7, HALO) is None  # no useful tile fits
 
 
 def test_cli_streams_tiled_tiff_outputs_equal_to_untiled(weights_file, tmp_path):

@@ -89,7 +89,7 @@ def test_shipped_default_weights_load_and_pick_the_sharp_frame():
     import cv2
     import numpy as np
 
-    from focusfuse.engine.pair import fuse_pair
+    from focusfuse import fuse_pair
 
     path = resolve_weights(None)
     _, metadata = read_weights(path)

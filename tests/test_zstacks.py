@@ -14,7 +14,7 @@ from focusfuse.frames.refs import read_frame
 from focusfuse.io.images import FrameRef, expand_inputs, plan_tiff_frames, read_image, tiff_page_count, write_image
 from focusfuse.io.metadata import ImageMetadata, read_metadata, tiff_write_kwargs
 from focusfuse.frames.sources import FileSource, _tiff_info, read_tiff_region, tiff_region_readable
-from focusfuse.engine.tiling import Box
+from focusfuse.box import Box
 
 H, W = 20, 24
 PROVENANCE = "focusfuse 0.1.0 (GACN focus stacking): 4 frames"

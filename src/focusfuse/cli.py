@@ -11,16 +11,29 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
-import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import __version__
-from .methods.gacn.decision import MAX_REDUCE
-from .jobs.depth import MAX_DEPTH_SMOOTH
+from .engine.options import MAX_REDUCE, MIN_TILE_SIZE
 from .errors import FocusFuseError, UsageError
 
-STDERR = Console(stderr=True, highlight=False, soft_wrap=True)
+# Heavy modules (torch, OpenCV, rich) are imported by the commands that need them, so that
+# `focusfuse --help` and option errors answer at once.
+
+
+@functools.cache
+def stderr_console():
+    """The rich console on stderr for progress bars and summaries (made when a command first needs it)."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, or torch's CUDA out-of-memory error (checked without importing torch)."""
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)
 
 
 # ------------------------------------------------------------------------------------------ plumbing
@@ -52,6 +65,7 @@ def handle_errors(func: Callable) -> Callable:
             warnings.simplefilter("default")
             warnings.showwarning = _warning_printer()
             try:
+                _silence_decoders()
                 return func(*args, **kwargs)
             except FocusFuseError as exc:
                 if debug:
@@ -61,13 +75,13 @@ def handle_errors(func: Callable) -> Callable:
             except KeyboardInterrupt:
                 click.echo("focusfuse: interrupted", err=True)
                 sys.exit(130)
-            except (MemoryError, torch.cuda.OutOfMemoryError) as exc:
+            except Exception as exc:  # anything else is a bug or an unforeseen input: still one line
                 if debug:
                     traceback.print_exc()
-                click.echo(f"focusfuse: error: out of memory ({_one_line(exc)}); for stack, pair and batch try "
-                           "a smaller --tile-size, or --device cpu", err=True)
-                sys.exit(1)
-            except Exception as exc:  # anything else is a bug or an unforeseen input: still one line
+                if _is_out_of_memory(exc):
+                    click.echo(f"focusfuse: error: out of memory ({_one_line(exc)}); for stack, pair and batch try "
+                               "a lower --memory-limit or a smaller --tile-size", err=True)
+                    sys.exit(1)
                 if debug:
                     traceback.print_exc()
                 click.echo(f"focusfuse: error: {exc.__class__.__name__}: {_one_line(exc)} "
@@ -92,25 +106,23 @@ def common_options(func: Callable) -> Callable:
     return func
 
 
-def frame_progress(quiet: bool) -> Progress:
+def frame_progress(quiet: bool):
     """Progress bars on stderr; off with ``quiet`` and when stderr is not a terminal (a log file)."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    console = stderr_console()
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[frame]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                    TimeRemainingColumn(), console=STDERR, disable=quiet or not STDERR.is_terminal, transient=True)
+                    TimeRemainingColumn(), console=console, disable=quiet or not console.is_terminal, transient=True)
 
 
 def _load_model(weights: str | None, device: str):
-    """Resolve the device and load the weights up front, so their errors come before any work.
-
-    On CPU, freed memory is then kept for reuse (see :func:`focusfuse.backends.device.keep_freed_memory`).
-    """
-    from .backends.device import keep_freed_memory, resolve_device
+    """Resolve the device and load the weights up front, so their errors come before any work."""
+    from .backends.select import resolve_device
     from .methods.gacn.weights import load_model
 
-    model = load_model(weights, resolve_device(device))
-    if model.device.type == "cpu":
-        keep_freed_memory()
-    return model
+    return load_model(weights, resolve_device(device))
 
 
 class OneLineErrorGroup(click.Group):
@@ -142,7 +154,6 @@ class OneLineErrorGroup(click.Group):
 @click.version_option(__version__, prog_name="focusfuse")
 def main() -> None:
     """focusfuse: all-in-focus images from focus-bracketed frames (GACN)."""
-    _silence_decoders()
 
 
 def _silence_decoders() -> None:
@@ -166,23 +177,21 @@ def _json_line(event: str, **fields) -> None:
     click.echo(json.dumps({"event": event, **fields}, default=str))
 
 
-def _tile_size(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:  # noqa: ARG001
-    from .engine.tiling import MIN_TILE_SIZE
-
-    if value is not None and 0 < value < MIN_TILE_SIZE:
-        raise click.BadParameter(f"{value}: use 0 (whole image) or at least {MIN_TILE_SIZE}")
-    return value
-
-
 def size_options(func: Callable) -> Callable:
-    """--tile-size, --reduce, --compression and --edge-fill: how the images are processed."""
+    """--tile-size, --reduce, --memory-limit, --workers, --compression and --edge-fill: how images are processed.
+    Their values are checked by the library (focusfuse.FusionOptions), once."""
     options = [
-        click.option("--tile-size", type=click.IntRange(0), default=None, callback=_tile_size,
-                     help="Process in tiles of this size (0: whole image; at least 16; default: chosen from "
-                          "free memory)."),
-        click.option("--reduce", type=click.IntRange(1, MAX_REDUCE), default=1, show_default=True,
-                     help="Run the decision path (most of the network) at N times lower resolution "
-                          "(2: 1.2-1.8x faster on CPU); features, maps and blend stay at full resolution."),
+        click.option("--tile-size", type=int, default=None,
+                     help=f"Process in tiles of this size (0: whole image; at least {MIN_TILE_SIZE}; default: "
+                          "chosen from the memory limit)."),
+        click.option("--memory-limit", default=None, metavar="SIZE",
+                     help="Most memory a run may use, e.g. 4G or 512M (default: half the free memory, at most "
+                          "8G of main memory); sets the tile size."),
+        click.option("--workers", type=int, default=None,
+                     help="Threads that read, align and prepare frames (default: one per core, at most 8)."),
+        click.option("--reduce", type=int, default=1, show_default=True,
+                     help=f"Run the decision path (most of the network) at N times lower resolution (1 to "
+                          f"{MAX_REDUCE}; 2: 1.2-1.8x faster on CPU); features, maps and blend stay at full resolution."),
         click.option("--compression", type=click.Choice(["none", "zlib"]), default="none", show_default=True,
                      help="Compression of TIFF outputs."),
         click.option("--edge-fill/--no-edge-fill", default=True, show_default=True,
@@ -207,20 +216,22 @@ def size_options(func: Callable) -> Callable:
 @common_options
 @handle_errors
 def pair(image_a: Path, image_b: Path, output: Path, decision_map: Path | None, align: str, tile_size: int | None,
-         reduce: int, compression: str, edge_fill: bool, overwrite: bool, weights: str | None, device: str,
-         quiet: bool) -> None:
+         memory_limit: str | None, workers: int | None, reduce: int, compression: str, edge_fill: bool,
+         overwrite: bool, weights: str | None, device: str, quiet: bool) -> None:
     """Fuse two images IMAGE_A and IMAGE_B into OUTPUT."""
-    from .jobs.stack_job import run_pair
+    from .engine.options import FusionOptions
+    from .jobs.pair_job import run_pair
 
+    options = FusionOptions(align=align, tile_size=tile_size, reduce=reduce, edge_fill=edge_fill,
+                            memory_limit=memory_limit, workers=workers)
     for path in (image_a, image_b):
         if not path.is_file():
             raise UsageError(f"{path}: no such file")
     model = _load_model(weights, device)
-    report = run_pair(image_a, image_b, output, model, decision_map=decision_map, align=align, tile_size=tile_size,
-                      compression=None if compression == "none" else compression, overwrite=overwrite,
-                      reduce=reduce, edge_fill=edge_fill)
+    report = run_pair(image_a, image_b, output, model, decision_map=decision_map, options=options,
+                      compression=None if compression == "none" else compression, overwrite=overwrite)
     if not quiet:
-        STDERR.print(f"fused {report['width']}x{report['height']} pair in {report['seconds']:.1f} s -> {output}")
+        stderr_console().print(f"fused {report['width']}x{report['height']} pair in {report['seconds']:.1f} s -> {output}")
 
 
 def stack_options(func: Callable) -> Callable:
@@ -232,8 +243,8 @@ def stack_options(func: Callable) -> Callable:
         click.option("--align", type=ALIGN_CHOICE, default="auto", show_default=True,
                      help="Register frames onto the middle one (auto: phase correlation + ECC, affine)."),
         click.option("--crop", is_flag=True, help="Keep only the area valid in all aligned frames."),
-        click.option("--depth-smooth", type=click.IntRange(0, MAX_DEPTH_SMOOTH), default=0, show_default=True,
-                     help="Median-filter radius for the index/depth map."),
+        click.option("--depth-smooth", type=int, default=0, show_default=True,
+                     help="Median-filter radius for the index/depth map (0 to 32)."),
         click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
     ]
     for option in reversed(options):
@@ -263,24 +274,28 @@ def stack_options(func: Callable) -> Callable:
 def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_preview: Path | None,
           height_map: Path | None, z_step: float | None, z_unit: str, align_only: Path | None, as_json: bool,
           strategy: str, align: str, crop: bool, depth_smooth: int, overwrite: bool, tile_size: int | None,
-          reduce: int, compression: str, edge_fill: bool, weights: str | None, device: str, quiet: bool) -> None:
+          memory_limit: str | None, workers: int | None, reduce: int, compression: str, edge_fill: bool,
+          weights: str | None, device: str, quiet: bool) -> None:
     """Fuse a focus stack: a folder, several files, or a multi-page TIFF."""
+    from .engine.options import FusionOptions
     from .frames.refs import frame_refs, require_frames
     from .io.images import natural_file_order
-    from .jobs.stack_job import StackJob, check_stack_job, run_stack, write_aligned_frames
+    from .jobs.aligned_frames import write_aligned_frames
+    from .jobs.stack_job import StackJob, check_stack_job, run_stack
 
     if output is None and align_only is None:
         raise UsageError("missing -o/--output (the fused image)")
     if output is not None and align_only is not None:
         raise UsageError("--align-only writes aligned frames instead of a fused image: drop -o/--output")
+    options = FusionOptions(strategy=strategy, align=align, crop=crop, tile_size=tile_size, reduce=reduce,
+                            edge_fill=edge_fill, memory_limit=memory_limit, workers=workers)
     refs = frame_refs(natural_file_order(inputs))
     require_frames(refs)
     model = None
     if align_only is None:
-        job = StackJob(inputs=refs, output=output, strategy=strategy, align=align, crop=crop,
+        job = StackJob(inputs=refs, output=output, options=options,
                        index_map=index_map, depth_preview=depth_preview, depth_smooth=depth_smooth,
                        height_map=height_map, z_step=z_step, z_unit=z_unit, overwrite=overwrite,
-                       tile_size=tile_size, reduce=reduce, edge_fill=edge_fill,
                        compression=None if compression == "none" else compression)
         check_stack_job(job, refs)
         model = _load_model(weights, device)
@@ -301,17 +316,17 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
 
         if align_only is not None:
             report = write_aligned_frames(refs, align_only, mode=align, crop=crop, overwrite=overwrite,
-                                          progress=on_frame, align_progress=on_align)
+                                          workers=workers, progress=on_frame, align_progress=on_align)
         else:
             report = run_stack(job, model, progress=on_frame, align_progress=on_align)
     if as_json:
         _json_line("done", **report)
     elif not quiet:
         if align_only is not None:
-            STDERR.print(f"aligned {len(report['aligned'])} frames -> {align_only}/")
+            stderr_console().print(f"aligned {len(report['aligned'])} frames -> {align_only}/")
         else:
-            STDERR.print(f"fused {report['frames_used']} frames ({report['width']}x{report['height']}, {strategy}, "
-                         f"align {align}) in {report['seconds']:.1f} s -> {output}")
+            stderr_console().print(f"fused {report['frames_used']} frames ({report['width']}x{report['height']}, "
+                                   f"{strategy}, align {align}) in {report['seconds']:.1f} s -> {output}")
 
 
 @main.command()
@@ -329,18 +344,21 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
 @handle_errors
 def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_previews: bool, resume: bool,
           as_json: bool, strategy: str, align: str, crop: bool, depth_smooth: int, overwrite: bool,
-          tile_size: int | None, reduce: int, compression: str, edge_fill: bool, weights: str | None, device: str,
-          quiet: bool) -> None:
+          tile_size: int | None, memory_limit: str | None, workers: int | None, reduce: int, compression: str,
+          edge_fill: bool, weights: str | None, device: str, quiet: bool) -> None:
     """Fuse every stack under ROOT (sub-folders of frames, multi-page TIFFs) into OUTDIR."""
+    from .engine.options import FusionOptions
     from .jobs.batch import REPORT_NAME, check_batch_output, discover_stacks, run_batch
-    from .jobs.stack_job import StackJob
+    from .jobs.stack_job import StackJob, check_job_settings
 
+    options = FusionOptions(strategy=strategy, align=align, crop=crop, tile_size=tile_size, reduce=reduce,
+                            edge_fill=edge_fill, memory_limit=memory_limit, workers=workers)
+    template = StackJob(inputs=[], output=Path(), options=options, depth_smooth=depth_smooth, overwrite=overwrite,
+                        compression=None if compression == "none" else compression)
+    check_job_settings(template)
     stacks = discover_stacks(root, exclude=out_dir)
     check_batch_output(root, out_dir, stacks)
     model = _load_model(weights, device)
-    template = StackJob(inputs=[], output=Path(), strategy=strategy, align=align, crop=crop,
-                        depth_smooth=depth_smooth, overwrite=overwrite, tile_size=tile_size, reduce=reduce,
-                        edge_fill=edge_fill, compression=None if compression == "none" else compression)
     quiet = quiet or as_json
     with frame_progress(quiet) as progress:
         stack_task = progress.add_task("stacks", total=len(stacks), frame="")
@@ -364,7 +382,7 @@ def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_
         _json_line("done", ok=report["ok"], skipped=report["skipped"], failed=report["failed"],
                    seconds=report["seconds"], report=str(out_dir / REPORT_NAME))
     elif not quiet:
-        STDERR.print(f"{report['ok']} fused, {report['skipped']} skipped, {report['failed']} failed "
+        stderr_console().print(f"{report['ok']} fused, {report['skipped']} skipped, {report['failed']} failed "
                      f"in {report['seconds']:.1f} s; report: {out_dir / REPORT_NAME}")
     if report["failed"]:
         sys.exit(1)
@@ -396,6 +414,8 @@ def demo(out_dir: Path, n_frames: int, scale: float, strategy: str, weights: str
                           out_dir=out_dir,
                           progress=lambda done, total, name: progress.update(task, completed=done, total=total,
                                                                              frame=name))
+    from rich.console import Console
+
     console = Console(highlight=False, soft_wrap=True)
     w, h = report.size
     console.print(f"demo stack: {report.frames} frames of {w}x{h} (motorcycle scene, layered defocus)")
@@ -445,7 +465,7 @@ def train(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch
           recipe_items: tuple[str, ...], workers: int, seed: int, name: str | None, init_weights: Path | None,
           max_steps: int, resume: bool, overwrite: bool, device: str, quiet: bool) -> None:
     """Train GACN on focus pairs generated from a folder of images."""
-    from .backends.device import resolve_device
+    from .backends.select import resolve_device
     from .train.data import recipe_overrides
     from .train.loop import TrainConfig
     from .train.loop import train as run_training
@@ -483,9 +503,9 @@ def train(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch
 
         summary = run_training(cfg, resume=resume, replace_installed=overwrite, progress=report)
     if not quiet:
-        STDERR.print(f"best validation loss {summary['best_val_loss']:.4f}: {summary['best']}")
+        stderr_console().print(f"best validation loss {summary['best_val_loss']:.4f}: {summary['best']}")
         if summary["installed"]:
-            STDERR.print(f"installed as --weights {Path(summary['installed']).stem} ({summary['installed']})")
+            stderr_console().print(f"installed as --weights {Path(summary['installed']).stem} ({summary['installed']})")
 
 
 @main.command()
@@ -506,10 +526,11 @@ def evaluate(sources: Path, fused: Path, gt_dir: Path | None, suffix: str, json_
 
     SOURCES holds pairs NAME_1.*, NAME_2.* (or more numbered sources), or one sub-folder per stack.
     """
+    from rich.console import Console
     from rich.table import Table
 
     from .evaluation.evaluate import case_files, evaluate_cases, find_cases, metric_columns, summarize, write_csv, write_json
-    from .jobs.stack_job import check_outputs
+    from .jobs.outputs import check_outputs
 
     try:
         cases = find_cases(sources, fused, suffix=suffix, gt_dir=gt_dir)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..ops.color import dtype_scale
-from ..engine.tiling import Box
+from ..box import Box
 
 MAX_FILL_FRACTION = 1 / 8  # a band covers at most this share of the frame's height or width
 STRIP = 32  # lines read first when the bands are looked for region by region (then twice as many, ...)

@@ -26,13 +26,20 @@ FrameLike = Union[np.ndarray, str, os.PathLike, FrameRef]
 _DEPTH_NAME = {np.dtype(np.uint8): "8-bit", np.dtype(np.uint16): "16-bit", np.dtype(np.float32): "32-bit float"}
 
 
+def is_stack_array(array: np.ndarray) -> bool:
+    """Whether an array holds several frames: (Z, Y, X, C), or (Z, Y, X) with X > 4 (HxWxC images have C <= 4)."""
+    return array.ndim == 4 or (array.ndim == 3 and array.shape[2] > 4)
+
+
 def frame_refs(frames: FrameLike | Sequence[FrameLike]) -> list[np.ndarray | FrameRef]:
-    """Expand paths (folders, multi-page TIFFs) into frame references; arrays stay as they are."""
+    """Expand paths (folders, multi-page TIFFs) and stack arrays (Z, Y, X[, C]) into frame references."""
     if isinstance(frames, (str, os.PathLike, np.ndarray, FrameRef)):
         frames = [frames]
     refs: list[np.ndarray | FrameRef] = []
     for item in frames:
-        if isinstance(item, (np.ndarray, FrameRef)):
+        if isinstance(item, np.ndarray) and is_stack_array(item):
+            refs.extend(item[z] for z in range(item.shape[0]))
+        elif isinstance(item, (np.ndarray, FrameRef)):
             refs.append(item)
         else:
             refs.extend(expand_inputs([item]))

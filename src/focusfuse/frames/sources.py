@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -27,7 +28,7 @@ from .fill import EdgeFill, area_in, edge_fill, find_edge_fill, replace_fill
 from .refs import clean_pixels, read_frame, working_dtype
 from ..io.images import (FrameRef, TIFF_SUFFIXES, exif_orientation, open_header, png_header, tiff_frame_planes,
                  tiff_orientation, tiff_plane_page)
-from ..engine.tiling import Box
+from ..box import Box
 
 
 @dataclass(frozen=True)
@@ -101,35 +102,38 @@ def _page_layout(key: tifffile.TiffPage) -> tuple[int, int, int]:
 
 class OpenTiffs:
     """TIFF files opened once and shared by every frame and region read from them (many pages are
-    otherwise re-parsed on every read)."""
+    otherwise re-parsed on every read). Worker threads share them: each file's handle has a lock."""
 
     def __init__(self) -> None:
-        self.files: dict[Path, tifffile.TiffFile] = {}
+        self.files: dict[Path, tuple[tifffile.TiffFile, threading.Lock]] = {}
+        self.lock = threading.Lock()
 
-    def get(self, path: Path) -> tifffile.TiffFile:
-        if path not in self.files:
-            self.files[path] = tifffile.TiffFile(path)
-        return self.files[path]
+    def get(self, path: Path) -> tuple[tifffile.TiffFile, threading.Lock]:
+        with self.lock:
+            if path not in self.files:
+                self.files[path] = (tifffile.TiffFile(path), threading.Lock())
+            return self.files[path]
 
     def close(self) -> None:
-        for tif in self.files.values():
+        for tif, _ in self.files.values():
             tif.close()
         self.files = {}
 
 
 @contextmanager
-def _opened(ref: FrameRef, tiffs: OpenTiffs | None) -> Iterator[tifffile.TiffFile]:
+def _opened(ref: FrameRef, tiffs: OpenTiffs | None) -> Iterator[tuple[tifffile.TiffFile, threading.Lock]]:
+    """The TIFF file of ``ref`` and the lock that guards its file handle."""
     if tiffs is not None:
         yield tiffs.get(ref.path)
     else:
         with tifffile.TiffFile(ref.path) as tif:
-            yield tif
+            yield tif, threading.Lock()
 
 
 def _tiff_info(ref: FrameRef, tiffs: OpenTiffs | None = None) -> FrameInfo:
     """Size, channels and dtype of TIFF frame ``ref.page`` as :func:`read_frame` will give it."""
     try:
-        with _opened(ref, tiffs) as tif:
+        with _opened(ref, tiffs) as (tif, lock), lock:
             series = tif.series[0]
             planes = tiff_frame_planes(series, ref.page or 0)
             height, width, samples = _page_layout(series.keyframe)
@@ -184,7 +188,7 @@ def tiff_region_readable(ref: FrameRef, tiffs: OpenTiffs | None = None) -> bool:
     planes), RGB pages that would have to be stacked, and rotated (EXIF orientation) files.
     """
     try:
-        with _opened(ref, tiffs) as tif:
+        with _opened(ref, tiffs) as (tif, lock), lock:
             series = tif.series[0]
             pages = [tiff_plane_page(series, i) for i in tiff_frame_planes(series, ref.page or 0)]
             single_samples = len(pages) == 1 or series.keyframe.samplesperpixel == 1
@@ -194,7 +198,8 @@ def tiff_region_readable(ref: FrameRef, tiffs: OpenTiffs | None = None) -> bool:
         return False
 
 
-def _read_uncompressed_rows(page: tifffile.TiffPage | tifffile.TiffFrame, box: Box) -> np.ndarray:
+def _read_uncompressed_rows(page: tifffile.TiffPage | tifffile.TiffFrame, box: Box,
+                            lock: threading.Lock) -> np.ndarray:
     """Pixels of ``box`` from an uncompressed striped page, reading only the bytes of its rows."""
     key = page.keyframe
     samples = key.shape[2] if len(key.shape) == 3 else 0
@@ -206,18 +211,20 @@ def _read_uncompressed_rows(page: tifffile.TiffPage | tifffile.TiffFrame, box: B
     handle = page.parent.filehandle
     for r, y in enumerate(range(box.y0, box.y1)):
         strip, row = divmod(y, rows_per_strip)
-        handle.seek(page.dataoffsets[strip] + row * row_bytes + box.x0 * pixel)
-        data = np.frombuffer(handle.read(box.shape[1] * pixel), dtype=dtype)
+        with lock:
+            handle.seek(page.dataoffsets[strip] + row * row_bytes + box.x0 * pixel)
+            raw = handle.read(box.shape[1] * pixel)
+        data = np.frombuffer(raw, dtype=dtype)
         out[r] = data.reshape(out.shape[1:])
     return out
 
 
-def _read_page_region(page: tifffile.TiffPage | tifffile.TiffFrame, box: Box) -> np.ndarray:
+def _read_page_region(page: tifffile.TiffPage | tifffile.TiffFrame, box: Box, lock: threading.Lock) -> np.ndarray:
     """Pixels of ``box`` from one tiled/striped page, decoding only the chunks it touches."""
     key = page.keyframe
     if key.compression == 1 and not key.is_tiled and key.bitspersample == 8 * np.dtype(key.dtype).itemsize \
             and key.predictor == 1 and key.fillorder == 1:
-        return _read_uncompressed_rows(page, box)
+        return _read_uncompressed_rows(page, box, lock)
     chunk_h, chunk_w = key.chunks[0], key.chunks[1]
     per_row = key.chunked[1]
     samples = key.shape[2] if len(key.shape) == 3 else 0
@@ -226,8 +233,9 @@ def _read_page_region(page: tifffile.TiffPage | tifffile.TiffFrame, box: Box) ->
     for row in range(box.y0 // chunk_h, (box.y1 - 1) // chunk_h + 1):
         for col in range(box.x0 // chunk_w, (box.x1 - 1) // chunk_w + 1):
             index = row * per_row + col
-            handle.seek(page.dataoffsets[index])
-            data = handle.read(page.databytecounts[index])
+            with lock:  # the handle is shared; decoding runs outside the lock
+                handle.seek(page.dataoffsets[index])
+                data = handle.read(page.databytecounts[index])
             segment, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
             segment = segment[0]  # (chunk_h, chunk_w[, samples]), padded at the edges
             if not samples:
@@ -240,19 +248,25 @@ def _read_page_region(page: tifffile.TiffPage | tifffile.TiffFrame, box: Box) ->
 
 def read_tiff_region(ref: FrameRef, box: Box, tiffs: OpenTiffs | None = None) -> np.ndarray:
     """Pixels of ``box`` of TIFF frame ``ref.page``; a frame of C pages is read page by page and stacked."""
-    with _opened(ref, tiffs) as tif:
-        series = tif.series[0]
-        parts = [_read_page_region(series.pages[i], box) for i in tiff_frame_planes(series, ref.page or 0)]
+    with _opened(ref, tiffs) as (tif, lock):
+        with lock:  # pages are parsed from the shared handle when first touched
+            series = tif.series[0]
+            pages = [series.pages[i] for i in tiff_frame_planes(series, ref.page or 0)]
+            for page in pages:
+                page.keyframe, page.dataoffsets, page.databytecounts  # noqa: B018 (parse them now)
+        parts = [_read_page_region(page, box, lock) for page in pages]
     return parts[0] if len(parts) == 1 else np.stack(parts, axis=-1)
 
 
 # ------------------------------------------------------------------------------------- file sources
 
 class FileSource(FrameSource):
-    """A file frame; whole reads decode it, region reads use TIFF chunks or a raw decoded cache.
+    """A file frame; decoded once when it will be read again, region reads from TIFF chunks or a raw cache.
 
-    The cache (one raw file per frame in ``cache_dir``) is made only when the frame is going to be read
-    region by region many times; a frame read once is decoded once and sliced.
+    When the frame will be read more than once (an alignment pass, then fusion; or tile by tile), its
+    first decode is also written to a raw file in ``cache_dir`` (read back with pread, no memory map, so
+    the cache never counts towards our resident memory) and every later read comes from there. Tiled or
+    striped TIFF pages are read region by region from the file itself.
     """
 
     def __init__(self, ref: FrameRef, name: str, cache_dir: str | os.PathLike | None = None,
@@ -263,20 +277,27 @@ class FileSource(FrameSource):
         self.info = probe(ref, tiffs)
         self.cache_dir = cache_dir
         self.regions_from_tiff = ref.path.suffix.lower() in TIFF_SUFFIXES and tiff_region_readable(ref, tiffs)
-        self.many_reads = True
+        self.rereads = True
         self.cache_path: Path | None = None
         self.cached: FrameInfo | None = None
 
     def expect_reads(self, many: bool) -> None:
-        self.many_reads = many
+        self.rereads = many
+
+    @property
+    def decodes_whole(self) -> bool:
+        """Whether reading a region first decodes the whole frame (not a tiled/striped TIFF)."""
+        return not self.regions_from_tiff
 
     def read(self, box: Box | None = None) -> np.ndarray:
         if box is None or box.shape == self.info.shape:
             return self._whole()
         if self.regions_from_tiff:
             return self._checked(clean_pixels(read_tiff_region(self.ref, box, self.tiffs), self.name), box.shape)
-        if not self.many_reads:
+        if self.cache_path is None and not self.rereads:
             return self._whole()[box.slices]
+        if self.cache_path is None:
+            self._whole()
         return self._cached_region(box)
 
     def _checked(self, image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -288,32 +309,51 @@ class FileSource(FrameSource):
         return image
 
     def _whole(self) -> np.ndarray:
-        return self._checked(read_frame(self.ref), self.info.shape)
+        if self.cache_path is not None:
+            h, w = self.info.shape
+            return self._cached_region(Box(0, h, 0, w))
+        image = self._checked(read_frame(self.ref), self.info.shape)
+        if self.rereads and not self.regions_from_tiff:
+            self._write_cache(image)
+        return image
+
+    def _write_cache(self, image: np.ndarray) -> None:
+        handle, name = tempfile.mkstemp(prefix="focusfuse-", suffix=".raw", dir=self.cache_dir)
+        with os.fdopen(handle, "wb") as fh:
+            fh.write(memoryview(np.ascontiguousarray(image)).cast("B"))
+        self.cache_path = Path(name)
+        self.cached = _layout_info(image, self.name)
 
     def _cached_region(self, box: Box) -> np.ndarray:
-        if self.cache_path is None:
-            image = self._whole()
-            handle, name = tempfile.mkstemp(prefix="focusfuse-", suffix=".raw", dir=self.cache_dir)
-            with os.fdopen(handle, "wb") as fh:
-                fh.write(np.ascontiguousarray(image).tobytes())
-            self.cache_path = Path(name)
-            self.cached = _layout_info(image, self.name)
         info = self.cached
-        assert info is not None
+        assert info is not None and self.cache_path is not None
         pixel = info.channels * info.dtype.itemsize
         row_bytes = info.shape[1] * pixel
         out = np.empty((box.shape[0], box.shape[1] * info.channels), dtype=info.dtype)
         with open(self.cache_path, "rb") as fh:
             fd = fh.fileno()
-            for r, y in enumerate(range(box.y0, box.y1)):
-                data = os.pread(fd, (box.x1 - box.x0) * pixel, y * row_bytes + box.x0 * pixel)
-                out[r] = np.frombuffer(data, dtype=info.dtype)
+            if box.x0 == 0 and box.x1 == info.shape[1]:  # whole rows: one read
+                _pread_into(fd, memoryview(out).cast("B"), box.y0 * row_bytes)
+            else:
+                for r, y in enumerate(range(box.y0, box.y1)):
+                    data = os.pread(fd, (box.x1 - box.x0) * pixel, y * row_bytes + box.x0 * pixel)
+                    out[r] = np.frombuffer(data, dtype=info.dtype)
         return out if info.channels == 1 else out.reshape(box.shape[0], box.shape[1], info.channels)
 
     def close(self) -> None:
         if self.cache_path is not None and self.cache_path.exists():
             self.cache_path.unlink()
         self.cache_path = None
+
+
+def _pread_into(fd: int, buffer: memoryview, offset: int) -> None:
+    """Fill ``buffer`` from file ``fd`` at ``offset`` (reads may come back short)."""
+    done = 0
+    while done < len(buffer):
+        count = os.preadv(fd, [buffer[done:]], offset + done)
+        if count <= 0:
+            raise InputError(f"cached frame data ended early at byte {offset + done}")
+        done += count
 
 
 # ------------------------------------------------------------------------------- warped and cropped

@@ -12,14 +12,58 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import tifffile
 
-from ..engine.tiling import Box
+from ..box import Box
 
 TIFF_TILE = 256
+
+
+class Sink(Protocol):
+    """Where a fusion's finished regions go, in row-major order."""
+
+    fused: np.ndarray | None  # the fused image when kept in memory (None when written elsewhere)
+    index: np.ndarray | None  # the index map when kept in memory
+    maps: dict[str, np.ndarray]  # named float maps kept in memory
+    shape: tuple[int, int]
+
+    def write(self, core: Box, fused: np.ndarray, index: np.ndarray,
+              maps: dict[str, np.ndarray] | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class Output(Protocol):
+    """Opens the sink of one fusion once its size and whether it runs in tiles are known."""
+
+    def held_bytes(self, height: int, width: int, channels: int, dtype: np.dtype, tiled: bool) -> int:
+        """Bytes the sink keeps in memory until the end."""
+        ...
+
+    def open(self, height: int, width: int, channels: int, dtype: np.dtype, tiled: bool) -> Sink: ...
+
+
+def array_bytes(height: int, width: int, channels: int, dtype: np.dtype, maps: int = 0) -> int:
+    """Bytes of an :class:`ArraySink`: the fused image, the uint16 index map and ``maps`` float32 maps."""
+    return height * width * (channels * np.dtype(dtype).itemsize + 2 + 4 * maps)
+
+
+class ArrayOutput:
+    """The fused image, the index map and the named ``maps`` collected in arrays."""
+
+    def __init__(self, maps: Sequence[str] = ()) -> None:
+        self.maps = tuple(maps)
+
+    def held_bytes(self, height: int, width: int, channels: int, dtype: np.dtype, tiled: bool) -> int:
+        return array_bytes(height, width, channels, dtype, len(self.maps))
+
+    def open(self, height: int, width: int, channels: int, dtype: np.dtype, tiled: bool) -> ArraySink:
+        return ArraySink(height, width, channels, dtype, maps=self.maps)
 
 
 class ArraySink:
@@ -129,6 +173,7 @@ class TiffSink:
             self.layers[name] = (1, np.dtype(np.uint16))
             self.writers[name] = TiffBandWriter(path, height, width, 1, np.uint16, compression=compression)
         self.fused = None
+        self.maps: dict[str, np.ndarray] = {}
         self.index = np.zeros((height, width), np.uint16) if keep_index else None
         self.band_y0: int | None = None
         self.band: dict[str, np.ndarray] = {}

@@ -18,11 +18,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..methods.gacn.decision import check_reduce
 from ..errors import FocusFuseError, UsageError
 from ..io.images import check_output_folder, list_images, natural_key, tiff_page_count, write_text_atomic
 from ..methods.gacn.model import GACN
-from .stack_job import StackJob, run_stack, weights_id
+from .report import weights_id
+from .stack_job import StackJob, check_job_settings, run_stack
 
 REPORT_NAME = "batch-report.json"
 
@@ -122,15 +122,16 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
               on_stack: Callable[[str, str, dict[str, Any]], None] | None = None,
               progress=None, stacks: list[StackSource] | None = None) -> dict[str, Any]:
     """Fuse every stack under ``root`` into ``out_dir``; returns (and writes) the run report."""
-    check_reduce(template.reduce)
+    check_job_settings(template)
     out = Path(out_dir)
     stacks = stacks if stacks is not None else discover_stacks(root, exclude=out)
     check_batch_output(root, out, stacks)
-    params = {"strategy": template.strategy, "align": template.align, "crop": template.crop,
+    options = template.options
+    params = {"strategy": options.strategy, "align": options.align, "crop": options.crop,
               "format": image_format, "index_maps": index_maps, "previews": previews,
               "depth_smooth": template.depth_smooth, "compression": template.compression, **weights_id(model),
-              **({"reduce": template.reduce} if template.reduce != 1 else {}),  # old sidecars stay valid
-              **({} if template.edge_fill else {"edge_fill": False})}
+              **({"reduce": options.reduce} if options.reduce != 1 else {}),  # old sidecars stay valid
+              **({} if options.edge_fill else {"edge_fill": False})}
     started = time.perf_counter()
     results = []
     for number, stack in enumerate(stacks, start=1):

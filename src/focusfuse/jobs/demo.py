@@ -90,19 +90,21 @@ def run_demo(*, weights=None, device: str = "auto", n_frames: int = 6, scale: fl
     """Render the demo stack, fuse it, and score the result against the truth."""
     import time
 
-    from ..backends.device import resolve_device
+    from ..backends.select import select_backend
+    from ..engine.fuse import run_stack_fusion, stack_result
+    from ..engine.options import FusionOptions
     from ..io.images import check_output_folder
-    from ..engine.stack import fuse_stack
     from ..methods.gacn.weights import load_model
 
-    dev = resolve_device(device)
-    model = load_model(weights, dev)
+    options = FusionOptions(strategy=strategy)
+    backend = select_backend(device)
+    model = load_model(weights, backend.device)
     if out_dir is not None:
         check_output_folder(out_dir, create=True)  # before the work, not after
     stack = demo_stack(n_frames, scale)
     frames = [to_uint8(f) for f in stack.frames]
     start = time.perf_counter()
-    result = fuse_stack(frames, strategy=strategy, weights=model, device=dev, progress=progress)
+    result = stack_result(run_stack_fusion(frames, options, weights=model, device=backend, progress=progress), options)
     seconds = time.perf_counter() - start
     truth = to_uint8(stack.truth).astype(np.float32) / 255.0
     fused = result.fused.astype(np.float32) / 255.0

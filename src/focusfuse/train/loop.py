@@ -153,7 +153,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, replace_installed: bool = F
     The best epoch is the one with the lowest validation loss (Dice + lambda (1 - Q_g)). Installed
     weights of the same name are replaced only when resuming or with ``replace_installed``.
     """
-    from ..backends.device import resolve_device
+    from ..backends.select import resolve_device
 
     check_run(cfg, resume=resume, replace_installed=replace_installed)
     out = Path(cfg.out)

@@ -9,6 +9,10 @@ decision logit y; the initial decision map is sigmoid(1000 * y).
 
 The split matters for stacks: ``features`` runs once per frame and can be cached, ``decision_logit``
 runs once per compared pair and only needs the two frames' SF maps.
+
+This module is the paper's math in plain torch operations, for training and as the reference;
+fusion runs the same math through :class:`focusfuse.methods.gacn.network.GacnNetwork`, which
+calls a backend's kernels (see :mod:`focusfuse.backends`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 from torch import nn
 
 from ...ops.filters import spatial_frequency
+from .decision import refine_decision_map
 
 ARCHITECTURE = "gacn-v1"
 ACTIVITY_STEEPNESS = 1000.0  # sigmoid(1000 * (SF_A - SF_B))
@@ -57,14 +62,9 @@ class ConvBlock(nn.Module):
         self.relu_grad_leak = 0.0  # training aid, see GACN.use_surrogate_gradients
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or torch.is_grad_enabled():
-            x = self.conv(x)
-            x = _ReluLeakyGrad.apply(x, self.relu_grad_leak) if self.relu_grad_leak else torch.relu(x)
-            return self.bn(x)
-        # inference: BatchNorm with running statistics is a per-channel affine map, applied in place
-        scale, shift = self.bn_scale_shift()
-        z = single_output_conv(self.conv, x) if self.conv.out_channels == 1 else self.conv(x)
-        return z.relu_().mul_(scale[:, None, None]).add_(shift[:, None, None])
+        x = self.conv(x)
+        x = _ReluLeakyGrad.apply(x, self.relu_grad_leak) if self.relu_grad_leak else torch.relu(x)
+        return self.bn(x)
 
     def bn_scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The BatchNorm in eval mode as per-channel ``scale * x + shift``."""
@@ -99,53 +99,10 @@ class SpatialSE(nn.Module):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The spatial weights sigmoid(conv7x7(x)), (B, 1, H, W)."""
-        return torch.sigmoid(single_output_conv(self.conv, x))
+        return torch.sigmoid(self.conv(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(x)
-
-
-def single_output_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` for a convolution with one output channel; in CPU inference via :func:`conv_to_one_channel`."""
-    if torch.is_grad_enabled() or x.device.type != "cpu":
-        return conv(x)
-    out = conv_to_one_channel(x, conv.weight)
-    return out if conv.bias is None else out.add_(conv.bias.view(1, 1, 1, 1))
-
-
-TAP_BAND_BYTES = 12 << 20  # rows of taps computed at once in conv_to_one_channel: stay in cache
-
-
-def conv_to_one_channel(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The (1, C, k, k) zero-padded convolution of x (B, C, H, W), computed band by band of rows as one
-    matrix product (every tap's channel sum at once) and k*k shifted plane additions.
-
-    Equal to ``F.conv2d(x, weight, padding=k // 2)`` up to round-off, and 3-4x faster on CPU, where a
-    convolution with a single output channel runs far below the machine's speed. Bands of rows keep
-    the k*k tap planes in cache.
-    """
-    batch, channels, height, width = x.shape
-    k = weight.shape[-1]
-    r = k // 2
-    tap_weights = weight[0].permute(1, 2, 0).reshape(k * k, channels)  # (taps, C)
-    band = max(4 * r, 8, TAP_BAND_BYTES // (k * k * width * x.element_size()))  # halo rows <= half the band
-    out = torch.zeros(batch, 1, height, width, dtype=x.dtype, device=x.device)
-    for b in range(batch):
-        # (C, H*W); a channels-last x is passed as a transposed view, without a copy
-        pixels = x[b].reshape(channels, height * width) if x[b].is_contiguous() else \
-            x[b].permute(1, 2, 0).reshape(height * width, channels).t()
-        plane = out[b, 0]
-        for y0 in range(0, height, band):
-            y1 = min(height, y0 + band)
-            t0, t1 = max(0, y0 - r), min(height, y1 + r)  # rows of taps this band reads
-            taps = torch.matmul(tap_weights, pixels[:, t0 * width:t1 * width]).view(k * k, t1 - t0, width)
-            for t in range(k * k):
-                dy, dx = t // k - r, t % k - r  # out[y, x] += taps[t, y + dy, x + dx] inside the image
-                ya, yb = max(y0, -dy), min(y1, height - dy)
-                xa, xb = max(0, -dx), min(width, width - dx)
-                if ya < yb and xa < xb:
-                    plane[ya:yb, xa:xb] += taps[t, ya + dy - t0:yb + dy - t0, xa + dx:xb + dx]
-    return out
 
 
 class FeatureExtractor(nn.Module):
@@ -166,8 +123,7 @@ class FeatureExtractor(nn.Module):
         for k, (block, cse) in enumerate(zip(self.blocks, self.cse)):
             y = block(x)
             w = cse.channel_weights(y.mean(dim=(2, 3))) if channel_weights is None else channel_weights[k]
-            w = w[:, :, None, None]
-            outputs.append(y * w if torch.is_grad_enabled() else y.mul_(w))  # y is ours to change
+            outputs.append(y * w[:, :, None, None])
             x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
         return x
 
@@ -210,9 +166,7 @@ class DecisionPath(nn.Module):
 
 
 def _block_then_gate(block: ConvBlock, sse: SpatialSE, x: torch.Tensor) -> torch.Tensor:
-    x = block(x)
-    gate = sse.gate(x)
-    return x * gate if torch.is_grad_enabled() else x.mul_(gate)  # x is a fresh tensor: scale in place
+    return sse(block(x))
 
 
 def activity(sf_a: torch.Tensor, sf_b: torch.Tensor, surrogate: float | None = None) -> torch.Tensor:
@@ -271,6 +225,10 @@ class GACN(nn.Module):
         return initial_decision_map(self.decision_logit(sf_a, sf_b),
                                     self.decision_surrogate if self.training else None)
 
+    def refine(self, p0: torch.Tensor, gray_a: torch.Tensor, gray_b: torch.Tensor) -> torch.Tensor:
+        """Final decision map: the initial map's focus boundary guided-filtered (see :mod:`.decision`)."""
+        return refine_decision_map(p0, gray_a, gray_b)
+
     def use_surrogate_gradients(self, activity_steepness: float | None = 1.0, decision_steepness: float | None = 10.0,
                                 relu_leak: float = 0.05) -> None:
         """Training aid that changes no forward value: the sigmoid(1000 x) steps pass the gradient of a
@@ -299,7 +257,6 @@ __all__ = [
     "ConvBlock",
     "ChannelSE",
     "SpatialSE",
-    "conv_to_one_channel",
     "FeatureExtractor",
     "DecisionPath",
     "activity",

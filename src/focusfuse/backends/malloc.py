@@ -1,38 +1,10 @@
-"""Pick the torch device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; and
-the process setting that keeps CPU inference off the page-fault path (:func:`keep_freed_memory`)."""
+"""glibc's malloc policy for CPU inference: keep freed memory for reuse, hand it back after each tile."""
 
 from __future__ import annotations
 
 import ctypes
 import functools
 import sys
-
-import torch
-
-from ..errors import UsageError
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Validate and return a torch device; a clear error when CUDA is asked for but absent."""
-    if isinstance(device, torch.device):
-        return device
-    name = str(device).strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-        suffix = name.split(":", 1)[1] if ":" in name else "0"
-        if not suffix.isdigit():
-            raise UsageError(f"--device {device}: use auto, cpu, cuda or cuda:N")
-        index = int(suffix)
-        if index >= torch.cuda.device_count():
-            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
-        return torch.device("cuda", index)
-    raise UsageError(f"--device {device}: use auto, cpu, cuda or cuda:N")
-
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
 
@@ -60,7 +32,7 @@ def keep_freed_memory() -> bool:
     Served from the heap and kept after ``free``, they reuse warm pages (a 1600x1200 stack step on 2
     cores: 3.7 s -> 2.7 s). Kept memory goes back to the system at :func:`release_free_memory`, which
     the fusion loop calls after every tile (tiles of other shapes would fragment the heap) and at the
-    end. The CLI calls this when the network runs on CPU; library users may. Returns False where the C
+    end. The CPU backend applies it for the length of a fusion (see :class:`focusfuse.backends.cpu.CpuBackend`). Returns False where the C
     library is not glibc (nothing changed) or refused a setting.
     """
     libc = _glibc()

@@ -1,0 +1,64 @@
+"""The alignment pass of a fusion: every frame decoded once (and kept for the fusion pass by its source),
+registered onto the reference frame by worker threads; the crop window valid in all aligned frames."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ..align.estimate import FrameAlignment, StackAlignment, estimate_alignment
+from ..box import Box
+from ..errors import InputError
+from ..frames.sources import FrameSource
+from .prefetch import prefetched
+
+
+class SourceFrames(Sequence):
+    """The frames of ``sources`` as a sequence of arrays for the alignment estimate: iterated with read-ahead
+    on the worker threads, indexed (to read a frame again) from the source's kept decode."""
+
+    def __init__(self, sources: Sequence[FrameSource], executor: ThreadPoolExecutor | None, read_ahead: int) -> None:
+        self.sources = sources
+        self.executor = executor
+        self.read_ahead = read_ahead
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self.sources[i].read()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return prefetched(range(len(self)), self.__getitem__, self.executor, self.read_ahead)
+
+
+def estimate_stack_alignment(sources: Sequence[FrameSource], mode: str, *, reference: int | None = None,
+                             executor: ThreadPoolExecutor | None = None, read_ahead: int = 0,
+                             progress: Callable[[int, int], None] | None = None) -> StackAlignment:
+    """How every frame maps onto the reference (default: the middle frame); an estimate that cannot run at all
+    (frames of differing size, unusable layout) is an InputError."""
+    try:
+        return estimate_alignment(SourceFrames(sources, executor, read_ahead), mode=mode, reference=reference,
+                                  progress=progress)
+    except ValueError as exc:
+        raise InputError(f"alignment: {exc}") from exc
+
+
+def crop_window(alignment: StackAlignment) -> Box:
+    """The area valid in all aligned frames; an error when they share none."""
+    x0, y0, x1, y1 = alignment.valid_box()
+    if x1 <= x0 or y1 <= y0:
+        raise InputError("cropping: the aligned frames share no common area (fuse them without cropping)")
+    return Box(y0, y1, x0, x1)
+
+
+def is_identity(alignment: FrameAlignment) -> bool:
+    """Whether a frame's alignment changes nothing (it is then read as it is)."""
+    return np.array_equal(alignment.transform, np.eye(3)) and alignment.gain == 1.0 and alignment.offset == 0.0
+
+
+__all__ = ["estimate_stack_alignment", "crop_window", "is_identity", "SourceFrames"]

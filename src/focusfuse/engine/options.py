@@ -1,0 +1,111 @@
+"""Fusion options, validated once when they are made (before any work), with errors in plain words."""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from dataclasses import dataclass
+
+from ..errors import UsageError
+from ..methods.gacn import DEFAULT_STRATEGY, STRATEGY_NAMES
+
+MAX_REDUCE = 8
+MIN_TILE_SIZE = 16  # smaller tiles are almost all halo: far slower, no less memory
+MIN_MEMORY_LIMIT = 256 << 20
+MAX_WORKERS = 64
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+
+
+def check_int(value: object, name: str, low: int, high: int | None = None) -> int:
+    """``value`` as an int in [low, high] (numpy integers too; not bools or floats); UsageError otherwise."""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        number = None
+    if number is None or number < low or (high is not None and number > high):
+        span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise UsageError(f"{name} must be an integer {span}, not {value!r}")
+    return number
+
+
+def check_reduce(reduce: object) -> int:
+    """``reduce`` as an int from 1 to MAX_REDUCE; UsageError otherwise."""
+    return check_int(reduce, "reduce", 1, MAX_REDUCE)
+
+
+def parse_memory_size(value: int | float | str) -> int:
+    """Bytes from an int or a size such as ``4G``, ``512M``, ``1.5GiB`` (binary units; a bare number is bytes)."""
+    if isinstance(value, bool):
+        raise UsageError(f"memory limit {value!r}: give a size such as 4G or 512M")
+    if isinstance(value, (int, float)):
+        number, unit = float(value), ""
+    else:
+        match = _SIZE.match(str(value))
+        if match is None:
+            raise UsageError(f"memory limit {value!r}: give a size such as 4G or 512M")
+        number, unit = float(match.group(1)), match.group(2).lower()
+    if not math.isfinite(number):
+        raise UsageError(f"memory limit {value!r}: give a size such as 4G or 512M")
+    return int(number * 1024 ** "_kmgt".index(unit or "_"))
+
+
+@dataclass(frozen=True)
+class FusionOptions:
+    """How frames are fused, checked once here.
+
+    Parameters
+    ----------
+    strategy : str
+        Stack strategy of the method (GACN: calibrated, calibration, serial).
+    align : str
+        auto, none, translation, affine or homography: register every frame onto the reference first.
+    crop : bool
+        Keep only the area valid in all aligned frames.
+    tile_size : int or None
+        Tiles of at most this size (0: the image whole; None: chosen from the memory budget).
+    reduce : int
+        The decision path runs at 1/reduce resolution (a speed option; 1 to 8).
+    edge_fill : bool
+        Keep constant bands along frame edges out of the decisions (see :mod:`focusfuse.frames.fill`).
+    memory_limit : int, str or None
+        Most memory a run may use (bytes, or a size such as ``4G``); None: half the free memory, at most
+        8 GiB of main memory.
+    workers : int or None
+        Threads that read, align and prepare frames (None: one per CPU core, at most 8).
+    """
+
+    strategy: str = DEFAULT_STRATEGY
+    align: str = "auto"
+    crop: bool = False
+    tile_size: int | None = None
+    reduce: int = 1
+    edge_fill: bool = True
+    memory_limit: int | str | None = None
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        from ..align.estimate import MODES as ALIGN_MODES
+
+        if self.strategy not in STRATEGY_NAMES:
+            raise UsageError(f"unknown strategy {self.strategy!r} (use {', '.join(STRATEGY_NAMES)})")
+        if self.align not in ALIGN_MODES:
+            raise UsageError(f"unknown alignment {self.align!r} (use {', '.join(ALIGN_MODES)})")
+        object.__setattr__(self, "reduce", check_reduce(self.reduce))
+        if self.tile_size is not None:
+            size = check_int(self.tile_size, "tile size", 0)
+            if 0 < size < MIN_TILE_SIZE:
+                raise UsageError(f"tile size {size}: use 0 (the image whole) or at least {MIN_TILE_SIZE}")
+            object.__setattr__(self, "tile_size", size)
+        if self.memory_limit is not None:
+            limit = parse_memory_size(self.memory_limit)
+            if limit < MIN_MEMORY_LIMIT:
+                raise UsageError(f"memory limit {self.memory_limit!r}: at least {MIN_MEMORY_LIMIT >> 20} MiB")
+            object.__setattr__(self, "memory_limit", limit)
+        if self.workers is not None:
+            object.__setattr__(self, "workers", check_int(self.workers, "workers", 0, MAX_WORKERS))
+        object.__setattr__(self, "crop", bool(self.crop))
+        object.__setattr__(self, "edge_fill", bool(self.edge_fill))
+
+
+__all__ = ["FusionOptions", "check_reduce", "parse_memory_size", "MAX_REDUCE", "MIN_TILE_SIZE"]

@@ -1,0 +1,274 @@
+"""Run a fusion: open the frames, plan, align (each frame decoded once), then tiles outer, frames inner, with
+worker threads reading, warping and staging the next frames while the network works on the current ones.
+
+    frames ──probe──▶ plan ──▶ alignment pass (decode once, register) ──▶ for each tile:
+        workers: read region ▸ warp ▸ edge fill ▸ stage      (bounded read-ahead, in order)
+        device:  upload ▸ method state (batches of frames)  ──▶ sink (arrays, or TIFF on a writer thread)
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..align.estimate import StackAlignment
+from ..backends.base import Backend
+from ..box import Box
+from ..errors import InputError
+from ..frames.fill import FrameFill, image_mask
+from ..frames.refs import FrameChecker, frame_name
+from ..frames.sources import (ArraySource, CroppedSource, FileSource, FillAwareSource, FrameSource, OpenTiffs,
+                              WarpedSource)
+from ..io.images import FrameRef
+from ..io.sinks import ArrayOutput, Output, Sink
+from ..methods.base import FrameInput, FusionMethod
+from ..ops.color import from_tensor
+from .alignment import crop_window, estimate_stack_alignment, is_identity
+from .options import FusionOptions
+from .plan import Plan, plan_fusion
+from .prefetch import batches, prefetched
+from .tiling import Tile
+
+ProgressCallback = Callable[[int, int, str], None]
+AlignProgress = Callable[[int, int], None]
+
+
+@dataclass
+class FusionRun:
+    """What a fusion made: the sink holding (or having written) the result, and how it got there."""
+
+    sink: Sink
+    frames: list[str]  # names of the frames fused, in order
+    alignment: StackAlignment | None = None
+    skipped: list[str] | None = None  # one message per frame left out (alignment failed)
+    window: Box | None = None  # the crop window, in reference-frame pixels
+    plan: Plan | None = None
+
+
+@dataclass
+class _Staged:
+    """A frame region prepared by a worker: ready for :meth:`Backend.upload`."""
+
+    position: int  # in the list of frames fused
+    index: int  # in the input list
+    name: str
+    pixels: Any
+    fill_pixels: Any = None
+    fill_area: Box | None = None
+
+
+def open_source(ref: np.ndarray | FrameRef, index: int, cache_dir: str, tiffs: OpenTiffs) -> FrameSource:
+    """The frame behind ``ref`` (a file or an array), probed but not yet decoded."""
+    name = frame_name(ref, index)
+    return FileSource(ref, name, cache_dir, tiffs) if isinstance(ref, FrameRef) else ArraySource(ref, name)
+
+
+def prepared_source(source: FrameSource, alignment: StackAlignment | None, index: int, window: Box | None,
+                    edge_fill: bool) -> FrameSource:
+    """The source as the fusion reads it: registered, cropped to ``window``, its edge fill found."""
+    if alignment is not None and not is_identity(alignment.frames[index]):
+        source = WarpedSource(source, alignment.frames[index], alignment.shape)
+    if window is not None:
+        source = CroppedSource(source, window)
+    return FillAwareSource(source) if edge_fill else source
+
+
+def decode_bytes(sources: Sequence[FrameSource]) -> int:
+    """Bytes of the largest frame that is decoded whole before it can be read by region."""
+    sizes = [s.info.shape[0] * s.info.shape[1] * s.info.channels * s.info.dtype.itemsize
+             for s in sources if isinstance(s, FileSource) and s.decodes_whole]
+    return max(sizes, default=0)
+
+
+@dataclass
+class OpenedFrames:
+    """The frames of a fusion, probed (size, channels, bit depth checked against the first) but not decoded."""
+
+    sources: list[FrameSource]
+    shape: tuple[int, int]
+    channels: int
+    dtype: np.dtype
+
+
+@contextmanager
+def opened_frames(refs: Sequence[np.ndarray | FrameRef]) -> Iterator[OpenedFrames]:
+    """Open every frame (files are probed, not decoded); temporary files are removed at the end."""
+    with ExitStack() as stack:
+        cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="focusfuse-"))
+        tiffs = OpenTiffs()
+        stack.callback(tiffs.close)
+        sources: list[FrameSource] = []
+        stack.callback(lambda: [source.close() for source in sources])
+        for i, ref in enumerate(refs):
+            sources.append(open_source(ref, i, cache, tiffs))
+        checker = FrameChecker()
+        for source in sources:
+            checker.check_info(source.info.shape, source.info.dtype, source.info.channels, source.name)
+        yield OpenedFrames(sources, checker.shape, checker.channels, checker.dtype)
+
+
+@dataclass
+class Aligned:
+    """The alignment pass's result: the alignment, the frames left out (messages) and the input indices used."""
+
+    alignment: StackAlignment
+    skipped: list[str]
+    used: list[int]
+
+
+def align_frames(frames: OpenedFrames, mode: str, *, reference: int | None = None,
+                 executor: ThreadPoolExecutor | None = None, read_ahead: int = 0, require: bool = False,
+                 progress: AlignProgress | None = None) -> Aligned:
+    """Register every frame onto the reference; each is decoded once and its pixels kept for the next pass.
+
+    ``require``: a frame that cannot be aligned is an error; otherwise it is left out with a warning.
+    """
+    for source in frames.sources:
+        source.expect_reads(many=True)
+    alignment = estimate_stack_alignment(frames.sources, mode, reference=reference, executor=executor,
+                                         read_ahead=read_ahead, progress=progress)
+    skipped = alignment.failures()
+    if skipped and require:
+        raise InputError(f"alignment failed: {skipped[0]} (fuse the frames without alignment)")
+    for message in skipped:
+        warnings.warn(f"{message}; frame left out", stacklevel=4)
+    used = [i for i, frame in enumerate(alignment.frames) if frame.ok]
+    if len(used) < 2:  # frames the alignment left out: a processing failure, not a usage error
+        raise InputError(f"need at least 2 frames, {len(used)} of {len(alignment.frames)} frames could be used "
+                         "(alignment failed)")
+    return Aligned(alignment, skipped, used)
+
+
+def run_fusion(refs: Sequence[np.ndarray | FrameRef], method: FusionMethod, backend: Backend,
+               options: FusionOptions, *, output: Output | None = None, reference: int | None = None,
+               require_alignment: bool = False, progress: ProgressCallback | None = None,
+               align_progress: AlignProgress | None = None) -> FusionRun:
+    """Fuse the frames ``refs`` with ``method`` on ``backend`` (options already validated).
+
+    ``reference``: the frame the others are registered onto (default: the middle one).
+    ``require_alignment``: a frame that cannot be aligned is an error (pairs) instead of being left out.
+    """
+    output = output or ArrayOutput()
+    with opened_frames(refs) as opened, ExitStack() as stack:
+        sources, channels, dtype = opened.sources, opened.channels, opened.dtype
+        plan = _plan(opened.shape, channels, dtype, method, backend, options, output, sources)
+        executor = stack.enter_context(ThreadPoolExecutor(plan.workers)) if plan.workers else None
+        stack.enter_context(backend.session())
+        aligned, window = None, None
+        used = list(range(len(sources)))
+        if options.align != "none":
+            aligned = align_frames(opened, options.align, reference=reference, executor=executor,
+                                   read_ahead=plan.read_ahead, require=require_alignment, progress=align_progress)
+            used = aligned.used
+            if options.crop:
+                window = crop_window(aligned.alignment)
+                plan = _plan(window.shape, channels, dtype, method, backend, options, output, sources)
+        alignment = None if aligned is None else aligned.alignment
+        frames = [(i, prepared_source(sources[i], alignment, i, window, options.edge_fill)) for i in used]
+        for _, source in frames:
+            source.expect_reads(many=plan.tiled or alignment is not None)
+        sink = _fuse(frames, method, backend, plan, output, channels, dtype, executor, progress)
+    return FusionRun(sink, [source.name for _, source in frames], alignment,
+                     [] if aligned is None else aligned.skipped, window, plan)
+
+
+def _plan(shape: tuple[int, int], channels: int, dtype: np.dtype, method: FusionMethod, backend: Backend,
+          options: FusionOptions, output: Output, sources: Sequence[FrameSource]) -> Plan:
+    """The plan, with what the output holds in memory for an untiled run, or, if that needs tiles, a tiled one."""
+    height, width = shape
+    decoded = decode_bytes(sources)
+    plan = plan_fusion(shape, channels, dtype, method, backend, options,
+                       held_bytes=output.held_bytes(height, width, channels, dtype, False), decode_bytes=decoded)
+    if plan.tiled:
+        plan = plan_fusion(shape, channels, dtype, method, backend, options,
+                           held_bytes=output.held_bytes(height, width, channels, dtype, True), decode_bytes=decoded)
+    return plan
+
+
+class _Progress:
+    """Counts steps (one per frame and region, plus one per frame for the statistics of a tiled run)."""
+
+    def __init__(self, callback: ProgressCallback | None, steps: int) -> None:
+        self.callback, self.steps, self.done = callback, steps, 0
+
+    def step(self, name: str) -> None:
+        self.done += 1
+        if self.callback is not None:
+            self.callback(self.done, self.steps, name)
+
+
+def _fuse(frames: list[tuple[int, FrameSource]], method: FusionMethod, backend: Backend, plan: Plan, output: Output,
+          channels: int, dtype: np.dtype, executor: ThreadPoolExecutor | None,
+          progress: ProgressCallback | None) -> Sink:
+    """Tiles outer, frames inner; the sink of the result."""
+    height, width = plan.shape
+    counter = _Progress(progress, len(frames) * (len(plan.tiles) + (1 if plan.tiled else 0)))
+    statistics: list[Any] = [None] * len(frames)
+    if plan.tiled:
+        for k, (_, source) in enumerate(frames):
+            statistics[k] = method.frame_statistics(lambda box, s=source: _network_input(s, box, backend),
+                                                    plan.shape, plan.tile_size)
+            counter.step(f"{source.name} (statistics)")
+    sink = output.open(height, width, channels, dtype, plan.tiled)
+    try:
+        for tile in plan.tiles:
+            backend.release_memory()  # hand back the last tile's freed pages: this one's shapes differ
+            state = method.new_state()
+            staged = prefetched(range(len(frames)), lambda k, box=tile.crop: _stage(k, frames[k], box, backend),
+                                executor, plan.read_ahead)
+            for batch in batches(staged, plan.batch):
+                state.add_batch([_upload(item, tile, backend, statistics[item.position]) for item in batch])
+                for item in batch:
+                    counter.step(item.name)
+            _write(sink, state, tile, dtype)
+        sink.close()
+    except BaseException:
+        sink.abort()
+        raise
+    return sink
+
+
+def _stage(position: int, frame: tuple[int, FrameSource], box: Box, backend: Backend) -> _Staged:
+    """Worker thread: the frame's pixels in ``box`` (registered, cropped), its edge fill there, staged."""
+    index, source = frame
+    pixels = source.read(box)
+    fill = source.fill_in(box, pixels)
+    if fill is None:
+        return _Staged(position, index, source.name, backend.stage(pixels))
+    network, area = fill
+    return _Staged(position, index, source.name, backend.stage(pixels), backend.stage(network), area)
+
+
+def _upload(item: _Staged, tile: Tile, backend: Backend, statistics: Any) -> FrameInput:
+    """Network side: the staged frame on the device, as the method takes it."""
+    frame = backend.upload(item.pixels)
+    fill = None
+    if item.fill_area is not None:
+        fill = FrameFill(backend.upload(item.fill_pixels), image_mask(item.fill_area, tile.crop.shape, backend.device))
+    return FrameInput(item.index, frame, fill, statistics)
+
+
+def _network_input(source: FrameSource, box: Box, backend: Backend) -> torch.Tensor:
+    """Only what the network sees in ``box`` (edge fill replaced): what the whole-frame statistics need."""
+    pixels = source.read(box)
+    fill = source.fill_in(box, pixels)
+    return backend.upload(backend.stage(pixels if fill is None else fill[0]))
+
+
+def _write(sink: Sink, state: Any, tile: Tile, dtype: np.dtype) -> None:
+    """The tile's core from the state into the sink."""
+    rows, cols = tile.core.within(tile.crop)
+    maps = {name: values[rows, cols].float().cpu().numpy() for name, values in state.maps.items()}
+    index = state.index[rows, cols].to(torch.int32).cpu().numpy().astype(np.uint16)
+    sink.write(tile.core, from_tensor(state.fused[:, rows, cols], dtype), index, maps)
+
+
+__all__ = ["FusionRun", "run_fusion", "OpenedFrames", "opened_frames", "Aligned", "align_frames", "prepared_source"]

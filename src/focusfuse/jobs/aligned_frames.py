@@ -1,0 +1,77 @@
+"""Align only: register a stack's frames onto the middle one and write them, one file per frame."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..engine.options import FusionOptions
+from ..engine.plan import default_workers
+from ..engine.prefetch import prefetched
+from ..engine.run import align_frames, opened_frames, prepared_source
+from ..engine.alignment import crop_window
+from ..errors import UsageError
+from ..frames.refs import frame_refs, input_paths, require_frames
+from ..io.images import WRITE_SUFFIXES, FrameRef, natural_key, write_image
+from ..io.metadata import read_metadata
+from .outputs import check_outputs
+
+Progress = Callable[[int, int, str], None]
+
+
+def aligned_frame_name(ref: Any, i: int) -> str:
+    """File name for a registered frame: the input's name (and format, if writable), or frame_NNNN.tif."""
+    if not isinstance(ref, FrameRef):
+        return f"frame_{i:04d}.tif"
+    stem = ref.path.stem if ref.page is None else f"{ref.path.stem}_z{ref.page:04d}"
+    writable = ref.path.suffix.lower() in WRITE_SUFFIXES
+    return stem + (ref.path.suffix if writable else ".tif")
+
+
+def write_aligned_frames(inputs: Sequence[Any], out_dir: Path, *, mode: str = "auto", crop: bool = False,
+                         overwrite: bool = False, workers: int | None = None, progress: Progress | None = None,
+                         align_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Register the frames onto the middle one and write them to ``out_dir`` (each frame decoded once)."""
+    if mode == "none":
+        raise UsageError("writing aligned frames needs an alignment mode (auto, translation, affine, homography)")
+    options = FusionOptions(align=mode, crop=crop, workers=workers)
+    refs = frame_refs(list(inputs))
+    require_frames(refs)
+    targets = [out_dir / aligned_frame_name(ref, i) for i, ref in enumerate(refs)]
+    clashing = sorted({t.name for t in targets if targets.count(t) > 1}, key=natural_key)
+    if clashing:
+        raise UsageError(f"frames from different folders would be written as the same file in {out_dir}: "
+                         f"{', '.join(clashing)}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir}: not a folder")
+    if out_dir.exists():
+        check_outputs(targets, overwrite, input_paths(refs))
+    elif not out_dir.parent.exists():
+        raise UsageError(f"{out_dir.parent}: output folder does not exist")
+    threads = default_workers() if options.workers is None else options.workers
+    with opened_frames(refs) as opened, ThreadPoolExecutor(max(threads, 1)) as executor:
+        aligned = align_frames(opened, options.align, executor=executor, read_ahead=threads,
+                               progress=align_progress)
+        window = crop_window(aligned.alignment) if crop else None
+        out_dir.mkdir(exist_ok=True)
+
+        def write(i: int) -> str:
+            source = prepared_source(opened.sources[i], aligned.alignment, i, window, edge_fill=False)
+            metadata = read_metadata(refs[i].path) if isinstance(refs[i], FrameRef) else None
+            write_image(targets[i], np.ascontiguousarray(source.read()), metadata=metadata)
+            return source.name
+
+        written = []
+        for done, (i, name) in enumerate(zip(aligned.used, prefetched(aligned.used, write, executor, threads)), 1):
+            written.append(str(targets[i]))
+            if progress is not None:
+                progress(done, len(aligned.used), name)
+    box = None if window is None else [window.x0, window.y0, window.x1, window.y1]
+    return {"aligned": written, "skipped": aligned.skipped, "crop_box": box}
+
+
+__all__ = ["write_aligned_frames", "aligned_frame_name"]

@@ -1,0 +1,91 @@
+"""Job outputs: checked before any work, maps written as data, everything staged under temporary names and
+renamed together at the end (all outputs or none)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FocusFuseError, UsageError
+from ..io.images import EIGHT_BIT_ONLY, TIFF_SUFFIXES, check_output_file, check_output_path, partial_path, write_image
+
+
+def check_outputs(outputs: Sequence[Path], overwrite: bool, inputs: Sequence[Path], *, images: bool = True) -> None:
+    """Refuse duplicate, existing (without overwrite) or unwritable outputs, and outputs equal to inputs
+    (``images``: also outputs in a format we cannot write)."""
+    if len({p.resolve() for p in outputs}) != len(outputs):
+        raise UsageError("two outputs name the same file")
+    check = check_output_path if images else check_output_file
+    for path in outputs:
+        check(path, overwrite=overwrite, inputs=inputs)
+
+
+def write_map(path: Path, values: np.ndarray, kind: str) -> None:
+    """Decision maps as round(p * 65535) (16 bit) or round(p * 255) (8-bit formats); index maps raw."""
+    eight_bit = path.suffix.lower() in EIGHT_BIT_ONLY
+    if kind == "probability":
+        scale = 255.0 if eight_bit else 65535.0
+        data = np.round(np.clip(values, 0.0, 1.0) * scale).astype(np.uint8 if eight_bit else np.uint16)
+    else:
+        if eight_bit and values.max(initial=0) > 255:
+            raise UsageError(f"{path}: more than 256 frames need a PNG or TIFF index map")
+        data = values.astype(np.uint8 if eight_bit else np.uint16)
+    write_image(path, data)
+
+
+class StagedOutputs:
+    """All outputs of a job are written under temporary names and renamed together at the end, so a
+    failure anywhere leaves none of them behind."""
+
+    def __init__(self) -> None:
+        self.staged: dict[Path, Path] = {}
+
+    def path(self, target: Path) -> Path:
+        """The temporary name to write ``target`` under."""
+        tmp = partial_path(target)
+        self.staged[tmp] = target
+        return tmp
+
+    def commit(self) -> None:
+        for tmp, target in self.staged.items():
+            os.replace(tmp, target)
+        self.staged = {}
+
+    def discard(self) -> None:
+        for tmp in self.staged:
+            if tmp.exists():
+                tmp.unlink()
+        self.staged = {}
+
+    def renamed_error(self, exc: BaseException) -> FocusFuseError | None:
+        """The error ``exc`` naming the output the user asked for instead of its temporary file (None when
+        it names none)."""
+        for tmp, target in self.staged.items():
+            if isinstance(exc, OSError) and exc.filename is not None and Path(exc.filename) == tmp:
+                return UsageError(f"{target}: cannot write ({exc.strerror or exc})")
+            if isinstance(exc, FocusFuseError) and str(tmp) in str(exc):
+                return type(exc)(str(exc).replace(str(tmp), str(target)))
+        return None
+
+
+def is_tiff(path: Path | None) -> bool:
+    return path is not None and path.suffix.lower() in TIFF_SUFFIXES
+
+
+MAP_SUFFIXES = (".png", ".tif", ".tiff")
+
+
+def check_map_formats(index_map: Path | None = None, decision_map: Path | None = None,
+                      height: Path | None = None) -> None:
+    """Maps are data: lossless formats only (index/decision: PNG or TIFF; heights: float32 TIFF)."""
+    for path, what in ((index_map, "index/depth map"), (decision_map, "decision map")):
+        if path is not None and path.suffix.lower() not in MAP_SUFFIXES:
+            raise UsageError(f"{path}: the {what} needs a lossless 16-bit format (.png or .tif)")
+    if height is not None and not is_tiff(height):
+        raise UsageError(f"{height}: the height map is float32 data: use .tif")
+
+
+__all__ = ["check_outputs", "write_map", "StagedOutputs", "is_tiff", "check_map_formats", "MAP_SUFFIXES"]

@@ -1,0 +1,64 @@
+"""A pair job, files in -> files out: what ``focusfuse pair`` runs (fused image, optional decision map, report)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from ..backends.select import select_backend
+from ..engine.fuse import run_pair_fusion
+from ..engine.options import FusionOptions
+from ..errors import FocusFuseError, UsageError
+from ..frames.refs import frame_refs, input_paths
+from ..io.images import write_image
+from ..io.metadata import embed_exif_in_tiff, read_metadata
+from ..methods.gacn.model import GACN
+from .outputs import StagedOutputs, check_map_formats, check_outputs, write_map
+from .report import peak_memory_mb, provenance, weights_id
+from .stack_job import JobOutput, write_all
+
+PAIR_OPTIONS = FusionOptions(align="none")
+
+
+def run_pair(image_a: Path, image_b: Path, output: Path, model: GACN, *, decision_map: Path | None = None,
+             options: FusionOptions = PAIR_OPTIONS, compression: str | None = None,
+             overwrite: bool = False) -> dict[str, Any]:
+    """Fuse two images into ``output`` (and the final decision map, 1 = from A); returns the report.
+    ``options`` as for stacks (alignment registers B onto A; its failure is an error)."""
+    refs = frame_refs([image_a, image_b])
+    if len(refs) != 2:
+        raise UsageError("a pair is two single images (fuse a multi-page TIFF as a stack)")
+    check_outputs([p for p in (output, decision_map) if p is not None], overwrite, input_paths(refs))
+    check_map_formats(decision_map=decision_map)
+    metadata = dataclasses.replace(read_metadata(image_a), description=provenance(model, "pair", 2, options.reduce))
+    staged = StagedOutputs()
+    sink_output = JobOutput(output, staged, metadata, compression=compression,
+                            map_paths={"decision": decision_map} if decision_map is not None else None)
+    start = time.perf_counter()
+    try:
+        run = run_pair_fusion(refs, options, weights=model, device=select_backend(model.device), output=sink_output)
+        if output in sink_output.streamed:
+            embed_exif_in_tiff(staged.path(output), metadata)
+        else:
+            writes = [lambda: write_image(staged.path(output), run.sink.fused, metadata=metadata,
+                                          compression=compression)]
+            if decision_map is not None:
+                writes.append(lambda: write_map(staged.path(decision_map), run.sink.maps["decision"], "probability"))
+            write_all(writes)
+        staged.commit()
+    except (FocusFuseError, OSError) as exc:
+        renamed = staged.renamed_error(exc)
+        if renamed is None:
+            raise
+        raise renamed from exc
+    finally:
+        staged.discard()
+    h, w = run.sink.shape
+    return {"output": str(output), "width": w, "height": h, "device": str(model.device), "reduce": options.reduce,
+            "edge_fill": options.edge_fill, "tiles": len(run.plan.tiles) if run.plan else 1,
+            "seconds": round(time.perf_counter() - start, 3), **peak_memory_mb(model.device), **weights_id(model)}
+
+
+__all__ = ["run_pair", "PAIR_OPTIONS"]

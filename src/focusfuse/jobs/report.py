@@ -1,0 +1,38 @@
+"""What a job's report says about how an image was made: provenance line, weights, device memory."""
+
+from __future__ import annotations
+
+import platform
+import resource
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..methods.gacn.model import GACN
+from ..methods.gacn.weights import file_sha256
+
+
+def provenance(model: GACN, strategy: str, frames: int, reduce: int = 1) -> str:
+    """One line for the output's description: how the image was made."""
+    weights = Path(model.source).name if model.source else "in-memory weights"
+    reduced = f", decision path at 1/{reduce} resolution" if reduce > 1 else ""
+    return (f"focusfuse {__version__} (GACN focus stacking): {frames} frames, strategy {strategy}, "
+            f"weights {weights}{reduced}")
+
+
+def weights_id(model: GACN) -> dict[str, str | None]:
+    if model.source and Path(model.source).is_file():
+        return {"weights": Path(model.source).name, "weights_sha256": file_sha256(model.source)[:16]}
+    return {"weights": None, "weights_sha256": None}
+
+
+def peak_memory_mb(device: torch.device) -> dict[str, float | None]:
+    """Peak resident memory of this process (and peak CUDA memory since the last reset), in MB."""
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss = rss_kb / 1024 if platform.system() != "Darwin" else rss_kb / 2**20
+    gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return {"peak_rss_mb": round(rss, 1), "peak_gpu_mb": None if gpu is None else round(gpu, 1)}
+
+
+__all__ = ["provenance", "weights_id", "peak_memory_mb"]

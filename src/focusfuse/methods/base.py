@@ -1,0 +1,70 @@
+"""The fusion-method protocol: what the engine asks of a method (GACN today; others plug in the same way).
+
+The engine reads frames region by region (tiles with a halo), hands them to a method's running state
+one after another (in batches where the backend runs several frames at once), and writes what the
+state holds when the region's frames are done. A method says how much context a tile needs, whether it
+needs whole-frame statistics first (computed by the engine's streaming pass over each frame's tiles),
+and whether it can be tiled at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from ..box import Box
+from ..frames.fill import FrameFill
+
+ReadRegion = Callable[[Box], torch.Tensor]
+
+
+@dataclass
+class FrameInput:
+    """One frame of one region as a method receives it."""
+
+    index: int  # position in the input list (what the index map records)
+    frame: torch.Tensor  # (C, h, w) float32 in [0, 1], on the backend's device
+    fill: FrameFill | None = None  # the frame's edge fill in this region (see focusfuse.frames.fill)
+    statistics: Any = None  # the method's whole-frame statistics when the region is a tile of the frame
+
+
+class StackState(Protocol):
+    """Running state of one region's fusion: frames are added in input order."""
+
+    fused: torch.Tensor | None  # (C, h, w) float32, the fused region so far
+    index: torch.Tensor | None  # (h, w) int32, the input index each pixel came from
+    maps: dict[str, torch.Tensor]  # named float maps (h, w) the method defines (e.g. decision maps of a pair)
+
+    def add_batch(self, items: Sequence[FrameInput]) -> None:
+        """Take the next frames, in input order."""
+        ...
+
+
+class FusionMethod(Protocol):
+    """A fusion method, ready to run on one backend."""
+
+    name: str
+    description: str  # one line for reports and output metadata
+
+    def halo(self) -> int:
+        """Pixels of context a tile needs on every side so that tiled results equal untiled ones."""
+        ...
+
+    def tile_multiple(self) -> int:
+        """Tiles start at multiples of this (1: anywhere)."""
+        ...
+
+    def tiling_problem(self) -> str | None:
+        """Why this method cannot run in tiles (None: it can)."""
+        ...
+
+    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int) -> Any:
+        """Whole-frame statistics a tile of the frame needs (None: none), from ``read(box)`` over its tiles."""
+        ...
+
+    def new_state(self) -> StackState:
+        """A fresh running state for one region."""
+        ...

@@ -1,0 +1,54 @@
+"""GACN behind the fusion-method protocol: its network on a backend, a stack strategy, the decision resolution."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...backends.base import Backend
+from ..base import ReadRegion
+from .halo import halo_for
+from .model import GACN
+from .network import GacnNetwork
+from .statistics import frame_channel_weights
+from .strategies import STRATEGIES, PairStack, SerialStack, StackStrategy
+
+
+class GacnMethod:
+    """GACN fusion (Ma et al.) with one of its stack strategies (``pair``: two frames, keeping the maps).
+
+    ``reduce`` > 1 (a speed option) runs the decision path at that many times lower resolution.
+    """
+
+    name = "gacn"
+
+    def __init__(self, model: GACN, backend: Backend, strategy: str = "calibrated", reduce: int = 1) -> None:
+        self.net = GacnNetwork(model, backend)
+        self.strategy = strategy
+        self.state_type: type[StackStrategy] = PairStack if strategy == "pair" else STRATEGIES[strategy]
+        self.reduce = reduce
+
+    @property
+    def description(self) -> str:
+        reduced = f", decision path at 1/{self.reduce} resolution" if self.reduce > 1 else ""
+        return f"GACN, strategy {self.strategy}{reduced}"
+
+    def halo(self) -> int:
+        return halo_for(self.reduce)
+
+    def tile_multiple(self) -> int:
+        return self.reduce  # reduced blocks must not straddle tiles
+
+    def tiling_problem(self) -> str | None:
+        if self.state_type is SerialStack:
+            return ("the serial strategy cannot run in tiles (it feeds the fused image back through the network); "
+                    "process the image whole (tile size 0) or use the calibrated strategy")
+        return None
+
+    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int) -> Any:
+        return frame_channel_weights(self.net, read, shape[0], shape[1], tile_size)
+
+    def new_state(self) -> StackStrategy:
+        return self.state_type(self.net, self.reduce)
+
+
+__all__ = ["GacnMethod"]

@@ -1,0 +1,173 @@
+import platform
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from focusfuse.backends import malloc as malloc_module
+from focusfuse.backends.malloc import keep_freed_memory
+from focusfuse.backends.select import resolve_device
+from focusfuse.errors import UsageError
+
+CHILD = """
+import resource, torch
+from focusfuse.backends.malloc import keep_freed_memory, release_free_memory
+applied = keep_freed_memory()
+counts = []
+for _ in range(8):  # 64 MB blocks: mmap'ed and faulted afresh each time unless malloc keeps memory
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    x = torch.empty(64 << 20, dtype=torch.uint8).fill_(1)
+    counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    del x
+release_free_memory()
+print(applied, min(counts[1:]))
+"""
+
+
+def test_kept_memory_is_reused_without_page_faults():
+    # in a child process: the setting is process-wide
+    out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, check=True).stdout.split()
+    applied, faults = out[0] == "True", int(out[1])
+    if sys.platform == "linux" and platform.libc_ver()[0] == "glibc":
+        assert applied and faults < 1000  # later blocks reuse kept pages; a fresh one faults ~16000
+    else:
+        assert not applied
+
+
+def test_keep_freed_memory_changes_nothing_without_glibc(monkeypatch):
+    monkeypatch.setattr(malloc_module.sys, "platform", "darwin")
+    malloc_module._glibc.cache_clear()
+    try:
+        assert keep_freed_memory() is False
+        malloc_module.release_free_memory()  # a no-op, no error
+    finally:
+        malloc_module._glibc.cache_clear()
+
+
+def test_resolve_device_rejects_unknown_names():
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(UsageError):
+        resolve_device("tpu")
+
+
+# ------------------------------------------------------------------------------------- kernels
+
+import numpy as np  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from focusfuse.backends.base import Backend  # noqa: E402
+from focusfuse.backends.cpu import CpuBackend  # noqa: E402
+from focusfuse.backends.cpu_kernels import conv_to_one_channel  # noqa: E402
+from focusfuse.backends.cuda import device_pixels_to_frame  # noqa: E402
+from focusfuse.backends.select import select_backend  # noqa: E402
+from focusfuse.methods.gacn.network import GacnNetwork  # noqa: E402
+from focusfuse.ops.color import to_gray, to_tensor  # noqa: E402
+from focusfuse.ops.filters import gaussian_kernel1d, gradient_energy, separable_filter  # noqa: E402
+
+from conftest import focus_pair  # noqa: E402
+
+CPU = torch.device("cpu")
+BACKENDS = [Backend(CPU), CpuBackend(CPU)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("k", [0, 3])  # 64 -> 48, and the last block 16 -> 1 (a single output channel)
+def test_conv_block_kernel_equals_the_module(model, backend, k):
+    block = model.decision.blocks[k]
+    x = torch.rand(1, block.conv.in_channels, 20, 20).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        assert torch.allclose(backend.conv_block(block, x.clone()), block(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,k", [((2, 64, 19, 23), 7), ((1, 16, 2, 3), 7), ((1, 5, 9, 8), 3)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv_to_one_channel_equals_conv2d(shape, k, channels_last):
+    x = torch.randn(*shape, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(1, shape[1], k, k, dtype=torch.float64)
+    expected = F.conv2d(x, weight, padding=k // 2)
+    assert torch.allclose(conv_to_one_channel(x, weight), expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("height", [37, 8, 3])
+@pytest.mark.parametrize("k,channels_last", [(7, True), (3, False)])
+def test_conv_to_one_channel_in_bands_of_rows_equals_conv2d(monkeypatch, height, k, channels_last):
+    monkeypatch.setattr("focusfuse.backends.cpu_kernels.TAP_BAND_BYTES", 1)  # the smallest bands: 8 or 12 rows
+    x = torch.randn(2, 6, height, 11, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(1, 6, k, k, dtype=torch.float64)
+    expected = F.conv2d(x, weight, padding=k // 2)
+    assert torch.allclose(conv_to_one_channel(x, weight), expected, atol=1e-10)
+
+
+def test_cpu_single_output_conv_gives_the_spatial_se_gate(model):
+    sse = model.decision.sse_in
+    x = torch.rand(1, 64, 21, 17).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        assert torch.allclose(CpuBackend(CPU).single_output_conv(sse.conv, x).sigmoid(), sse.gate(x), atol=1e-5)
+
+
+def test_cpu_separable_filter_on_few_channels_equals_the_depthwise_convolution():
+    # few channels take shifted additions, many take convolutions: both must be the same filter
+    taps = gaussian_kernel1d(9, 2.0, dtype=torch.float64) * torch.linspace(0.5, 1.5, 9, dtype=torch.float64)
+    backend = CpuBackend(CPU)
+    for channels in (1, 2, 8):
+        x = torch.rand(2, channels, 12, 7, dtype=torch.float64)  # width < taps: windows clipped on both sides
+        weight = (taps[:, None] * taps[None, :]).expand(channels, 1, 9, 9)
+        expected = F.conv2d(x, weight, padding=4, groups=channels)
+        assert torch.allclose(backend.separable_filter(x, taps), expected, atol=1e-12)
+        assert torch.allclose(separable_filter(x, taps), expected, atol=1e-12)
+    with pytest.raises(ValueError):
+        backend.separable_filter(torch.rand(1, 1, 5, 5), torch.ones(4))
+
+
+def test_in_place_gradient_energy_equals_the_plain_one():
+    x = torch.rand(2, 5, 13, 17).contiguous(memory_format=torch.channels_last)
+    fast = Backend(CPU).gradient_energy(x)
+    assert torch.allclose(fast, gradient_energy(x), atol=1e-7)
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_network_on_a_backend_computes_the_model(model, backend):
+    a, b, _ = focus_pair(40, 48)
+    ga, gb = to_gray(to_tensor(a))[None], to_gray(to_tensor(b))[None]
+    net = GacnNetwork(model, backend)
+    with torch.inference_mode():
+        sf_a, sf_b = model.focus_measure(ga), model.focus_measure(gb)
+        assert torch.allclose(net.focus_measure(ga), sf_a, rtol=1e-4, atol=1e-6)
+        assert torch.allclose(net.decision_logit(sf_a, sf_b), model.decision_logit(sf_a, sf_b), atol=1e-4)
+        p0 = model.initial_map(sf_a, sf_b)
+        assert torch.allclose(net.refine(p0, ga, gb), model.refine(p0, ga, gb), atol=1e-5)
+
+
+def test_bfloat16_decision_path_keeps_fused_pixels_within_one_level(good_model):
+    """The CUDA backend's decision precision, run here through CPU autocast: parity with float32."""
+    from focusfuse import fuse_pair
+
+    a, b, _ = focus_pair(160, 192, seed=3, channels=3)
+    a8, b8 = (np.round(x * 255).astype(np.uint8) for x in (a, b))
+    full = fuse_pair(a8, b8, weights=good_model, device=CpuBackend(CPU))
+    half = fuse_pair(a8, b8, weights=good_model, device=CpuBackend(CPU, decision_dtype=torch.bfloat16))
+    within = np.abs(full.fused.astype(int) - half.fused.astype(int)) <= 1
+    assert within.mean() >= 0.999
+    assert not np.array_equal(full.decision_map, half.decision_map)  # the bf16 path really ran
+
+
+@pytest.mark.parametrize("dtype,scale", [(np.uint8, 255), (np.uint16, 65535), (np.float32, 1)])
+@pytest.mark.parametrize("shape", [(5, 7), (5, 7, 3)])
+def test_device_side_conversion_equals_the_host_one(dtype, scale, shape):
+    pixels = (np.random.default_rng(0).random(shape) * scale).astype(dtype)
+    host = torch.from_numpy(np.ascontiguousarray(pixels))
+    assert torch.equal(device_pixels_to_frame(host), to_tensor(pixels))
+
+
+def test_select_backend_picks_the_cpu_backend_and_passes_a_backend_through():
+    backend = select_backend("cpu")
+    assert isinstance(backend, CpuBackend) and backend.device == CPU
+    assert select_backend(backend) is backend
+    assert backend.memory_budget(1 << 30) == 1 << 30
+    assert 0 < backend.memory_budget() <= 8 << 30

@@ -1,0 +1,180 @@
+"""The engine: options checked once, plans made before any work, ordered read-ahead, batches on the device."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from focusfuse import fuse_pair, fuse_stack
+from focusfuse.backends.cpu import CpuBackend
+from focusfuse.engine.options import FusionOptions, parse_memory_size
+from focusfuse.engine.plan import plan_fusion
+from focusfuse.engine.prefetch import batches, prefetched
+from focusfuse.errors import UsageError
+from focusfuse.methods.gacn.method import GacnMethod
+
+from conftest import textured
+
+CPU = torch.device("cpu")
+
+
+# ------------------------------------------------------------------------------------- options
+
+@pytest.mark.parametrize("value,expected", [("4G", 4 << 30), ("512M", 512 << 20), ("1.5GiB", 3 << 29),
+                                            ("2048", 2048), (1 << 20, 1 << 20), ("64 kb", 64 << 10)])
+def test_memory_sizes_are_parsed_in_binary_units(value, expected):
+    assert parse_memory_size(value) == expected
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"strategy": "best"}, "unknown strategy"), ({"align": "rigid"}, "unknown alignment"),
+    ({"reduce": 0}, "reduce must be"), ({"reduce": 2.0}, "reduce must be"), ({"tile_size": 8}, "at least 16"),
+    ({"tile_size": -1}, "tile size"), ({"memory_limit": "a lot"}, "give a size"),
+    ({"memory_limit": "10M"}, "at least 256 MiB"), ({"workers": -2}, "workers must be"),
+    ({"memory_limit": True}, "give a size"),
+])
+def test_bad_options_are_refused_in_plain_words(kwargs, message):
+    with pytest.raises(UsageError, match=message) as error:
+        FusionOptions(**kwargs)
+    assert "--" not in str(error.value)  # library errors name no command-line flag
+
+
+def test_options_are_normalised_once():
+    options = FusionOptions(reduce=np.int64(2), tile_size=np.int32(64), memory_limit="1G")
+    assert (options.reduce, options.tile_size, options.memory_limit) == (2, 64, 1 << 30)
+    assert type(options.reduce) is int and type(options.tile_size) is int
+
+
+# ---------------------------------------------------------------------------------------- plans
+
+def _method(model, strategy="calibrated", reduce=1):
+    return GacnMethod(model, CpuBackend(CPU), strategy, reduce)
+
+
+def test_a_memory_limit_sets_the_tile_size(model):
+    backend = CpuBackend(CPU)
+    big = plan_fusion((6000, 6000), 3, np.uint8, _method(model), backend, FusionOptions(memory_limit="8G"))
+    small = plan_fusion((6000, 6000), 3, np.uint8, _method(model), backend, FusionOptions(memory_limit="2G"))
+    assert small.tiled and big.tile_size > small.tile_size > 0
+    whole = plan_fusion((200, 300), 3, np.uint8, _method(model), backend, FusionOptions(memory_limit="2G"))
+    assert not whole.tiled and whole.tiles[0].core.shape == (200, 300)
+
+
+def test_outputs_held_in_memory_count_against_the_limit(model):
+    backend = CpuBackend(CPU)
+    with pytest.raises(UsageError, match="memory limit"):
+        plan_fusion((6000, 6000), 3, np.uint8, _method(model), backend, FusionOptions(memory_limit="1G"),
+                    held_bytes=2 << 30)
+
+
+def test_serial_in_tiles_is_refused_before_any_alignment(model, monkeypatch):
+    import focusfuse.engine.run as run
+
+    def no_alignment(*args, **kwargs):
+        raise AssertionError("the alignment pass ran")
+
+    monkeypatch.setattr(run, "estimate_stack_alignment", no_alignment)
+    frames = [np.round(textured(80, 90, s, 3) * 255).astype(np.uint8) for s in range(3)]
+    with pytest.raises(UsageError, match="serial strategy cannot run in tiles"):
+        fuse_stack(frames, weights=model, device="cpu", strategy="serial", tile_size=32, align="auto")
+
+
+# ----------------------------------------------------------------------------------- read-ahead
+
+def test_prefetched_keeps_order_and_bounds_the_work_in_flight():
+    from concurrent.futures import ThreadPoolExecutor
+
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def load(i):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.002 * (i % 3))
+        with lock:
+            running -= 1
+        return i * i
+
+    with ThreadPoolExecutor(4) as pool:
+        results = []
+        for value in prefetched(range(20), load, pool, depth=3):
+            results.append(value)
+    assert results == [i * i for i in range(20)]
+    assert most <= 3
+
+
+def test_prefetched_raises_in_order_and_stops_early():
+    from concurrent.futures import ThreadPoolExecutor
+
+    loaded = []
+
+    def load(i):
+        loaded.append(i)
+        if i == 2:
+            raise ValueError("frame 2 is broken")
+        return i
+
+    with ThreadPoolExecutor(2) as pool:
+        seen = []
+        with pytest.raises(ValueError, match="frame 2"):
+            for value in prefetched(range(50), load, pool, depth=2):
+                seen.append(value)
+    assert seen == [0, 1] and max(loaded) <= 4
+
+
+def test_batches_split_in_order():
+    assert list(batches(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+# -------------------------------------------------------------------------------------- batches
+
+class BatchingCpu(CpuBackend):
+    """The CPU backend running the network on several frames at once, as the CUDA backend does."""
+
+    def frames_per_batch(self, pixels, budget):
+        return 3
+
+
+@pytest.mark.parametrize("strategy", ["calibrated", "calibration", "serial"])
+def test_frames_in_batches_fuse_as_one_by_one(good_model, strategy):
+    frames = [np.round(textured(60, 70, s, 3) * 255).astype(np.uint8) for s in range(7)]
+    one = fuse_stack(frames, weights=good_model, device=CpuBackend(CPU), strategy=strategy, align="none")
+    many = fuse_stack(frames, weights=good_model, device=BatchingCpu(CPU), strategy=strategy, align="none")
+    assert len(np.unique(one.index_map)) > 2  # the decisions vary
+    assert np.abs(one.fused.astype(int) - many.fused).max() <= 1 and np.mean(one.fused != many.fused) < 1e-3
+    assert np.mean(one.index_map != many.index_map) < 1e-3
+
+
+# --------------------------------------------------------------------------------- whole runs
+
+def test_a_stack_array_is_a_stack(model):
+    frames = np.stack([np.round(textured(30, 40, s, 3) * 255).astype(np.uint8) for s in range(3)])
+    as_array = fuse_stack(frames, weights=model, device="cpu", align="none")
+    as_list = fuse_stack(list(frames), weights=model, device="cpu", align="none")
+    assert np.array_equal(as_array.fused, as_list.fused) and as_array.frames == as_list.frames
+    gray = frames[..., 1]  # (Z, Y, X)
+    assert fuse_stack(gray, weights=model, device="cpu", align="none").fused.shape == (30, 40)
+
+
+def test_workers_do_not_change_the_result(good_model):
+    frames = [np.round(textured(70, 60, s, 3) * 255).astype(np.uint8) for s in range(5)]
+    serial = fuse_stack(frames, weights=good_model, device="cpu", align="none", workers=0)
+    threaded = fuse_stack(frames, weights=good_model, device="cpu", align="none", workers=3)
+    assert np.array_equal(serial.fused, threaded.fused) and np.array_equal(serial.index_map, threaded.index_map)
+
+
+def test_a_memory_limit_tiles_a_pair_and_keeps_the_result(good_model):
+    a = np.round(textured(400, 420, 1, 3) * 255).astype(np.uint8)
+    b = np.round(textured(400, 420, 2, 3) * 255).astype(np.uint8)
+    whole = fuse_pair(a, b, weights=good_model, device="cpu", tile_size=0)
+    backend = CpuBackend(CPU)
+    backend.bytes_per_pixel = 40000  # the budget fits tiles of ~200 px only: the plan must tile
+    tiled = fuse_pair(a, b, weights=good_model, device=backend, memory_limit="4G")
+    plan = plan_fusion((400, 420), 3, np.uint8, _method(good_model), backend, FusionOptions(memory_limit="4G"))
+    assert plan.tiled and 64 <= plan.tile_size < 400
+    assert np.abs(whole.fused.astype(int) - tiled.fused).max() <= 1
+    assert np.mean(whole.fused != tiled.fused) < 1e-3
