@@ -30,7 +30,7 @@ from focusfuse.evaluation.synthetic import layered_defocus
 from focusfuse.train.data import segment_mask, split_images
 from focusfuse.methods.gacn.weights import load_model
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from shared_data import SHARED  # noqa: E402
 BSDS = SHARED / "data" / "train" / "bsds300"
 RING = 10  # px
 DEFAULT_BLUR = {"gauss": (1.5, 4.0), "layered": (2.0, 6.0)}  # Gaussian sigma / disk radius range, px

@@ -14,22 +14,24 @@ import numpy as np
 import torch
 
 from focusfuse.ops.color import to_tensor
-from focusfuse.engine.pair import fuse_tensors
+from focusfuse.backends.select import select_backend
+from focusfuse.engine.fuse import fuse_tensors
+from focusfuse.methods.gacn.network import GacnNetwork
 from focusfuse.io.images import read_image
 from focusfuse.methods.gacn.weights import load_model
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from shared_data import SHARED  # noqa: E402
 PAIRS = SHARED / "data" / "test" / "gacn26"
 REFERENCE = SHARED / "reference" / "gacn_official"
 
 
 def main() -> None:
-    model = load_model(REFERENCE / "GACN.pkl", "cpu")
+    net = GacnNetwork(load_model(REFERENCE / "GACN.pkl", "cpu"), select_backend("cpu"))
     rows = []
     for first in sorted(PAIRS.glob("*_1.png")):
         name = first.name[: -len("_1.png")]
         with torch.inference_mode():
-            fused, p, p0 = fuse_tensors(model, to_tensor(read_image(first)), to_tensor(read_image(PAIRS / f"{name}_2.png")))
+            fused, p, p0 = fuse_tensors(net, to_tensor(read_image(first)), to_tensor(read_image(PAIRS / f"{name}_2.png")))
         ours = np.round(fused.clamp(0, 1).permute(1, 2, 0).squeeze(-1).numpy() * 255)
         mse = np.mean((ours - read_image(REFERENCE / "gacn26" / f"{name}_fused.png").astype(np.float64)) ** 2)
         psnr = float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)

@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 
 from focusfuse.evaluation.evaluate import evaluate_cases, find_cases, summarize
-from focusfuse.engine.pair import fuse_pair
+from focusfuse import fuse_pair
 from focusfuse.io.images import write_image
 from focusfuse.evaluation.metrics import METRIC_NAMES
 from focusfuse.methods.gacn.weights import load_model
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from shared_data import SHARED  # noqa: E402
 PAIRS = SHARED / "data" / "test" / "gacn26"
 OFFICIAL_FUSED = SHARED / "reference" / "gacn_official" / "gacn26"
 BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"

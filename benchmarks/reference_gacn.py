@@ -44,10 +44,10 @@ def features(gray: torch.Tensor, state: dict) -> torch.Tensor:
 
 def spatial_frequency(f: torch.Tensor) -> torch.Tensor:
     c = f.shape[1]
-    left = torch.tensor([[0, 0, 0], [1, -1, 0], [0, 0, 0]], dtype=f.dtype).expand(c, 1, 3, 3)
-    up = torch.tensor([[0, 1, 0], [0, -1, 0], [0, 0, 0]], dtype=f.dtype).expand(c, 1, 3, 3)
+    left = torch.tensor([[0, 0, 0], [1, -1, 0], [0, 0, 0]], dtype=f.dtype, device=f.device).expand(c, 1, 3, 3)
+    up = torch.tensor([[0, 1, 0], [0, -1, 0], [0, 0, 0]], dtype=f.dtype, device=f.device).expand(c, 1, 3, 3)
     g = F.conv2d(f, left, padding=1, groups=c) ** 2 + F.conv2d(f, up, padding=1, groups=c) ** 2
-    return F.conv2d(g, torch.ones(c, 1, 11, 11, dtype=f.dtype), padding=5, groups=c)
+    return F.conv2d(g, torch.ones(c, 1, 11, 11, dtype=f.dtype, device=f.device), padding=5, groups=c)
 
 
 def decision(sf_a: torch.Tensor, sf_b: torch.Tensor, state: dict) -> torch.Tensor:
@@ -59,12 +59,12 @@ def decision(sf_a: torch.Tensor, sf_b: torch.Tensor, state: dict) -> torch.Tenso
 
 def _box(x: torch.Tensor, r: int) -> torch.Tensor:
     k = 2 * r + 1
-    ones = torch.ones(1, 1, k, k, dtype=x.dtype)
+    ones = torch.ones(1, 1, k, k, dtype=x.dtype, device=x.device)
     return F.conv2d(x, ones, padding=r) / F.conv2d(torch.ones_like(x), ones, padding=r)
 
 
 def refine(p0: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    g = torch.tensor([math.exp(-((i - 4) ** 2) / (2 * 64.0)) for i in range(9)], dtype=p0.dtype)
+    g = torch.tensor([math.exp(-((i - 4) ** 2) / (2 * 64.0)) for i in range(9)], dtype=p0.dtype, device=p0.device)
     g = (g[:, None] * g[None, :]) / (g.sum() ** 2)
     blur = F.conv2d(p0, g[None, None], padding=4)
     m = (blur > 0.8).float() * blur + (blur < 0.1).float() * (1 - blur)

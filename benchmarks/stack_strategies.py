@@ -25,11 +25,11 @@ from focusfuse.io.images import read_image
 from focusfuse.evaluation.metrics import psnr as psnr_gray
 from focusfuse.evaluation.metrics import ssim, to_gray_matlab
 from focusfuse.methods.gacn.model import GACN
-from focusfuse.engine.stack import fuse_stack
+from focusfuse import fuse_stack
 from focusfuse.evaluation.synthetic import make_stack
 from focusfuse.methods.gacn.weights import load_model
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from shared_data import SHARED  # noqa: E402
 BSDS = SHARED / "data" / "train" / "bsds300"
 
 

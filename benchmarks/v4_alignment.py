@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import run_measured  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from shared_data import SHARED  # noqa: E402
 V4 = SHARED / "data" / "stacks" / "V-4"
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

@@ -22,7 +22,7 @@ from focusfuse.train.data import PairRecipe, recipe_overrides, validation_pairs
 from focusfuse.train.loop import TrainConfig, validate
 from focusfuse.methods.gacn.weights import load_model
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from shared_data import SHARED  # noqa: E402
 BSDS = SHARED / "data" / "train" / "bsds300"
 
 

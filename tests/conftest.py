@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from focusfuse.methods.gacn.model import GACN
 from focusfuse.methods.gacn.weights import save_weights
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(os.environ.get("FOCUSFUSE_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 OFFICIAL_WEIGHTS = SHARED / "reference" / "gacn_official" / "GACN.pkl"
 
 

@@ -15,6 +15,7 @@ from ..backends.select import select_backend
 from ..errors import UsageError
 from ..frames.refs import FrameLike, frame_refs, match_channels, require_frames
 from ..io.sinks import ArrayOutput, Output
+from ..methods.base import FusionMethod
 from ..methods.registry import make_method
 from ..methods.gacn.decision import blend, decide_pair
 from ..methods.gacn.model import GACN
@@ -83,10 +84,13 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, strategy: str = DEFAU
 
 def run_stack_fusion(refs: Sequence, options: FusionOptions, *, weights: Weights = None,
                      device: str | torch.device | Backend = "auto", progress: ProgressCallback | None = None,
-                     align_progress: AlignProgress | None = None, output: Output | None = None) -> FusionRun:
-    """A stack fusion with validated ``options`` (what ``fuse_stack`` and the stack job run)."""
+                     align_progress: AlignProgress | None = None, output: Output | None = None,
+                     method: FusionMethod | None = None) -> FusionRun:
+    """A stack fusion with validated ``options`` (what ``fuse_stack`` and the stack job run); ``method``
+    replaces GACN with ``weights`` (e.g. a stand-in that measures the host work alone)."""
     backend = select_backend(device)
-    method = make_method("gacn", backend, weights=weights, strategy=options.strategy, reduce=options.reduce)
+    if method is None:
+        method = make_method("gacn", backend, weights=weights, strategy=options.strategy, reduce=options.reduce)
     return run_fusion(refs, method, backend, options, output=output, progress=progress, align_progress=align_progress)
 
 

@@ -1,0 +1,1 @@
+"""Frames as fusion reads them: references, sources readable by region (registered, cropped), edge fill."""

@@ -28,6 +28,7 @@ from ..frames.refs import frame_refs, input_paths, require_frames
 from ..io.images import FrameRef, write_image
 from ..io.metadata import ImageMetadata, embed_exif_in_tiff, read_metadata, tiff_write_kwargs
 from ..io.sinks import ArraySink, TiffSink, array_bytes
+from ..methods.base import FusionMethod
 from ..methods.gacn.model import GACN
 from .depth import MAX_DEPTH_SMOOTH, depth_preview, height_map, smooth_index_map, z_spacing_of_inputs
 from .outputs import StagedOutputs, check_map_formats, check_outputs, is_tiff, write_map
@@ -129,8 +130,10 @@ def write_all(writes: Sequence[Callable[[], object]]) -> None:
 
 
 def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
-              align_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Fuse ``job`` with ``model`` (on its device) and write its outputs (all or none); returns the report."""
+              align_progress: Callable[[int, int], None] | None = None,
+              method: FusionMethod | None = None) -> dict[str, Any]:
+    """Fuse ``job`` with ``model`` (on its device) and write its outputs (all or none); returns the report.
+    ``method`` replaces GACN (the report still names ``model``'s weights)."""
     refs = frame_refs(list(job.inputs))
     z_step, unit = check_stack_job(job, refs)
     options = job.options
@@ -150,7 +153,7 @@ def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
     start = time.perf_counter()
     try:
         run = run_stack_fusion(refs, options, weights=model, device=select_backend(device), progress=progress,
-                               align_progress=align_progress, output=output)
+                               align_progress=align_progress, output=output, method=method)
         result = stack_result(run, options)
         index = None if result.index_map is None else smooth_index_map(result.index_map, job.depth_smooth)
         writes: list[Callable[[], object]] = []

@@ -1,0 +1,1 @@
+"""Tensor operations shared by the pipeline: colour and dtype conversions, image filters."""

@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 import torch
 
 from ...errors import WeightsError
@@ -145,7 +144,13 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
 
 
 def user_weights_dir() -> Path:
-    """Where ``focusfuse train`` installs weights (platformdirs user data dir)."""
+    """Where ``focusfuse train`` installs weights (platformdirs user data dir; when focusfuse runs from its
+    sources without platformdirs, the XDG data dir)."""
+    try:
+        import platformdirs
+    except ImportError:
+        data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+        return Path(data) / "focusfuse" / "weights"
     return Path(platformdirs.user_data_dir("focusfuse", appauthor=False)) / "weights"
 
 
