@@ -8,6 +8,7 @@ child process whose peak resident memory (and peak GPU memory) is recorded.
 
     python benchmarks/large.py equality                              # the CI-sized check, at full size
     python benchmarks/large.py pair --size 20000 --device cpu         # 16-bit RGB pair, BigTIFF
+    python benchmarks/large.py pair --size 12000 --memory-limit 4G    # the memory limit is kept
     python benchmarks/large.py stack --size 8000 --frames 40 --device cuda
     ... --weights W --markdown docs/benchmarks.md
 """
@@ -111,7 +112,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=20000)
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--tile-size", type=int, default=1024)
+    parser.add_argument("--tile-size", type=int, default=None, help="default: chosen from the memory limit")
+    parser.add_argument("--memory-limit", default=None, help="focusfuse's --memory-limit (default: its own)")
     parser.add_argument("--weights", required=True)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
@@ -129,13 +131,20 @@ def main() -> None:
                 write_frame(folder / f"z{k:03d}.tif", args.size, float(focus))
             generated = time.perf_counter() - start
             out = Path(tmp, "fused.tif")
-            cli = ["stack", str(folder), "-o", str(out), "--align", "none", "--weights", args.weights,
-                   "--device", args.device, "--tile-size", str(args.tile_size), "--json", "--compression", "zlib"]
+            inputs = sorted(folder.glob("*.tif"))
+            command = ["pair", *map(str, inputs)] if args.case == "pair" else ["stack", str(folder), "--json"]
+            cli = [*command, "-o", str(out), "--align", "none", "--weights", args.weights, "--device", args.device,
+                   "--compression", "zlib"]
+            cli += ["--tile-size", str(args.tile_size)] if args.tile_size is not None else []
+            cli += ["--memory-limit", args.memory_limit] if args.memory_limit else []
             result = run_cli(cli)
             checked = check_output(out, args.size)
         gpu = result.get("peak_gpu_mb")
         lines = [f"{args.case}: {n} frames of {args.size}x{args.size} 16-bit RGB (tiled BigTIFF inputs, "
-                 f"generated in {generated:.0f} s), device {args.device}, --tile-size {args.tile_size}: "
+                 f"generated in {generated:.0f} s), device {args.device}, "
+                 + (f"--tile-size {args.tile_size}, " if args.tile_size is not None else "")
+                 + (f"--memory-limit {args.memory_limit}, " if args.memory_limit else "default memory limit, ")
+                 + f"command {command[0]}: "
                  f"{result['seconds']:.0f} s, peak RSS {result['peak_rss_mb_children']:.0f} MB"
                  + (f", peak GPU {gpu:.0f} MB" if gpu else "") + f"; output {checked}"]
     for line in lines:

@@ -29,6 +29,7 @@ class Plan:
     batch: int  # frames the network takes at once
     workers: int  # host threads reading and preparing frames (0: in the calling thread)
     read_ahead: int  # frames prepared ahead of the network
+    align_read_ahead: int  # whole frames decoded ahead of the alignment estimate
     budget: int  # bytes the run may use
 
     @property
@@ -84,8 +85,10 @@ def plan_fusion(shape: tuple[int, int], channels: int, dtype: np.dtype, method: 
     frame_bytes = crop * channels * (4 + np.dtype(dtype).itemsize)  # staged float32 + the read pixels
     spare = max(0, (budget - fixed - (crop * backend.bytes_per_pixel if device_is_host else 0)))
     read_ahead = 0 if workers == 0 else max(1, min(batch + workers, spare // max(frame_bytes, 1)))
+    whole_frame = height * width * channels * np.dtype(dtype).itemsize * 2  # decoded, and its copy for the estimate
+    align_read_ahead = 0 if workers == 0 else max(1, min(workers, spare // max(whole_frame, 1)))
     return Plan(shape=(height, width), tile_size=tile if len(tiles) > 1 else 0, tiles=tiles, batch=batch,
-                workers=workers, read_ahead=read_ahead, budget=budget)
+                workers=workers, read_ahead=read_ahead, align_read_ahead=align_read_ahead, budget=budget)
 
 
 def auto_tile_size(height: int, width: int, bytes_per_pixel: int, budget: int, halo: int) -> int | None:

@@ -166,7 +166,8 @@ def run_fusion(refs: Sequence[np.ndarray | FrameRef], method: FusionMethod, back
         used = list(range(len(sources)))
         if options.align != "none":
             aligned = align_frames(opened, options.align, reference=reference, executor=executor,
-                                   read_ahead=plan.read_ahead, require=require_alignment, progress=align_progress)
+                                   read_ahead=plan.align_read_ahead, require=require_alignment,
+                                   progress=align_progress)
             used = aligned.used
             if options.crop:
                 window = crop_window(aligned.alignment)

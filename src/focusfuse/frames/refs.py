@@ -136,21 +136,6 @@ def match_channels(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torc
     return a, b.expand_as(a).contiguous()
 
 
-class LazyFrames(Sequence):
-    """The frames as a sequence of arrays, each read when indexed (for the alignment pass)."""
-
-    def __init__(self, refs: Sequence[np.ndarray | FrameRef]) -> None:
-        self.refs = refs
-
-    def __len__(self) -> int:
-        return len(self.refs)
-
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        return read_frame(self.refs[i])
-
-
 def require_frames(refs: Sequence, reason: str | None = None, minimum: int = 2) -> None:
     """At least two frames to fuse; ``reason`` explains a shortfall (e.g. frames left out)."""
     if len(refs) < minimum:

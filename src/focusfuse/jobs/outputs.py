@@ -4,7 +4,8 @@ renamed together at the end (all outputs or none)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -88,4 +89,21 @@ def check_map_formats(index_map: Path | None = None, decision_map: Path | None =
         raise UsageError(f"{height}: the height map is float32 data: use .tif")
 
 
-__all__ = ["check_outputs", "write_map", "StagedOutputs", "is_tiff", "check_map_formats", "MAP_SUFFIXES"]
+@contextmanager
+def staged_outputs() -> Iterator[StagedOutputs]:
+    """Outputs written in the block are renamed into place together when it ends without error, and removed
+    when it fails; errors name the output the user asked for, not its temporary file."""
+    staged = StagedOutputs()
+    try:
+        yield staged
+        staged.commit()
+    except (FocusFuseError, OSError) as exc:
+        renamed = staged.renamed_error(exc)
+        if renamed is None:
+            raise
+        raise renamed from exc
+    finally:
+        staged.discard()
+
+
+__all__ = ["staged_outputs", "check_outputs", "write_map", "StagedOutputs", "is_tiff", "check_map_formats", "MAP_SUFFIXES"]

@@ -10,12 +10,12 @@ from typing import Any
 from ..backends.select import select_backend
 from ..engine.fuse import run_pair_fusion
 from ..engine.options import FusionOptions
-from ..errors import FocusFuseError, UsageError
+from ..errors import UsageError
 from ..frames.refs import frame_refs, input_paths
 from ..io.images import write_image
 from ..io.metadata import embed_exif_in_tiff, read_metadata
 from ..methods.gacn.model import GACN
-from .outputs import StagedOutputs, check_map_formats, check_outputs, write_map
+from .outputs import check_map_formats, check_outputs, staged_outputs, write_map
 from .report import peak_memory_mb, provenance, weights_id
 from .stack_job import JobOutput, write_all
 
@@ -33,11 +33,10 @@ def run_pair(image_a: Path, image_b: Path, output: Path, model: GACN, *, decisio
     check_outputs([p for p in (output, decision_map) if p is not None], overwrite, input_paths(refs))
     check_map_formats(decision_map=decision_map)
     metadata = dataclasses.replace(read_metadata(image_a), description=provenance(model, "pair", 2, options.reduce))
-    staged = StagedOutputs()
-    sink_output = JobOutput(output, staged, metadata, compression=compression,
-                            map_paths={"decision": decision_map} if decision_map is not None else None)
     start = time.perf_counter()
-    try:
+    with staged_outputs() as staged:
+        sink_output = JobOutput(output, staged, metadata, compression=compression,
+                                map_paths={"decision": decision_map} if decision_map is not None else None)
         run = run_pair_fusion(refs, options, weights=model, device=select_backend(model.device), output=sink_output)
         if output in sink_output.streamed:
             embed_exif_in_tiff(staged.path(output), metadata)
@@ -47,14 +46,6 @@ def run_pair(image_a: Path, image_b: Path, output: Path, model: GACN, *, decisio
             if decision_map is not None:
                 writes.append(lambda: write_map(staged.path(decision_map), run.sink.maps["decision"], "probability"))
             write_all(writes)
-        staged.commit()
-    except (FocusFuseError, OSError) as exc:
-        renamed = staged.renamed_error(exc)
-        if renamed is None:
-            raise
-        raise renamed from exc
-    finally:
-        staged.discard()
     h, w = run.sink.shape
     return {"output": str(output), "width": w, "height": h, "device": str(model.device), "reduce": options.reduce,
             "edge_fill": options.edge_fill, "tiles": len(run.plan.tiles) if run.plan else 1,

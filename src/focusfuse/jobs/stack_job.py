@@ -23,7 +23,7 @@ from .. import __version__
 from ..backends.select import select_backend
 from ..engine.fuse import run_stack_fusion, stack_result
 from ..engine.options import FusionOptions
-from ..errors import FocusFuseError, UsageError
+from ..errors import UsageError
 from ..frames.refs import frame_refs, input_paths, require_frames
 from ..io.images import FrameRef, write_image
 from ..io.metadata import ImageMetadata, embed_exif_in_tiff, read_metadata, tiff_write_kwargs
@@ -31,7 +31,7 @@ from ..io.sinks import ArraySink, TiffSink, array_bytes
 from ..methods.base import FusionMethod
 from ..methods.gacn.model import GACN
 from .depth import MAX_DEPTH_SMOOTH, depth_preview, height_map, smooth_index_map, z_spacing_of_inputs
-from .outputs import StagedOutputs, check_map_formats, check_outputs, is_tiff, write_map
+from .outputs import StagedOutputs, check_map_formats, check_outputs, is_tiff, staged_outputs, write_map
 from .report import peak_memory_mb, provenance, weights_id
 
 Progress = Callable[[int, int, str], None]
@@ -144,14 +144,13 @@ def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
     metadata = read_metadata(reference.path) if isinstance(reference, FrameRef) else ImageMetadata()
     metadata = dataclasses.replace(metadata, description=provenance(model, options.strategy, len(refs),
                                                                     options.reduce))
-    staged = StagedOutputs()
     stream_index = is_tiff(job.index_map) and job.depth_smooth == 0
     keep_index = (job.index_map is not None and not stream_index) or job.depth_preview is not None \
         or job.height_map is not None
-    output = JobOutput(job.output, staged, metadata, compression=job.compression,
-                       index_path=job.index_map if stream_index else None, keep_index=keep_index)
     start = time.perf_counter()
-    try:
+    with staged_outputs() as staged:
+        output = JobOutput(job.output, staged, metadata, compression=job.compression,
+                           index_path=job.index_map if stream_index else None, keep_index=keep_index)
         run = run_stack_fusion(refs, options, weights=model, device=select_backend(device), progress=progress,
                                align_progress=align_progress, output=output, method=method)
         result = stack_result(run, options)
@@ -171,14 +170,6 @@ def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
             writes.append(lambda: write_image(staged.path(job.height_map), height_map(index, z_step),
                                               compression=job.compression))
         write_all(writes)
-        staged.commit()
-    except (FocusFuseError, OSError) as exc:
-        renamed = staged.renamed_error(exc)
-        if renamed is None:
-            raise
-        raise renamed from exc
-    finally:
-        staged.discard()
     h, w = result.shape
     return {
         "output": str(job.output), "inputs": len(refs), "frames_used": len(result.frames),
