@@ -171,3 +171,37 @@ def test_select_backend_picks_the_cpu_backend_and_passes_a_backend_through():
     assert select_backend(backend) is backend
     assert backend.memory_budget(1 << 30) == 1 << 30
     assert 0 < backend.memory_budget() <= 8 << 30
+
+
+class HostCuda(__import__("focusfuse.backends.cuda", fromlist=["CudaBackend"]).CudaBackend):
+    """The CUDA backend's own choices (integer staging, device-side conversion, batches from its memory model)
+    run on the CPU: only what needs a GPU (streams, pinned memory) is left out."""
+
+    def __init__(self) -> None:
+        Backend.__init__(self, CPU)  # float32: the bfloat16 path has its own parity test above
+
+    def available_memory(self) -> int:
+        return 8 << 30
+
+    def stage(self, pixels):
+        return torch.from_numpy(np.ascontiguousarray(pixels))
+
+    def upload(self, staged):
+        return device_pixels_to_frame(staged.to(self.device))
+
+    def session(self):
+        return torch.inference_mode()
+
+
+def test_the_cuda_backends_choices_fuse_a_stack_like_the_cpu_backend(good_model):
+    from focusfuse import fuse_stack
+    from conftest import textured
+
+    frames = [np.round(textured(90, 100, s, 3) * 65535).astype(np.uint16) for s in range(6)]
+    backend = HostCuda()
+    assert backend.frames_per_batch(90 * 100, 4 << 30) == backend.max_batch  # several frames at once
+    cpu = fuse_stack(frames, weights=good_model, device=CpuBackend(CPU), align="none")
+    cuda_like = fuse_stack(frames, weights=good_model, device=backend, align="none")
+    assert cuda_like.fused.dtype == np.uint16
+    assert np.mean(np.abs(cpu.fused.astype(int) - cuda_like.fused.astype(int)) <= 257) >= 0.999
+    assert np.mean(cpu.index_map == cuda_like.index_map) >= 0.999
