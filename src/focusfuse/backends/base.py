@@ -96,6 +96,10 @@ class Backend:
         budget = self.available_memory() // 2
         return budget if self.default_budget_cap is None else min(budget, self.default_budget_cap)
 
+    def reusable_memory(self) -> int:
+        """Bytes of this process's resident memory that are free for reuse (kept by the allocator)."""
+        return 0
+
     def frames_per_batch(self, pixels: int, budget: int) -> int:
         """How many frames of ``pixels`` the network takes at once within ``budget`` bytes (1: one by one)."""
         return 1

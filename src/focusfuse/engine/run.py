@@ -220,8 +220,9 @@ def _fuse(frames: list[tuple[int, FrameSource]], method: FusionMethod, backend: 
             counter.step(f"{source.name} (statistics)")
     sink = output.open(height, width, channels, dtype, plan.tiled)
     try:
-        for tile in plan.tiles:
-            backend.release_memory()  # hand back the last tile's freed pages: this one's shapes differ
+        for number, tile in enumerate(plan.tiles):
+            if number:
+                backend.release_memory()  # hand back the last tile's freed pages: this one's shapes differ
             state = method.new_state()
             staged = prefetched(range(len(frames)), lambda k, box=tile.crop: _stage(k, frames[k], box, backend),
                                 executor, plan.read_ahead)
