@@ -11,6 +11,7 @@ import pytest
 from scipy import ndimage
 from skimage import data
 
+from focusfuse.align.ecc import corner_motion, ecc_target, find_warp
 from focusfuse.align.estimate import (
     SNAP_SHIFT_PX,
     FrameAlignment,
@@ -18,6 +19,7 @@ from focusfuse.align.estimate import (
     _Link,
     anchored_frames,
     crop_to_box,
+    detail_image,
     estimate_alignment,
     focus_signature,
     frame_alignments,
@@ -554,3 +556,28 @@ def test_an_aligned_stack_is_not_resampled() -> None:
         np.testing.assert_array_equal(frame.transform, np.eye(3))
         assert (frame.gain, frame.offset, frame.ok) == (1.0, 0.0, True)
         assert warp_frame(shot, frame, SHAPE) is shot
+
+
+# ---------------------------------------------------------------------------------------------
+# ECC
+
+
+@pytest.mark.parametrize("motion", [cv2.MOTION_TRANSLATION, cv2.MOTION_AFFINE])
+def test_banded_ecc_follows_opencv_iteration_by_iteration(motion: int) -> None:
+    frames = bracket(BREATHING[:2], gains=(1.0, 0.9))
+    anchor, frame = (detail_image(frame.astype(np.float32) / 255) for frame in frames)
+    margin = 12
+    template = np.ascontiguousarray(frame[margin:-margin, margin:-margin])
+    mask = np.zeros(anchor.shape, np.uint8)
+    mask[margin:-margin, margin:-margin] = 255
+    start = np.array([[1.0, 0.0, margin + 0.4], [0.0, 1.0, margin - 0.3]], np.float32)
+    target = ecc_target(anchor, margin)
+    for iterations in (1, 2, 5):
+        criteria = (cv2.TERM_CRITERIA_COUNT, iterations, 0)
+        rho, expected = cv2.findTransformECC(template, anchor, start.copy(), motion, criteria, mask, 1)
+        result = find_warp(template, target, start, motion, max_iterations=iterations)
+        assert result.iterations == iterations and result.correlation == pytest.approx(rho, abs=1e-6)
+        np.testing.assert_allclose(result.warp, expected, atol=1e-4)  # float32 OpenCV vs float64 here
+    strided = find_warp(template, target, start, motion, max_iterations=30, tolerance=1e-4, stride=2)
+    full = find_warp(template, target, start, motion, max_iterations=30, tolerance=1e-4)
+    assert corner_motion(strided.warp - full.warp, template.shape) < 0.02  # every other row and column: nearly there
