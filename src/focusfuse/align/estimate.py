@@ -23,11 +23,29 @@ from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
-from scipy.optimize import minimize
 
 from ..ops.color import GRAY_WEIGHTS, dtype_scale
+from .geometry import (  # noqa: F401 - some re-exported
+    frame_corners,
+    map_points,
+    photometric_matrix,
+    rescale_transform,
+    resize_matrix,
+    translation_matrix,
+    working_size,
+)
+from .model import MODES, FrameAlignment, StackAlignment, check_mode, identity_alignment, pick_reference  # noqa: F401
+from .valid_box import valid_box  # noqa: F401 - re-exported
+from .warp import (  # noqa: F401 - re-exported: focusfuse.align.estimate keeps offering them
+    REMAP_BAND,
+    REMAP_STEPS,
+    crop_to_box,
+    keep_layout,
+    resample,
+    source_coordinates,
+    warp_frame,
+)
 
-MODES = ("auto", "none", "translation", "affine", "homography")
 
 # Plausibility limits for one neighbour step (frame i against the previous aligned frame).
 MIN_STEP_SCALE = 0.8
@@ -47,57 +65,6 @@ RECOVERY_CANDIDATES = 3  # partners tried per failed frame, most similar focus f
 SNAP_SHIFT_PX = 0.05  # largest corner/centre displacement (full resolution)
 SNAP_GAIN = 0.002  # largest |gain - 1|
 SNAP_OFFSET = 0.001  # largest |offset| (0..1 scale)
-
-
-@dataclass
-class FrameAlignment:
-    """How one frame maps onto the reference frame.
-
-    ``transform`` (3x3 float64) maps this frame's full-resolution pixel coordinates to the reference
-    frame's. ``gain``/``offset`` match its brightness to the reference: ``corrected = gain * frame +
-    offset`` on the frame's 0..1 scale. ``ok`` is False when this frame could not be aligned to any
-    neighbour nor to a similar-focus partner (unusable frame, ECC failure, low correlation,
-    implausible step); then its step counts as identity: ``transform``/``gain``/``offset`` are copied
-    from the chained neighbour, the nearest earlier frame that aligned (for a bad first frame, the
-    frame after it; identity and unit gain when no frame aligned at all), and ``message`` says why.
-    Fusion should normally leave such frames out: a copied transform is only a guess.
-
-    ``message`` is empty for every frame with ``ok=True``. ``note`` is informational and never
-    marks a failure: a frame whose neighbour step failed but that was then aligned through a
-    similar-focus partner says so there (``"frame 1: aligned via frame 46 (...)"``).
-    """
-
-    transform: np.ndarray
-    gain: float = 1.0
-    offset: float = 0.0
-    ok: bool = True
-    message: str = ""
-    note: str = ""
-
-
-@dataclass
-class StackAlignment:
-    """The alignment of a whole bracket onto frame ``reference``; ``shape`` is the frames' (H, W)."""
-
-    reference: int
-    frames: list[FrameAlignment]
-    shape: tuple[int, int]
-
-    def valid_box(self) -> tuple[int, int, int, int]:
-        """(x0, y0, x1, y1), x1/y1 exclusive: the largest box of reference pixels inside every warped frame.
-
-        Frames whose alignment failed (left out of the fusion) do not count. (0, 0, 0, 0) when the
-        warped frames share no region.
-        """
-        return valid_box([frame.transform for frame in self.frames if frame.ok], self.shape)
-
-    def failures(self) -> list[str]:
-        """One message per frame whose alignment failed (empty when all frames aligned)."""
-        return [frame.message for frame in self.frames if not frame.ok]
-
-    def notes(self) -> list[str]:
-        """The informational notes (e.g. frames aligned through a partner), in frame order."""
-        return [frame.note for frame in self.frames if frame.note]
 
 
 @dataclass
@@ -138,12 +105,6 @@ class _Chain:
 # Small array helpers
 
 
-def check_mode(mode: str) -> None:
-    """Raise ValueError for a mode that is not in MODES."""
-    if mode not in MODES:
-        raise ValueError(f"unknown alignment mode {mode!r}: use one of {', '.join(MODES)}")
-
-
 def ecc_motion(mode: str) -> int:
     """The ECC motion model of a mode ("auto" uses affine)."""
     if mode == "translation":
@@ -151,48 +112,6 @@ def ecc_motion(mode: str) -> int:
     if mode == "homography":
         return cv2.MOTION_HOMOGRAPHY
     return cv2.MOTION_AFFINE
-
-
-def working_size(shape: tuple[int, int], max_size: int) -> tuple[int, int]:
-    """(width, height) with the longest side at most ``max_size``, keeping the aspect ratio."""
-    height, width = shape
-    factor = min(1.0, max_size / max(height, width))
-    return max(1, round(width * factor)), max(1, round(height * factor))
-
-
-def resize_matrix(scale_x: float, scale_y: float) -> np.ndarray:
-    """3x3 map from pixel-centre coordinates of an image to those of its resized copy (area resize)."""
-    return np.array(
-        [[scale_x, 0.0, 0.5 * scale_x - 0.5], [0.0, scale_y, 0.5 * scale_y - 0.5], [0.0, 0.0, 1.0]]
-    )
-
-
-def rescale_transform(transform: np.ndarray, to_small: np.ndarray) -> np.ndarray:
-    """A transform between small-image coordinates expressed between large-image coordinates."""
-    large = np.linalg.inv(to_small) @ transform @ to_small
-    return large / large[2, 2]
-
-
-def translation_matrix(dx: float, dy: float) -> np.ndarray:
-    """3x3 translation by (dx, dy)."""
-    return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
-
-
-def photometric_matrix(gain: float, offset: float) -> np.ndarray:
-    """2x2 matrix acting on (value, 1): value -> gain * value + offset."""
-    return np.array([[gain, offset], [0.0, 1.0]])
-
-
-def map_points(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a 3x3 transform to an (N, 2) array of (x, y) points."""
-    homogeneous = np.column_stack([points, np.ones(len(points))]) @ transform.T
-    return homogeneous[:, :2] / homogeneous[:, 2:3]
-
-
-def frame_corners(shape: tuple[int, int]) -> np.ndarray:
-    """The four corner pixel centres of an (H, W) frame, clockwise from the top left."""
-    height, width = shape
-    return np.array([[0.0, 0.0], [width - 1.0, 0.0], [width - 1.0, height - 1.0], [0.0, height - 1.0]])
 
 
 def check_frame(image: np.ndarray, index: int) -> np.ndarray:
@@ -702,21 +621,6 @@ def snap_to_identity(frame: FrameAlignment, shape: tuple[int, int]) -> FrameAlig
     return replace(frame, transform=transform, gain=gain, offset=offset)
 
 
-def identity_alignment(count: int, shape: tuple[int, int], reference: int) -> StackAlignment:
-    """Identity transforms and unit gain for ``count`` frames."""
-    return StackAlignment(reference, [FrameAlignment(np.eye(3)) for _ in range(count)], shape)
-
-
-def pick_reference(reference: int | None, count: int) -> int:
-    """The reference index (default: the middle frame); ValueError when out of range."""
-    if count == 0:
-        raise ValueError("no frames to align")
-    chosen = count // 2 if reference is None else reference
-    if not 0 <= chosen < count:
-        raise ValueError(f"reference frame {reference} out of range for {count} frames")
-    return chosen
-
-
 def is_indexable(frames: Iterable[np.ndarray] | Sequence) -> bool:
     """True for inputs that can be read again by index (sequences, arrays), False for one-shot iterators."""
     return isinstance(frames, Sequence) or (isinstance(frames, Sized) and hasattr(frames, "__getitem__"))
@@ -822,178 +726,3 @@ def estimate_alignment(
     to_small = resize_matrix(size[0] / shape[1], size[1] / shape[0])
     aligned = frame_alignments(chain.links, chosen, to_small)
     return StackAlignment(chosen, [snap_to_identity(frame, shape) for frame in aligned], shape)
-
-
-# --------------------------------------------------------------------------------------------
-# Applying an alignment
-
-
-REMAP_STEPS = 32  # OpenCV interpolates on a 1/32-pixel grid (INTER_TAB_SIZE)
-REMAP_BAND = 256  # rows of coordinate maps computed at a time
-
-
-def source_coordinates(transform: np.ndarray, origin: tuple[int, int], shape: tuple[int, int]
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """Where the output pixels ``origin + (0..h, 0..w)`` of the reference grid lie in the source frame.
-
-    Computed in float64 from global positions and snapped to OpenCV's 1/32-pixel interpolation grid,
-    so a pixel gets the same source position, and the same interpolation weights, whatever region
-    it is warped in.
-    """
-    inverse = np.linalg.inv(np.asarray(transform, np.float64))
-    ys, xs = np.mgrid[origin[0]:origin[0] + shape[0], origin[1]:origin[1] + shape[1]].astype(np.float64)
-    x = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
-    y = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
-    w = inverse[2, 0] * xs + inverse[2, 1] * ys + inverse[2, 2]
-    return np.round(x / w * REMAP_STEPS) / REMAP_STEPS, np.round(y / w * REMAP_STEPS) / REMAP_STEPS
-
-
-def warp_frame(
-    image: np.ndarray,
-    alignment: FrameAlignment,
-    shape: tuple[int, int],
-    *,
-    interpolation: int = cv2.INTER_CUBIC,
-    origin: tuple[int, int] = (0, 0),
-    offset: tuple[int, int] = (0, 0),
-) -> np.ndarray:
-    """The frame resampled onto the reference frame's pixel grid, with its exposure matched.
-
-    ``image`` holds the source frame's pixels from ``offset`` (y, x) on (the whole frame by default);
-    the result covers ``shape`` pixels of the reference grid from ``origin`` (y, x) on. Every region
-    warps to exactly the pixels the whole-frame warp gives there (see :func:`source_coordinates`), as
-    long as ``image`` covers the source area the region maps onto (plus 2 pixels for bicubic).
-
-    Keeps the dtype and channel layout: uint8/uint16 are rounded and clipped, float stays float
-    (cubic overshoot is not clipped). Bicubic by default: linear interpolation at a half-pixel shift
-    averages neighbouring pixels, a blur that depends on each frame's sub-pixel shift and so biases
-    the focus measure the fusion relies on. Borders are replicated, not black: a constant fill would
-    put a hard artificial edge (strong "focus") into every shifted frame, whereas replicated pixels
-    carry no gradient across the border; ``StackAlignment.valid_box`` gives the region to keep.
-    An identity alignment of the whole frame returns ``image`` itself.
-    """
-    image = np.asarray(image)
-    transform = np.asarray(alignment.transform, dtype=np.float64)
-    same_grid = image.shape[:2] == tuple(shape) and tuple(origin) == tuple(offset)
-    same_place = np.allclose(transform, np.eye(3), atol=1e-9) and same_grid
-    same_exposure = abs(alignment.gain - 1.0) < 1e-9 and abs(alignment.offset) < 1e-9
-    if same_place and same_exposure:
-        return image
-    if same_exposure:  # OpenCV resamples uint8/uint16 with rounding and saturation itself
-        return resample(image, transform, shape, origin, offset, interpolation)
-    scale = dtype_scale(image.dtype)
-    work_type = np.float64 if image.dtype == np.float64 else np.float32
-    pixels = image.astype(work_type) * work_type(alignment.gain) + work_type(alignment.offset * scale)
-    if not same_place:
-        pixels = resample(pixels, transform, shape, origin, offset, interpolation)
-    if image.dtype.kind == "f":
-        return pixels.astype(image.dtype, copy=False)
-    return np.clip(np.rint(pixels), 0, scale).astype(image.dtype)
-
-
-def keep_layout(warped: np.ndarray, image: np.ndarray) -> np.ndarray:
-    """OpenCV drops a single channel axis (HxWx1 -> HxW); put it back."""
-    return warped[:, :, None] if image.ndim == 3 and warped.ndim == 2 else warped
-
-
-def resample(pixels: np.ndarray, transform: np.ndarray, shape: tuple[int, int], origin: tuple[int, int],
-             offset: tuple[int, int], interpolation: int) -> np.ndarray:
-    """``pixels`` (the source from ``offset``) warped by ``transform`` onto ``shape`` pixels from ``origin``."""
-    out = np.empty(tuple(shape) + pixels.shape[2:], dtype=pixels.dtype)
-    for y0 in range(0, shape[0], REMAP_BAND):
-        rows = min(REMAP_BAND, shape[0] - y0)
-        x, y = source_coordinates(transform, (origin[0] + y0, origin[1]), (rows, shape[1]))
-        map_x = (x - offset[1]).astype(np.float32)  # exact: multiples of 1/32 well inside float32's range
-        map_y = (y - offset[0]).astype(np.float32)
-        band = cv2.remap(pixels, map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
-        out[y0:y0 + rows] = keep_layout(band, pixels)
-    return out
-
-
-def crop_to_box(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """The (x0, y0, x1, y1) region of ``image`` (x1/y1 exclusive), as a view."""
-    x0, y0, x1, y1 = box
-    height, width = image.shape[:2]
-    if not (0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height):
-        raise ValueError(f"box {box} does not fit a {width}x{height} image")
-    return image[y0:y1, x0:x1]
-
-
-# --------------------------------------------------------------------------------------------
-# The region valid in every warped frame
-
-
-def quad_half_planes(quad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Normals (4, 2) and bounds (4,) with ``normal . p <= bound`` inside a convex quadrilateral."""
-    centre = quad.mean(axis=0)
-    edges = np.roll(quad, -1, axis=0) - quad
-    normals = np.column_stack([edges[:, 1], -edges[:, 0]])
-    bounds = np.einsum("ij,ij->i", normals, quad)
-    inside_sign = np.where(normals @ centre <= bounds, 1.0, -1.0)
-    return normals * inside_sign[:, None], bounds * inside_sign
-
-
-def box_constraints(normals: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Linear constraints ``A @ (x0, y0, x1, y1) <= b`` that keep all four box corners in the half-planes.
-
-    For each half-plane the corner that reaches farthest along its normal is the binding one.
-    """
-    rows = np.zeros((len(normals), 4))
-    positive = normals > 0
-    rows[:, 0] = np.where(positive[:, 0], 0.0, normals[:, 0])
-    rows[:, 2] = np.where(positive[:, 0], normals[:, 0], 0.0)
-    rows[:, 1] = np.where(positive[:, 1], 0.0, normals[:, 1])
-    rows[:, 3] = np.where(positive[:, 1], normals[:, 1], 0.0)
-    return rows, bounds
-
-
-def inner_box(quads: list[np.ndarray]) -> np.ndarray:
-    """A conservative box (x0, y0, x1, y1) from each quad's inner edges (exact for shifts and scaling)."""
-    stacked = np.stack(quads)  # (N, 4, 2): top left, top right, bottom right, bottom left
-    x0 = stacked[:, [0, 3], 0].max()
-    x1 = stacked[:, [1, 2], 0].min()
-    y0 = stacked[:, [0, 1], 1].max()
-    y1 = stacked[:, [2, 3], 1].min()
-    return np.array([x0, y0, x1, y1])
-
-
-def largest_box(rows: np.ndarray, bounds: np.ndarray, start: np.ndarray) -> np.ndarray:
-    """The largest-area box satisfying the constraints (log area is concave: SLSQP from ``start``)."""
-    scale = max(1.0, float(np.abs(start).max()))
-
-    def negative_log_area(box: np.ndarray) -> float:
-        return -math.log(max(box[2] - box[0], 1e-9)) - math.log(max(box[3] - box[1], 1e-9))
-
-    constraint = {"type": "ineq", "fun": lambda box: (bounds - rows @ (box * scale)) / scale, "jac": lambda box: -rows}
-    result = minimize(negative_log_area, start / scale, method="SLSQP", constraints=[constraint],
-                      options={"ftol": 1e-12, "maxiter": 200})
-    return result.x * scale
-
-
-def box_area(box: np.ndarray) -> float:
-    """Area of a (x0, y0, x1, y1) box, 0 when empty."""
-    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
-
-
-def valid_box(transforms: Sequence[np.ndarray], shape: tuple[int, int], tolerance: float = 1e-3) -> tuple[int, int, int, int]:
-    """Largest box (x0, y0, x1, y1), x1/y1 exclusive, of reference pixels inside every warped frame.
-
-    A reference pixel is valid for a frame when it maps inside the frame's pixel centres (no border
-    replication). The identity (the reference frame's own extent) is always included.
-    """
-    corners = frame_corners(shape)
-    quads = [corners] + [map_points(np.asarray(t, dtype=np.float64), corners) for t in transforms]
-    planes = [quad_half_planes(quad) for quad in quads]
-    rows, bounds = box_constraints(np.concatenate([p[0] for p in planes]), np.concatenate([p[1] for p in planes]))
-    candidates = [inner_box(quads)]
-    if box_area(candidates[0]) > 0:
-        candidates.append(largest_box(rows, bounds, candidates[0]))
-    feasible = [box for box in candidates if np.all(rows @ box <= bounds + tolerance * np.abs(rows).sum(axis=1))]
-    best = max(feasible, key=box_area, default=None)
-    if best is None or box_area(best) <= 0:
-        return (0, 0, 0, 0)
-    x0, y0 = math.ceil(best[0] - tolerance), math.ceil(best[1] - tolerance)
-    x1, y1 = math.floor(best[2] + tolerance) + 1, math.floor(best[3] + tolerance) + 1
-    if x1 <= x0 or y1 <= y0:
-        return (0, 0, 0, 0)
-    return (x0, y0, x1, y1)
