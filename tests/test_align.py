@@ -26,6 +26,7 @@ from focusfuse.align.estimate import (
     partner_candidates,
     resize_matrix,
     snap_to_identity,
+    source_coordinates,
     valid_box,
     warp_frame,
 )
@@ -559,7 +560,7 @@ def test_an_aligned_stack_is_not_resampled() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# ECC
+# ECC and warping internals
 
 
 @pytest.mark.parametrize("motion", [cv2.MOTION_TRANSLATION, cv2.MOTION_AFFINE])
@@ -581,3 +582,47 @@ def test_banded_ecc_follows_opencv_iteration_by_iteration(motion: int) -> None:
     strided = find_warp(template, target, start, motion, max_iterations=30, tolerance=1e-4, stride=2)
     full = find_warp(template, target, start, motion, max_iterations=30, tolerance=1e-4)
     assert corner_motion(strided.warp - full.warp, template.shape) < 0.02  # every other row and column: nearly there
+
+
+@pytest.mark.parametrize("transform", [
+    [[1.003, 0.002, -2.6], [-0.0015, 0.998, 1.3], [0.0, 0.0, 1.0]],
+    [[1.0, 0.0, 0.5 + 1 / 64], [0.0, 1.0, -1 / 64], [0.0, 0.0, 1.0]],  # sums that fall on rounding ties
+])
+def test_affine_coordinates_are_those_of_the_general_formula(transform: list) -> None:
+    transform = np.array(transform)
+    inverse = np.linalg.inv(transform)
+    ys, xs = np.mgrid[7:47, 3:83].astype(np.float64)
+    x = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
+    y = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
+    w = inverse[2, 0] * xs + inverse[2, 1] * ys + inverse[2, 2]
+    fast_x, fast_y = source_coordinates(transform, (7, 3), (40, 80))
+    np.testing.assert_array_equal(fast_x, np.round(x / w * 32) / 32)
+    np.testing.assert_array_equal(fast_y, np.round(y / w * 32) / 32)
+
+
+def plain_warp(image: np.ndarray, alignment: FrameAlignment, shape: tuple[int, int]) -> np.ndarray:
+    """warp_frame written out the straightforward way: whole-frame float maps and float exposure, then rounding."""
+    scale = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}.get(image.dtype, 1.0)
+    pixels = image.astype(np.float32) * np.float32(alignment.gain) + np.float32(alignment.offset * scale)
+    inverse = np.linalg.inv(alignment.transform)
+    ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
+    w = inverse[2, 0] * xs + inverse[2, 1] * ys + inverse[2, 2]
+    maps = [(np.round((row[0] * xs + row[1] * ys + row[2]) / w * 32) / 32).astype(np.float32) for row in inverse[:2]]
+    warped = cv2.remap(pixels, *maps, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE).reshape(shape + image.shape[2:])
+    return warped if image.dtype.kind == "f" else np.clip(np.rint(warped), 0, scale).astype(image.dtype)
+
+
+@pytest.mark.parametrize("transform", [
+    [[1.004, 0.03, -4.2], [-0.025, 0.998, 3.1], [0.0, 0.0, 1.0]],
+    [[0.8, 0.0, 10.0], [0.0, 0.8, 5.0], [0.0, 0.0, 1.0]],  # bands read rows beyond the frame's edges
+    [[1.001, 0.002, 0.3], [-0.001, 0.999, -0.2], [1e-5, -2e-5, 1.0]],
+])
+@pytest.mark.parametrize("dtype, channels", [(np.uint8, 3), (np.uint8, 1), (np.uint16, 3), (np.float32, 3)])
+def test_banded_warp_with_exposure_equals_the_plain_formula(transform: list, dtype: type, channels: int) -> None:
+    rng = np.random.default_rng(8)
+    scale = {np.uint8: 255, np.uint16: 65535}.get(dtype, 1.0)
+    smooth = cv2.GaussianBlur(rng.random((150, 170, channels)).astype(np.float32), (0, 0), 1.5)
+    image = (smooth.reshape(150, 170, channels) * 1.6 - 0.3).clip(0, 1) * scale
+    image = image.astype(dtype) if dtype != np.float32 else image.astype(np.float32)
+    alignment = FrameAlignment(np.array(transform), gain=1.07, offset=-0.02)
+    np.testing.assert_array_equal(warp_frame(image, alignment, (150, 170)), plain_warp(image, alignment, (150, 170)))

@@ -40,7 +40,6 @@ from .warp import (  # noqa: F401 - re-exported: focusfuse.align.estimate keeps 
     REMAP_BAND,
     REMAP_STEPS,
     crop_to_box,
-    keep_layout,
     resample,
     source_coordinates,
     warp_frame,

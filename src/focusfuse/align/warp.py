@@ -9,7 +9,7 @@ from ..ops.color import dtype_scale
 from .model import FrameAlignment
 
 REMAP_STEPS = 32  # OpenCV interpolates on a 1/32-pixel grid (INTER_TAB_SIZE)
-REMAP_BAND = 256  # rows of coordinate maps computed at a time
+REMAP_BAND = 64  # output rows resampled at a time: a band's coordinate maps stay in the CPU cache
 
 
 def source_coordinates(transform: np.ndarray, origin: tuple[int, int], shape: tuple[int, int]
@@ -18,14 +18,62 @@ def source_coordinates(transform: np.ndarray, origin: tuple[int, int], shape: tu
 
     Computed in float64 from global positions and snapped to OpenCV's 1/32-pixel interpolation grid,
     so a pixel gets the same source position, and the same interpolation weights, whatever region
-    it is warped in.
+    it is warped in. Affine transforms take sums of a per-column and a per-row term (the very same
+    float64 operations as the general formula, whose w is exactly 1 there).
     """
     inverse = np.linalg.inv(np.asarray(transform, np.float64))
+    if np.array_equal(inverse[2], [0.0, 0.0, 1.0]):
+        return tuple(affine_coordinate(row, origin, shape) for row in inverse[:2])  # type: ignore[return-value]
     ys, xs = np.mgrid[origin[0]:origin[0] + shape[0], origin[1]:origin[1] + shape[1]].astype(np.float64)
     x = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
     y = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
     w = inverse[2, 0] * xs + inverse[2, 1] * ys + inverse[2, 2]
     return np.round(x / w * REMAP_STEPS) / REMAP_STEPS, np.round(y / w * REMAP_STEPS) / REMAP_STEPS
+
+
+def affine_coordinate(row: np.ndarray, origin: tuple[int, int], shape: tuple[int, int], scaled: bool = False
+                      ) -> np.ndarray:
+    """One source coordinate (``row`` . (x, y, 1)) of the output pixels, snapped to 1/32 px, as float64.
+
+    Scaling by REMAP_STEPS (a power of two) is exact, so ``(a*x + b*y) + c`` scaled term by term
+    rounds exactly like the unscaled sum scaled afterwards. ``scaled``: in 1/32 px (whole numbers).
+    """
+    steps = row * REMAP_STEPS
+    columns = steps[0] * np.arange(origin[1], origin[1] + shape[1], dtype=np.float64)
+    rows = steps[1] * np.arange(origin[0], origin[0] + shape[0], dtype=np.float64)
+    coordinate = np.add(columns[None, :], rows[:, None])
+    coordinate += steps[2]
+    np.rint(coordinate, out=coordinate)
+    if not scaled:
+        coordinate *= 1.0 / REMAP_STEPS
+    return coordinate
+
+
+def remap_coordinates(transform: np.ndarray, origin: tuple[int, int], shape: tuple[int, int],
+                      offset: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """float32 maps for cv2.remap into a source image that starts at ``offset`` (y, x); exact (1/32 px steps)."""
+    inverse = np.linalg.inv(np.asarray(transform, np.float64))
+    if np.array_equal(inverse[2], [0.0, 0.0, 1.0]):
+        return affine_map(inverse[0], origin, shape, offset[1]), affine_map(inverse[1], origin, shape, offset[0])
+    x, y = source_coordinates(transform, origin, shape)
+    map_x = np.subtract(x, offset[1], out=x).astype(np.float32)
+    map_y = np.subtract(y, offset[0], out=y).astype(np.float32)
+    return map_x, map_y
+
+
+def affine_map(row: np.ndarray, origin: tuple[int, int], shape: tuple[int, int], shift: int) -> np.ndarray:
+    """:func:`affine_coordinate` minus ``shift``, as a float32 remap map (exact: multiples of 1/32 px)."""
+    coordinate = affine_coordinate(row, origin, shape, scaled=True)
+    if shift:
+        coordinate -= shift * REMAP_STEPS
+    return np.multiply(coordinate, 1.0 / REMAP_STEPS, out=np.empty(shape, np.float32), casting="same_kind")
+
+
+def source_rows(map_y: np.ndarray, height: int) -> slice:
+    """The source rows bicubic samples at ``map_y`` read (floor(y) - 1 .. floor(y) + 2), within 0..height."""
+    low, high = cv2.minMaxLoc(map_y)[:2]
+    first = min(max(int(np.floor(low)) - 1, 0), height - 1)
+    return slice(first, min(max(int(np.floor(high)) + 3, first + 1), height))
 
 
 def warp_frame(
@@ -50,7 +98,8 @@ def warp_frame(
     the focus measure the fusion relies on. Borders are replicated, not black: a constant fill would
     put a hard artificial edge (strong "focus") into every shifted frame, whereas replicated pixels
     carry no gradient across the border; ``StackAlignment.valid_box`` gives the region to keep.
-    An identity alignment of the whole frame returns ``image`` itself.
+    An identity alignment of the whole frame returns ``image`` itself. Exposure is applied in float
+    (float32 for 8/16-bit frames) before resampling.
     """
     image = np.asarray(image)
     transform = np.asarray(alignment.transform, dtype=np.float64)
@@ -59,35 +108,60 @@ def warp_frame(
     same_exposure = abs(alignment.gain - 1.0) < 1e-9 and abs(alignment.offset) < 1e-9
     if same_place and same_exposure:
         return image
-    if same_exposure:  # OpenCV resamples uint8/uint16 with rounding and saturation itself
-        return resample(image, transform, shape, origin, offset, interpolation)
-    scale = dtype_scale(image.dtype)
+    exposure = None if same_exposure else (alignment.gain, alignment.offset)
+    if same_place:  # exposure only
+        return rounded_to(matched_exposure(image, *exposure), image.dtype)  # type: ignore[misc]
+    return resample(image, transform, shape, origin, offset, interpolation, exposure)
+
+
+def matched_exposure(image: np.ndarray, gain: float, offset: float) -> np.ndarray:
+    """``gain * image + offset`` (offset on the 0..1 scale) in float32, or float64 for float64 frames."""
     work_type = np.float64 if image.dtype == np.float64 else np.float32
-    pixels = image.astype(work_type) * work_type(alignment.gain) + work_type(alignment.offset * scale)
-    if not same_place:
-        pixels = resample(pixels, transform, shape, origin, offset, interpolation)
-    if image.dtype.kind == "f":
-        return pixels.astype(image.dtype, copy=False)
-    return np.clip(np.rint(pixels), 0, scale).astype(image.dtype)
+    pixels = np.multiply(image, work_type(gain), dtype=work_type)
+    pixels += work_type(offset * dtype_scale(image.dtype))
+    return pixels
 
 
-def keep_layout(warped: np.ndarray, image: np.ndarray) -> np.ndarray:
-    """OpenCV drops a single channel axis (HxWx1 -> HxW); put it back."""
-    return warped[:, :, None] if image.ndim == 3 and warped.ndim == 2 else warped
+def rounded_to(pixels: np.ndarray, dtype: np.dtype, out: np.ndarray | None = None) -> np.ndarray:
+    """Float pixels as ``dtype`` (into ``out`` if given): floats as they are, integers rounded (half to even)
+    and clipped; ``pixels`` is overwritten."""
+    dtype = np.dtype(dtype)
+    if dtype == np.uint8 and pixels.dtype == np.float32:
+        np.maximum(pixels, 0.0, out=pixels)  # convertScaleAbs rounds half to even and saturates, after abs()
+        if out is not None:
+            return cv2.convertScaleAbs(pixels, dst=out)
+        return cv2.convertScaleAbs(pixels).reshape(pixels.shape)
+    if dtype.kind != "f":
+        np.rint(pixels, out=pixels)
+        np.clip(pixels, 0, dtype_scale(dtype), out=pixels)
+    if out is None:
+        return pixels.astype(dtype, copy=False)
+    out[...] = pixels
+    return out
 
 
-def resample(pixels: np.ndarray, transform: np.ndarray, shape: tuple[int, int], origin: tuple[int, int],
-             offset: tuple[int, int], interpolation: int) -> np.ndarray:
-    """``pixels`` (the source from ``offset``) warped by ``transform`` onto ``shape`` pixels from ``origin``."""
-    out = np.empty(tuple(shape) + pixels.shape[2:], dtype=pixels.dtype)
+def resample(image: np.ndarray, transform: np.ndarray, shape: tuple[int, int], origin: tuple[int, int],
+             offset: tuple[int, int], interpolation: int, exposure: tuple[float, float] | None = None) -> np.ndarray:
+    """``image`` (the source from ``offset``) warped by ``transform`` onto ``shape`` pixels from ``origin``.
+
+    Works a band of REMAP_BAND output rows at a time; with ``exposure`` (gain, offset), only the
+    source rows a band reads are converted to float and matched, and each band is rounded back to
+    the image's type right away, so no full-size float copy is made.
+    """
+    planar = image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image  # OpenCV drops the axis
+    out = np.empty(tuple(shape) + planar.shape[2:], dtype=image.dtype)
     for y0 in range(0, shape[0], REMAP_BAND):
         rows = min(REMAP_BAND, shape[0] - y0)
-        x, y = source_coordinates(transform, (origin[0] + y0, origin[1]), (rows, shape[1]))
-        map_x = (x - offset[1]).astype(np.float32)  # exact: multiples of 1/32 well inside float32's range
-        map_y = (y - offset[0]).astype(np.float32)
-        band = cv2.remap(pixels, map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
-        out[y0:y0 + rows] = keep_layout(band, pixels)
-    return out
+        map_x, map_y = remap_coordinates(transform, (origin[0] + y0, origin[1]), (rows, shape[1]), offset)
+        if exposure is None:
+            cv2.remap(planar, map_x, map_y, interpolation, dst=out[y0:y0 + rows], borderMode=cv2.BORDER_REPLICATE)
+            continue
+        needed = source_rows(map_y, planar.shape[0])
+        map_y -= needed.start  # exact: whole pixels off multiples of 1/32
+        source = matched_exposure(planar[needed], *exposure)
+        band = cv2.remap(source, map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
+        rounded_to(band, image.dtype, out[y0:y0 + rows])
+    return out.reshape(tuple(shape) + image.shape[2:])
 
 
 def crop_to_box(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
