@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import tracemalloc
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -14,6 +16,7 @@ from skimage import data
 from focusfuse.align.ecc import corner_motion, ecc_target, find_warp
 from focusfuse.align.estimate import (
     SNAP_SHIFT_PX,
+    AlignmentEstimator,
     FrameAlignment,
     StackAlignment,
     _Link,
@@ -557,6 +560,134 @@ def test_an_aligned_stack_is_not_resampled() -> None:
         np.testing.assert_array_equal(frame.transform, np.eye(3))
         assert (frame.gain, frame.offset, frame.ok) == (1.0, 0.0, True)
         assert warp_frame(shot, frame, SHAPE) is shot
+
+
+# ---------------------------------------------------------------------------------------------
+# The streaming estimator
+
+
+def same_alignment(left: StackAlignment, right: StackAlignment) -> bool:
+    """True when two alignments are identical, to the last bit of every float."""
+    return left.reference == right.reference and left.shape == right.shape and all(
+        np.array_equal(a.transform, b.transform) and (a.gain, a.offset, a.ok, a.message, a.note)
+        == (b.gain, b.offset, b.ok, b.message, b.note)
+        for a, b in zip(left.frames, right.frames, strict=True)
+    )
+
+
+def add_from_threads(estimator: AlignmentEstimator, frames: list[np.ndarray], order: list[int], threads: int) -> None:
+    """Add ``frames`` in ``order``, dealt round-robin to ``threads`` threads that run at the same time."""
+    def add_share(share: list[int]) -> None:
+        for index in share:
+            estimator.add(index, frames[index])
+
+    with ThreadPoolExecutor(threads) as adders:
+        for done in [adders.submit(add_share, order[start::threads]) for start in range(threads)]:
+            done.result()
+
+
+def test_estimator_gives_the_same_floats_for_frames_added_in_any_order_from_two_threads() -> None:
+    frames = shuffled_bracket()  # frame 2 fails its neighbour steps: fallback steps and recovery are exercised
+    in_order = estimate_alignment(frames, workers=1)
+    assert in_order.notes() and in_order.failures() == []
+    order = list(np.random.default_rng(7).permutation(len(frames)))
+    with ThreadPoolExecutor(2) as steps:
+        estimator = AlignmentEstimator(len(frames), SHAPE, executor=steps)
+        add_from_threads(estimator, frames, order, threads=2)
+        shuffled = estimator.result(reread=frames.__getitem__)
+    assert same_alignment(shuffled, in_order)
+    without_executor = AlignmentEstimator(len(frames), SHAPE)
+    add_from_threads(without_executor, frames, order[::-1], threads=2)
+    assert same_alignment(without_executor.result(reread=frames.__getitem__), in_order)
+    assert same_alignment(estimate_alignment(frames, workers=2), in_order)
+    assert same_alignment(estimate_alignment(iter(frames)), estimate_alignment(iter(frames), workers=1))
+
+
+def test_estimator_recovers_a_failed_frame_only_through_reread() -> None:
+    frames = CountingFrames(shuffled_bracket())
+    estimator = AlignmentEstimator(len(frames), SHAPE)
+    for index in range(len(frames)):
+        estimator.add(index, frames[index])
+    assert frames.reads == 7
+    without = estimator.result()
+    assert [frame.ok for frame in without.frames] == [True, True, False, True, True, True, True]
+    assert without.frames[2].message.startswith("frame 2: no match")
+    calls: list[tuple[int, int]] = []
+    recovered = estimator.result(reread=frames.__getitem__, progress=lambda done, total: calls.append((done, total)))
+    assert frames.reads == 7 + 2  # the failed frame and its one partner
+    assert calls == [(done, 7) for done in range(1, 8)]
+    assert recovered.failures() == [] and recovered.frames[2].note.startswith("frame 2: aligned via frame 6")
+    assert max(point_errors(recovered, DRIFT)) < TOLERANCE_PX
+    assert same_alignment(recovered, estimate_alignment(shuffled_bracket(), workers=1))
+
+
+def test_estimator_refuses_bad_frames_and_missing_ones() -> None:
+    frames = bracket(SHIFTS[:3])
+    estimator = AlignmentEstimator(3, SHAPE)
+    with pytest.raises(ValueError, match="size"):
+        estimator.add(0, frames[0][:200])
+    with pytest.raises(ValueError, match="out of range"):
+        estimator.add(3, frames[0])
+    with pytest.raises(ValueError, match="pixel type"):
+        estimator.add(0, frames[0].astype(np.int32))
+    estimator.add(2, frames[2])
+    with pytest.raises(ValueError, match="twice"):
+        estimator.add(2, frames[2])
+    with pytest.raises(ValueError, match="never added"):
+        estimator.result()
+    estimator.add(1, np.full_like(frames[1], 128))  # usable layout, but no texture: a failed frame, no error
+    estimator.add(0, frames[0])
+    result = estimator.result()
+    assert [frame.ok for frame in result.frames] == [True, False, True] and "no texture" in result.frames[1].message
+    with pytest.raises(ValueError, match="reference"):
+        AlignmentEstimator(3, SHAPE, reference=3)
+
+
+class LazyTextures(Sequence):
+    """``count`` textured frames made when indexed (like frames read from files), see :func:`shifted_textures`."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        return list(itertools.islice(shifted_textures(index + 1), index, None))[0]
+
+
+def threaded_peak_memory(count: int) -> int:
+    tracemalloc.start()
+    estimate_alignment(LazyTextures(count), mode="translation", workers=2)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_memory_does_not_grow_with_the_number_of_frames_read_by_threads() -> None:
+    few, many = threaded_peak_memory(10), threaded_peak_memory(30)
+    # 20 more frames of ~0.2 MB of working images each would add ~4 MB; how many of the few frames the
+    # window lets ahead of the chain are in flight at the peak depends on thread timing (a frame or two).
+    assert many < few + 500_000
+
+
+def test_estimator_keeps_only_the_frames_the_chain_can_still_need() -> None:
+    frames = bracket(SHIFTS)
+    in_order = AlignmentEstimator(len(frames), SHAPE)
+    held = []
+    for index, frame in enumerate(frames):
+        in_order.add(index, frame)
+        held.append(in_order.held_frames)
+    assert max(held) <= 3  # the two last aligned frames and the newest one
+    backwards = AlignmentEstimator(len(frames), SHAPE)
+    for index in range(len(frames) - 1, 0, -1):
+        backwards.add(index, frames[index])
+    assert backwards.held_frames == len(frames) - 1  # far out of order: all wait for frame 0
+    backwards.add(0, frames[0])
+    assert backwards.held_frames <= 2
+    assert same_alignment(backwards.result(), in_order.result())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,10 @@ matrices acting on (x, y, 1) at full resolution.
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Callable, Iterable, Sequence, Sized
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -29,24 +32,22 @@ from .chain import (
     SNAP_SHIFT_PX,
     _Chain,
     _Link,
-    add_frame,
-    add_unusable,
     anchored_frames,
     chain_to_root,
     frame_alignments,
     partner_candidates,
-    recover_failed,
     snap_to_identity,
 )
+from .estimator import AlignmentEstimator
 from .geometry import frame_corners, map_points, rescale_transform, resize_matrix, translation_matrix, working_size
 from .model import MODES, FrameAlignment, StackAlignment, check_mode, identity_alignment, pick_reference
-from .reduce import Reduced, check_frame, detail_image, focus_signature, reduce_frame, smooth_image
-from .steps import Step, ecc_motion, exposure_match, implausibility, neighbour_step
+from .reduce import check_frame, detail_image, focus_signature, reduce_frame, smooth_image
+from .steps import ecc_motion, exposure_match, implausibility, neighbour_step
 from .valid_box import valid_box
 from .warp import crop_to_box, source_coordinates, warp_frame
 
 __all__ = [
-    "MODES", "RECOVERY_CANDIDATES", "SNAP_GAIN", "SNAP_OFFSET", "SNAP_SHIFT_PX",
+    "MODES", "RECOVERY_CANDIDATES", "SNAP_GAIN", "SNAP_OFFSET", "SNAP_SHIFT_PX", "AlignmentEstimator",
     "FrameAlignment", "StackAlignment", "_Chain", "_Link", "anchored_frames", "chain_to_root", "check_frame",
     "check_mode", "crop_to_box", "detail_image", "ecc_motion", "estimate_alignment", "exposure_match",
     "focus_signature", "frame_alignments", "frame_corners", "identity_alignment", "implausibility", "map_points",
@@ -54,6 +55,14 @@ __all__ = [
     "smooth_image", "snap_to_identity", "source_coordinates", "translation_matrix", "valid_box", "warp_frame",
     "working_size",
 ]
+
+MAX_DEFAULT_WORKERS = 4
+FRAMES_AHEAD_PER_WORKER = 2  # frames read ahead of the chain, per worker thread (bounds memory)
+
+
+def default_workers() -> int:
+    """Threads for estimation when none are given: min(4, CPU count)."""
+    return max(1, min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1))
 
 
 def is_indexable(frames: Iterable[np.ndarray] | Sequence) -> bool:
@@ -85,14 +94,18 @@ def estimate_alignment(
     reference: int | None = None,
     max_size: int = 1024,
     progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> StackAlignment:
     """Estimate how every frame maps onto the reference frame (default: the middle one, N // 2).
 
-    ``frames`` is iterated once, one frame at a time (HxW or HxWx3; uint8, uint16 or float in 0..1);
-    only the working-resolution images of the last two aligned frames and of the last failed one,
-    plus a focus signature of a few hundred floats per frame (:func:`focus_signature`), are kept, so
-    memory hardly grows with the stack. Estimation runs on area-downscaled gray images (long side
-    <= ``max_size``); transforms are returned at full resolution.
+    ``frames`` (HxW or HxWx3; uint8, uint16 or float in 0..1) are handed to an
+    :class:`AlignmentEstimator`; only the working-resolution images of the few frames the chain
+    still needs, plus a focus signature of a few hundred floats per frame (:func:`focus_signature`),
+    are kept, so memory hardly grows with the stack. Estimation runs on area-downscaled gray images
+    (long side <= ``max_size``); transforms are returned at full resolution. A sequence is read,
+    reduced and compared by ``workers`` threads (default min(4, CPU count); 1: all in this thread,
+    in order), a few frames ahead of the chain; a one-shot iterator is worked through in this thread.
+    The result does not depend on the number of threads.
 
     Each frame is aligned to its neighbour (the previous frame that aligned; if that fails, the one
     before it, so one odd frame, e.g. out of focus order, does not break the chain) and the steps are
@@ -121,10 +134,10 @@ def estimate_alignment(
 
     A frame that cannot be aligned (NaN/inf, no texture, ECC failure, low correlation, implausible
     step or exposure change) gets ``ok=False`` and a message; it never raises. ``progress(done,
-    total)`` is called after each frame (total is 0 when ``frames`` has no length). Raises ValueError
-    for an unknown mode, no frames, a bad reference index, or frames of differing size or of an
-    unusable layout or pixel type. A sequence is read once, plus the re-reads of failed frames and of
-    the partners tried for them (none when no frame fails).
+    total)`` is called in this thread as frames are linked, in order (total is 0 when ``frames``
+    has no length). Raises ValueError for an unknown mode, no frames, a bad reference index, or
+    frames of differing size or of an unusable layout or pixel type. A sequence is read once, plus
+    the re-reads of failed frames and of the partners tried for them (none when no frame fails).
     """
     check_mode(mode)
     if max_size < 32:
@@ -134,59 +147,105 @@ def estimate_alignment(
     if mode == "none":
         count, shape = count_without_reading(frames)
         return identity_alignment(count, shape, pick_reference(reference, count))
-
-    total = len(frames) if isinstance(frames, Sized) else 0
-    motion = ecc_motion(mode)
-    chain = _Chain()
-    held: dict[int, Reduced | str] = {}  # the frames later frames may still be compared with
-    shape: tuple[int, int] | None = None
-    size = (0, 0)
-    for index, image in enumerate(frames):
-        image = check_frame(image, index)
-        if shape is None:
-            shape = image.shape[:2]
-            size = working_size(shape, max_size)
-        elif image.shape[:2] != shape:
-            raise ValueError(f"frame {index}: size {image.shape[1]}x{image.shape[0]} differs from frame 0's "
-                             f"{shape[1]}x{shape[0]}")
-        held[index] = reduce_frame(image, index, size)
-        del image
-        link_next(chain, held, index, motion)
-        if progress is not None:
-            progress(index + 1, total)
-
-    if shape is None:
-        raise ValueError("no frames to align")
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    options = {"mode": mode, "reference": reference, "max_size": max_size}
     if is_indexable(frames):
-        recover_failed(chain.links, chain.signatures, lambda index: reread_frame(frames, index, shape, size), motion)
-    chosen = pick_reference(reference, len(chain.links))
-    to_small = resize_matrix(size[0] / shape[1], size[1] / shape[0])
-    aligned = frame_alignments(chain.links, chosen, to_small)
-    return StackAlignment(chosen, [snap_to_identity(frame, shape) for frame in aligned], shape)
+        return estimate_sequence(frames, options, progress, workers)
+    return estimate_iterable(frames, options, progress)
 
 
-def link_next(chain: _Chain, held: dict[int, Reduced | str], index: int, motion: int) -> None:
-    """Append frame ``index`` to the chain, computing the steps it needs; forget frames no longer needed."""
-    frame = held[index]
-    if isinstance(frame, str):
-        add_unusable(chain, index, frame)
-    else:
-        steps: dict[int, Step] = {}
+def estimate_sequence(frames: Sequence, options: dict, progress: Callable[[int, int], None] | None,
+                      workers: int) -> StackAlignment:
+    """:func:`estimate_alignment` for a sequence: frame 0 read here, the others by ``workers`` threads."""
+    count = len(frames)
+    if count == 0:
+        raise ValueError("no frames to align")
+    first = check_frame(frames[0], 0)
+    if workers == 1:
+        estimator = AlignmentEstimator(count, first.shape[:2], **options)
+        estimator.add(0, first)
+        del first
+        report_progress(progress, 0, 1, count)
+        for index in range(1, count):
+            estimator.add(index, frames[index])
+            report_progress(progress, index, index + 1, count)
+        return estimator.result(reread=frames.__getitem__)
+    with ThreadPoolExecutor(workers, thread_name_prefix="align") as pool:
+        estimator = AlignmentEstimator(count, first.shape[:2], executor=pool, **options)
+        try:
+            estimator.add(0, first)
+            del first
+            read_ahead(estimator, frames, pool, workers * FRAMES_AHEAD_PER_WORKER, progress)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return estimator.result(reread=frames.__getitem__)
 
-        def step_from(anchor: int) -> Step:
-            if anchor not in steps:
-                steps[anchor] = neighbour_step(held[anchor], frame, motion)  # type: ignore[arg-type]
-            return steps[anchor]
 
-        add_frame(chain, index, frame.signature, step_from)
-    needed = chain.needed()
-    for other in [other for other in held if other not in needed]:
-        del held[other]
+def read_ahead(estimator: AlignmentEstimator, frames: Sequence, pool: ThreadPoolExecutor, ahead: int,
+               progress: Callable[[int, int], None] | None) -> None:
+    """Hand frames 1.. to ``pool`` (read and add), at most ``ahead`` frames past the chain; wait until all are linked.
+
+    Reports progress as the chain links frames. Raises the error of the lowest-numbered frame that
+    could not be read or added (after the reads already started have ended).
+    """
+    count = len(frames)
+    loads: list[Future] = []
+    reported = 0
+    while reported < count:
+        while len(loads) + 1 < min(count, reported + ahead):
+            loads.append(pool.submit(load_frame, estimator, frames, len(loads) + 1))
+        if any(load.done() and load.exception() is not None for load in loads):
+            raise first_failure(loads)
+        linked = estimator.wait_linked(reported + 1, timeout=0.1)
+        report_progress(progress, reported, linked, count)
+        reported = max(reported, linked)
 
 
-def reread_frame(frames: Sequence, index: int, shape: tuple[int, int], size: tuple[int, int]) -> Reduced | str:
-    """Frame ``index`` read again and reduced, or the reason it cannot be used."""
-    image = check_frame(frames[index], index)
-    if image.shape[:2] != shape:
-        return "size changed when read again"
-    return reduce_frame(image, index, size)
+def report_progress(progress: Callable[[int, int], None] | None, reported: int, linked: int, total: int) -> None:
+    """Call ``progress(done, total)`` for every frame linked since ``reported``."""
+    if progress is not None:
+        for done in range(reported + 1, linked + 1):
+            progress(done, total)
+
+
+def load_frame(estimator: AlignmentEstimator, frames: Sequence, index: int) -> None:
+    """Read frame ``index`` and add it to ``estimator`` (a worker task)."""
+    estimator.add(index, frames[index])
+
+
+def first_failure(loads: list[Future]) -> BaseException:
+    """The exception of the lowest-numbered failed load, once all loads started have ended."""
+    for load in loads:
+        load.cancel()
+    for load in loads:
+        if not load.cancelled():
+            load.exception()  # waits for it to end
+    return next(load.exception() for load in loads if not load.cancelled() and load.exception() is not None)
+
+
+def estimate_iterable(frames: Iterable[np.ndarray], options: dict,
+                      progress: Callable[[int, int], None] | None) -> StackAlignment:
+    """:func:`estimate_alignment` for a one-shot iterable: everything in this thread, in order.
+
+    The iterator hands frames over one at a time in this thread anyway; working in step with it
+    keeps only the working-resolution images of the last three frames.
+    """
+    iterator = iter(frames)
+    first = next(iterator, None)
+    if first is None:
+        raise ValueError("no frames to align")
+    estimator = AlignmentEstimator._open_ended(check_frame(first, 0).shape[:2], **options)
+    images = itertools.chain([first], iterator)
+    del first
+    count = 0
+    for index, image in enumerate(images):
+        estimator.add(index, image)
+        del image
+        count = index + 1
+        if progress is not None:
+            progress(count, 0)
+    estimator._close(count)
+    return estimator.result()
