@@ -603,6 +603,19 @@ def test_estimator_gives_the_same_floats_for_frames_added_in_any_order_from_two_
     assert same_alignment(estimate_alignment(iter(frames)), estimate_alignment(iter(frames), workers=1))
 
 
+def test_results_do_not_depend_on_threads_of_opencv_or_of_the_estimator() -> None:
+    frames = [cv2.resize(frame, (960, 720), interpolation=cv2.INTER_CUBIC) for frame in bracket(BREATHING)]
+    threads = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(1)
+        single = estimate_alignment(frames, workers=1)
+        cv2.setNumThreads(2)  # OpenCV splits big calls among its threads, and runs concurrent calls unsplit
+        assert same_alignment(estimate_alignment(frames, workers=1), single)
+        assert same_alignment(estimate_alignment(frames, workers=3), single)
+    finally:
+        cv2.setNumThreads(threads)
+
+
 def test_estimator_recovers_a_failed_frame_only_through_reread() -> None:
     frames = CountingFrames(shuffled_bracket())
     estimator = AlignmentEstimator(len(frames), SHAPE)

@@ -9,8 +9,6 @@ import cv2
 import numpy as np
 
 BAND_ROWS = 48  # template rows warped and reduced at a time (a band's arrays stay in the cache)
-LINEAR_INVERSE = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-NEAREST_INVERSE = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
 
 # Per parameter, in OpenCV's order: (gradient: 0 = d/dx, 1 = d/dy, power of x, power of y) of its
 # image Jacobian, and the cell of the 2x3 warp matrix it updates.
@@ -104,12 +102,13 @@ class _Scratch:
     features: np.ndarray  # (FEATURES, BAND_ROWS, columns) float32
     warped: np.ndarray  # (BAND_ROWS, columns, 3) float32
     mask: np.ndarray  # (BAND_ROWS, columns) uint8
+    maps: np.ndarray  # (2, BAND_ROWS, columns) float32: where each band pixel lies in the target (x, y)
 
     @classmethod
     def for_grid(cls, shape: tuple[int, int]) -> _Scratch:
         rows, columns = min(BAND_ROWS, shape[0]), shape[1]
         return cls(np.zeros((FEATURES, rows, columns), np.float32), np.empty((rows, columns, 3), np.float32),
-                   np.empty((rows, columns), np.uint8))
+                   np.empty((rows, columns), np.uint8), np.empty((2, rows, columns), np.float32))
 
 
 def row_sums(template: np.ndarray, target: EccTarget, warp: np.ndarray, stride: int, sources: int,
@@ -132,11 +131,21 @@ def row_sums(template: np.ndarray, target: EccTarget, warp: np.ndarray, stride: 
 
 
 def warp_band(target: EccTarget, matrix: np.ndarray, scratch: _Scratch, feature: np.ndarray) -> int:
-    """Warp the target onto one band: image, gradients and mask into ``feature``; the pixels inside the mask."""
+    """Warp the target onto one band: image, gradients and mask into ``feature``; the pixels inside the mask.
+
+    Bilinear for the image and gradients, nearest for the mask, outside the target 0 (as OpenCV's
+    ECC). cv2.remap with explicit coordinates rather than cv2.warpAffine: warpAffine's last bits
+    depend on how OpenCV splits the rows among its threads (and on other threads calling it at the
+    same time), remap's do not, so a step gives the same floats in any thread.
+    """
     rows, columns = feature.shape[1:]
-    image, mask = scratch.warped[:rows], scratch.mask[:rows]
-    cv2.warpAffine(target.channels, matrix, (columns, rows), dst=image, flags=LINEAR_INVERSE)
-    cv2.warpAffine(target.mask, matrix, (columns, rows), dst=mask, flags=NEAREST_INVERSE)
+    image, mask, (map_x, map_y) = scratch.warped[:rows], scratch.mask[:rows], scratch.maps[:, :rows]
+    x, y = np.arange(columns, dtype=np.float64), np.arange(rows, dtype=np.float64)
+    for coordinate, (along_x, along_y, offset) in zip((map_x, map_y), matrix):
+        np.add((along_x * x).astype(np.float32)[None, :], (along_y * y + offset).astype(np.float32)[:, None],
+               out=coordinate)
+    cv2.remap(target.channels, map_x, map_y, cv2.INTER_LINEAR, dst=image)
+    cv2.remap(target.mask, map_x, map_y, cv2.INTER_NEAREST, dst=mask)
     for channel, index in ((IMAGE, 0), (GX, 1), (GY, 2)):
         cv2.extractChannel(image, index, dst=feature[channel])
     np.copyto(feature[MASK], mask)

@@ -28,7 +28,8 @@ class AlignmentEstimator:
     failed frames, recovery) runs in frame order, so the result is the same, to the last bit,
     whatever the order of ``add`` calls and the number of threads. A frame's working-resolution
     images are dropped as soon as the chain cannot need them any more: with frames arriving
-    roughly in order only a few are held at a time.
+    roughly in order only a few are held at a time. ``executor`` must run its tasks in this process
+    (a thread pool: the steps share the frames' images; OpenCV and NumPy release the GIL).
     """
 
     def __init__(self, count: int, shape: tuple[int, int], *, mode: str = "auto", reference: int | None = None,

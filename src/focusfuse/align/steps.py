@@ -28,6 +28,7 @@ COARSE_ITERATIONS, COARSE_EPS = 100, 1e-5
 STRIDE_ITERATIONS, STRIDE_TOLERANCE = 10, 0.01  # every other row and column first: a quarter of the work
 FINE_ITERATIONS, FINE_TOLERANCE = 30, 0.003
 HOPELESS_CORRELATION = MIN_ECC_CORRELATION - 0.1  # at the working resolution: refused anyway, stop iterating
+EXPOSURE_BAND = 64  # rows of the anchor warped and summed at a time in exposure_match
 
 
 @dataclass(frozen=True)
@@ -208,21 +209,24 @@ def implausibility(step: np.ndarray, shape: tuple[int, int]) -> str:
     return ""
 
 
-def overlap_mask(step: np.ndarray, shape: tuple[int, int], margin: int) -> np.ndarray:
-    """Anchor pixels covered by the warped frame, ``margin`` px away from either image's border (bool)."""
-    height, width = shape
-    inside = np.zeros(shape, np.uint8)
-    inner(inside, margin)[:] = 1
-    covered = cv2.warpPerspective(inside, step, (width, height), flags=cv2.INTER_NEAREST)
-    return np.logical_and(covered, inside, out=covered.view(bool))
-
-
 def unclipped(image: np.ndarray, mask: np.ndarray, low: float = 0.02, high: float = 0.98) -> None:
     """Clear ``mask`` (bool, in place) where ``image`` is nearly black or white (<= low or >= high)."""
     within = np.greater(image, low)
     mask &= within
     np.less(image, high, out=within)
     mask &= within
+
+
+def source_maps(inverse: np.ndarray, rows: slice, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (x, y) maps: where the pixels of ``rows`` (all ``width`` columns) land under ``inverse`` (3x3)."""
+    x = np.arange(width, dtype=np.float64)[None, :]
+    y = np.arange(rows.start, rows.stop, dtype=np.float64)[:, None]
+    if np.array_equal(inverse[2], [0.0, 0.0, 1.0]):
+        return tuple(np.add((row[0] * x).astype(np.float32), (row[1] * y + row[2]).astype(np.float32))
+                     for row in inverse[:2])  # type: ignore[return-value]
+    w = inverse[2, 0] * x + inverse[2, 1] * y + inverse[2, 2]
+    return tuple(((row[0] * x + row[1] * y + row[2]) / w).astype(np.float32)
+                 for row in inverse[:2])  # type: ignore[return-value]
 
 
 def exposure_match(anchor_smooth: np.ndarray, frame_smooth: np.ndarray, step: np.ndarray) -> tuple[float, float]:
@@ -232,24 +236,42 @@ def exposure_match(anchor_smooth: np.ndarray, frame_smooth: np.ndarray, step: np
     images of neighbours differ mainly by the exposure change. Where the blurred images still carry
     clear structure (correlation >= 0.9, visible spread) gain and offset come from their means and
     standard deviations (a symmetric fit, not biased like least squares); otherwise only a gain is
-    fitted, from the means. Nearly black or white pixels (clipping) are left out. Statistics are
-    accumulated in float64.
+    fitted, from the means. Nearly black or white pixels (clipping) and pixels within 1/32 of the
+    long side of either frame's border are left out. The frame is warped and the sums accumulated
+    (in float64) a band of rows at a time, with cv2.remap: the same floats in any thread.
     """
     height, width = anchor_smooth.shape
     margin = max(2, round(max(height, width) / 32))
-    warped = cv2.warpPerspective(frame_smooth, step, (width, height), flags=cv2.INTER_LINEAR)
-    mask = overlap_mask(step, anchor_smooth.shape, margin)
-    unclipped(anchor_smooth, mask)
-    unclipped(warped, mask)
-    if np.count_nonzero(mask) < 0.01 * mask.size:
+    inside = np.zeros((height, width), np.uint8)
+    inner(inside, margin)[:] = 1
+    inverse = np.linalg.inv(step)
+    sums = np.zeros(6)  # pixels, anchor, frame, anchor^2, frame^2, anchor * frame
+    for start in range(0, height, EXPOSURE_BAND):
+        rows = slice(start, min(height, start + EXPOSURE_BAND))
+        map_x, map_y = source_maps(inverse, rows, width)
+        warped = cv2.remap(frame_smooth, map_x, map_y, cv2.INTER_LINEAR)
+        mask = cv2.remap(inside, map_x, map_y, cv2.INTER_NEAREST).view(bool)
+        mask &= inside[rows].view(bool)
+        unclipped(anchor_smooth[rows], mask)
+        unclipped(warped, mask)
+        anchor, frame = anchor_smooth[rows][mask], warped[mask]
+        sums += [anchor.size, anchor.sum(dtype=np.float64), frame.sum(dtype=np.float64),
+                 np.einsum("i,i->", anchor, anchor, dtype=np.float64), np.einsum("i,i->", frame, frame, dtype=np.float64),
+                 np.einsum("i,i->", anchor, frame, dtype=np.float64)]
+    return gain_and_offset(sums, height * width)
+
+
+def gain_and_offset(sums: np.ndarray, size: int) -> tuple[float, float]:
+    """:func:`exposure_match`'s fit from the overlap's sums (pixels, a, f, a^2, f^2, a*f)."""
+    count = sums[0]
+    if count < 0.01 * size:
         return 1.0, 0.0
-    mask_bytes = mask.view(np.uint8)
-    (anchor_mean,), (anchor_std,) = (value.ravel() for value in cv2.meanStdDev(anchor_smooth, mask=mask_bytes))
-    (frame_mean,), (frame_std,) = (value.ravel() for value in cv2.meanStdDev(warped, mask=mask_bytes))
-    structured = anchor_std > 0.01 and frame_std > 0.01
-    if structured:
-        product = cv2.mean(cv2.multiply(anchor_smooth, warped), mask=mask_bytes)[0]
-        if (product - anchor_mean * frame_mean) / (anchor_std * frame_std) >= 0.9:
+    anchor_mean, frame_mean = sums[1] / count, sums[2] / count
+    anchor_std = math.sqrt(max(sums[3] / count - anchor_mean**2, 0.0))
+    frame_std = math.sqrt(max(sums[4] / count - frame_mean**2, 0.0))
+    if anchor_std > 0.01 and frame_std > 0.01:
+        correlation = (sums[5] / count - anchor_mean * frame_mean) / (anchor_std * frame_std)
+        if correlation >= 0.9:
             gain = anchor_std / frame_std
             return float(gain), float(anchor_mean - gain * frame_mean)
     return float(anchor_mean / max(frame_mean, 1e-6)), 0.0
