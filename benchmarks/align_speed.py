@@ -75,11 +75,20 @@ def per_frame_costs(module: ModuleType, frames: list[np.ndarray], alignment, rep
 
 
 def one_pass_costs(module: ModuleType, frames: list[np.ndarray], alignment) -> dict[str, float]:
-    """Mean CPU ms per frame of reduce, neighbour step and warp (and the warp's wall ms), one pass over the stack."""
+    """Mean CPU ms per frame of reduce, neighbour step and warp (and the warp's wall ms), one pass over the stack.
+
+    Frames are reduced and compared in order, keeping only the previous one, as a streaming pass does
+    (memory is reused as it would be there).
+    """
     size = working_size(frames[0].shape[:2], 1024)
-    reduce_ms, reduced = zip(*(cpu_ms(lambda i=i: module.reduce_frame(frames[i], i, size)) for i in range(len(frames))))
-    step_ms = [cpu_ms(lambda a=a, b=b: module.neighbour_step(a, b, ecc_motion("auto")))[0]
-               for a, b in zip(reduced[:-1], reduced[1:])]
+    reduce_ms, step_ms, previous = [], [], None
+    for index, image in enumerate(frames):
+        elapsed, current = cpu_ms(lambda: module.reduce_frame(image, index, size))
+        reduce_ms.append(elapsed)
+        if previous is not None:
+            step_ms.append(cpu_ms(lambda: module.neighbour_step(previous, current, ecc_motion("auto")))[0])
+        previous = current
+    del previous, current
     warped = [index for index, frame in enumerate(alignment.frames) if not np.allclose(frame.transform, np.eye(3))]
     warp_wall, warp_cpu = zip(*(wall_and_cpu_ms(lambda i=i: module.warp_frame(frames[i], alignment.frames[i],
                                                                               alignment.shape)) for i in warped))

@@ -22,9 +22,9 @@ MAX_STEP_PERSPECTIVE = 0.05  # largest change of the homogeneous w over the fram
 MIN_ECC_CORRELATION = 0.7  # ECC correlation of the band-passed neighbours below this: no match
 MIN_GAIN, MAX_GAIN = 0.5, 2.0  # plausible exposure ratio between neighbours
 
-# ECC iteration limits: coarse levels with OpenCV's criterion (correlation change), the working
-# resolution until an update moves no template corner by more than the tolerance (px there).
-COARSE_ITERATIONS, COARSE_EPS = 100, 1e-5
+# ECC iteration limits: until an update moves no template corner by more than the tolerance (px of
+# that image); OpenCV's criterion (correlation change) for OpenCV's ECC (homography).
+COARSE_ITERATIONS, COARSE_TOLERANCE = 100, 0.02
 STRIDE_ITERATIONS, STRIDE_TOLERANCE = 10, 0.01  # every other row and column first: a quarter of the work
 FINE_ITERATIONS, FINE_TOLERANCE = 30, 0.003
 HOPELESS_CORRELATION = MIN_ECC_CORRELATION - 0.1  # at the working resolution: refused anyway, stop iterating
@@ -117,14 +117,14 @@ def refine(template: np.ndarray, target: EccTarget, warp: np.ndarray, motion: in
 
 def ecc_at_level(frame: np.ndarray, anchor: np.ndarray, warp: np.ndarray, motion: int, margin: int,
                  fine: bool) -> tuple[np.ndarray, float]:
-    """One full ECC run at a pyramid level with OpenCV's criteria; raises EccError or cv2.error on failure.
+    """One ECC run at a pyramid level (OpenCV's for homographies); raises EccError or cv2.error on failure.
 
     A border of ``margin`` px is left out of both images: band-passing makes it depend on where
     the frame edge cuts the scene, a fixed pattern that would pull the estimate towards identity.
     """
     if motion == cv2.MOTION_HOMOGRAPHY:
         return opencv_ecc(frame, anchor, warp, motion, margin, fine)
-    return fast_ecc(frame, anchor, warp, motion, margin, max_iterations=COARSE_ITERATIONS, eps=COARSE_EPS)
+    return fast_ecc(frame, anchor, warp, motion, margin, max_iterations=COARSE_ITERATIONS, tolerance=COARSE_TOLERANCE)
 
 
 def pyramid_ecc(frame: Reduced, anchor: Reduced, start: np.ndarray, motion: int, last: int
