@@ -26,10 +26,12 @@ class AlignmentEstimator:
     neighbour steps between consecutive frames are computed as soon as both frames are there, on
     ``executor`` or in the adding thread. The chain logic (which neighbour each frame links to,
     failed frames, recovery) runs in frame order, so the result is the same, to the last bit,
-    whatever the order of ``add`` calls and the number of threads. A frame's working-resolution
-    images are dropped as soon as the chain cannot need them any more: with frames arriving
-    roughly in order only a few are held at a time. ``executor`` must run its tasks in this process
-    (a thread pool: the steps share the frames' images; OpenCV and NumPy release the GIL).
+    whatever the order of ``add`` calls and the number of threads, OpenCV's included (except in
+    mode "homography", which runs OpenCV's own ECC: its last bits follow how OpenCV splits its
+    work among its threads). A frame's working-resolution images are dropped as soon as the chain
+    cannot need them any more: with frames arriving roughly in order only a few are held at a
+    time. ``executor`` must run its tasks in this process (a thread pool: the steps share the
+    frames' images; OpenCV and NumPy release the GIL).
     """
 
     def __init__(self, count: int, shape: tuple[int, int], *, mode: str = "auto", reference: int | None = None,
