@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import tracemalloc
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -11,19 +13,23 @@ import pytest
 from scipy import ndimage
 from skimage import data
 
+from focusfuse.align.ecc import corner_motion, ecc_target, find_warp
 from focusfuse.align.estimate import (
     SNAP_SHIFT_PX,
+    AlignmentEstimator,
     FrameAlignment,
     StackAlignment,
     _Link,
     anchored_frames,
     crop_to_box,
+    detail_image,
     estimate_alignment,
     focus_signature,
     frame_alignments,
     partner_candidates,
     resize_matrix,
     snap_to_identity,
+    source_coordinates,
     valid_box,
     warp_frame,
 )
@@ -554,3 +560,213 @@ def test_an_aligned_stack_is_not_resampled() -> None:
         np.testing.assert_array_equal(frame.transform, np.eye(3))
         assert (frame.gain, frame.offset, frame.ok) == (1.0, 0.0, True)
         assert warp_frame(shot, frame, SHAPE) is shot
+
+
+# ---------------------------------------------------------------------------------------------
+# The streaming estimator
+
+
+def same_alignment(left: StackAlignment, right: StackAlignment) -> bool:
+    """True when two alignments are identical, to the last bit of every float."""
+    return left.reference == right.reference and left.shape == right.shape and all(
+        np.array_equal(a.transform, b.transform) and (a.gain, a.offset, a.ok, a.message, a.note)
+        == (b.gain, b.offset, b.ok, b.message, b.note)
+        for a, b in zip(left.frames, right.frames, strict=True)
+    )
+
+
+def add_from_threads(estimator: AlignmentEstimator, frames: list[np.ndarray], order: list[int], threads: int) -> None:
+    """Add ``frames`` in ``order``, dealt round-robin to ``threads`` threads that run at the same time."""
+    def add_share(share: list[int]) -> None:
+        for index in share:
+            estimator.add(index, frames[index])
+
+    with ThreadPoolExecutor(threads) as adders:
+        for done in [adders.submit(add_share, order[start::threads]) for start in range(threads)]:
+            done.result()
+
+
+def test_estimator_gives_the_same_floats_for_frames_added_in_any_order_from_two_threads() -> None:
+    frames = shuffled_bracket()  # frame 2 fails its neighbour steps: fallback steps and recovery are exercised
+    in_order = estimate_alignment(frames, workers=1)
+    assert in_order.notes() and in_order.failures() == []
+    order = list(np.random.default_rng(7).permutation(len(frames)))
+    with ThreadPoolExecutor(2) as steps:
+        estimator = AlignmentEstimator(len(frames), SHAPE, executor=steps)
+        add_from_threads(estimator, frames, order, threads=2)
+        shuffled = estimator.result(reread=frames.__getitem__)
+    assert same_alignment(shuffled, in_order)
+    without_executor = AlignmentEstimator(len(frames), SHAPE)
+    add_from_threads(without_executor, frames, order[::-1], threads=2)
+    assert same_alignment(without_executor.result(reread=frames.__getitem__), in_order)
+    assert same_alignment(estimate_alignment(frames, workers=2), in_order)
+    assert same_alignment(estimate_alignment(iter(frames)), estimate_alignment(iter(frames), workers=1))
+
+
+def test_results_do_not_depend_on_threads_of_opencv_or_of_the_estimator() -> None:
+    frames = [cv2.resize(frame, (960, 720), interpolation=cv2.INTER_CUBIC) for frame in bracket(BREATHING)]
+    threads = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(1)
+        single = estimate_alignment(frames, workers=1)
+        cv2.setNumThreads(2)  # OpenCV splits big calls among its threads, and runs concurrent calls unsplit
+        assert same_alignment(estimate_alignment(frames, workers=1), single)
+        assert same_alignment(estimate_alignment(frames, workers=3), single)
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def test_estimator_recovers_a_failed_frame_only_through_reread() -> None:
+    frames = CountingFrames(shuffled_bracket())
+    estimator = AlignmentEstimator(len(frames), SHAPE)
+    for index in range(len(frames)):
+        estimator.add(index, frames[index])
+    assert frames.reads == 7
+    without = estimator.result()
+    assert [frame.ok for frame in without.frames] == [True, True, False, True, True, True, True]
+    assert without.frames[2].message.startswith("frame 2: no match")
+    calls: list[tuple[int, int]] = []
+    recovered = estimator.result(reread=frames.__getitem__, progress=lambda done, total: calls.append((done, total)))
+    assert frames.reads == 7 + 2  # the failed frame and its one partner
+    assert calls == [(done, 7) for done in range(1, 8)]
+    assert recovered.failures() == [] and recovered.frames[2].note.startswith("frame 2: aligned via frame 6")
+    assert max(point_errors(recovered, DRIFT)) < TOLERANCE_PX
+    assert same_alignment(recovered, estimate_alignment(shuffled_bracket(), workers=1))
+
+
+def test_estimator_refuses_bad_frames_and_missing_ones() -> None:
+    frames = bracket(SHIFTS[:3])
+    estimator = AlignmentEstimator(3, SHAPE)
+    with pytest.raises(ValueError, match="size"):
+        estimator.add(0, frames[0][:200])
+    with pytest.raises(ValueError, match="out of range"):
+        estimator.add(3, frames[0])
+    with pytest.raises(ValueError, match="pixel type"):
+        estimator.add(0, frames[0].astype(np.int32))
+    estimator.add(2, frames[2])
+    with pytest.raises(ValueError, match="twice"):
+        estimator.add(2, frames[2])
+    with pytest.raises(ValueError, match="never added"):
+        estimator.result()
+    estimator.add(1, np.full_like(frames[1], 128))  # usable layout, but no texture: a failed frame, no error
+    estimator.add(0, frames[0])
+    result = estimator.result()
+    assert [frame.ok for frame in result.frames] == [True, False, True] and "no texture" in result.frames[1].message
+    with pytest.raises(ValueError, match="reference"):
+        AlignmentEstimator(3, SHAPE, reference=3)
+
+
+class LazyTextures(Sequence):
+    """``count`` textured frames made when indexed (like frames read from files), see :func:`shifted_textures`."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        return list(itertools.islice(shifted_textures(index + 1), index, None))[0]
+
+
+def threaded_peak_memory(count: int) -> int:
+    tracemalloc.start()
+    estimate_alignment(LazyTextures(count), mode="translation", workers=2)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_memory_does_not_grow_with_the_number_of_frames_read_by_threads() -> None:
+    few, many = threaded_peak_memory(10), threaded_peak_memory(30)
+    # 20 more frames of ~0.2 MB of working images each would add ~4 MB; how many of the few frames the
+    # window lets ahead of the chain are in flight at the peak depends on thread timing (a frame or two).
+    assert many < few + 500_000
+
+
+def test_estimator_keeps_only_the_frames_the_chain_can_still_need() -> None:
+    frames = bracket(SHIFTS)
+    in_order = AlignmentEstimator(len(frames), SHAPE)
+    held = []
+    for index, frame in enumerate(frames):
+        in_order.add(index, frame)
+        held.append(in_order.held_frames)
+    assert max(held) <= 3  # the two last aligned frames and the newest one
+    backwards = AlignmentEstimator(len(frames), SHAPE)
+    for index in range(len(frames) - 1, 0, -1):
+        backwards.add(index, frames[index])
+    assert backwards.held_frames == len(frames) - 1  # far out of order: all wait for frame 0
+    backwards.add(0, frames[0])
+    assert backwards.held_frames <= 2
+    assert same_alignment(backwards.result(), in_order.result())
+
+
+# ---------------------------------------------------------------------------------------------
+# ECC and warping internals
+
+
+@pytest.mark.parametrize("motion", [cv2.MOTION_TRANSLATION, cv2.MOTION_AFFINE])
+def test_banded_ecc_follows_opencv_iteration_by_iteration(motion: int) -> None:
+    frames = bracket(BREATHING[:2], gains=(1.0, 0.9))
+    anchor, frame = (detail_image(frame.astype(np.float32) / 255) for frame in frames)
+    margin = 12
+    template = np.ascontiguousarray(frame[margin:-margin, margin:-margin])
+    mask = np.zeros(anchor.shape, np.uint8)
+    mask[margin:-margin, margin:-margin] = 255
+    start = np.array([[1.0, 0.0, margin + 0.4], [0.0, 1.0, margin - 0.3]], np.float32)
+    target = ecc_target(anchor, margin)
+    for iterations in (1, 2, 5):
+        criteria = (cv2.TERM_CRITERIA_COUNT, iterations, 0)
+        rho, expected = cv2.findTransformECC(template, anchor, start.copy(), motion, criteria, mask, 1)
+        result = find_warp(template, target, start, motion, max_iterations=iterations)
+        assert result.iterations == iterations and result.correlation == pytest.approx(rho, abs=1e-6)
+        np.testing.assert_allclose(result.warp, expected, atol=1e-4)  # float32 OpenCV vs float64 here
+    strided = find_warp(template, target, start, motion, max_iterations=30, tolerance=1e-4, stride=2)
+    full = find_warp(template, target, start, motion, max_iterations=30, tolerance=1e-4)
+    assert corner_motion(strided.warp - full.warp, template.shape) < 0.02  # every other row and column: nearly there
+
+
+@pytest.mark.parametrize("transform", [
+    [[1.003, 0.002, -2.6], [-0.0015, 0.998, 1.3], [0.0, 0.0, 1.0]],
+    [[1.0, 0.0, 0.5 + 1 / 64], [0.0, 1.0, -1 / 64], [0.0, 0.0, 1.0]],  # sums that fall on rounding ties
+])
+def test_affine_coordinates_are_those_of_the_general_formula(transform: list) -> None:
+    transform = np.array(transform)
+    inverse = np.linalg.inv(transform)
+    ys, xs = np.mgrid[7:47, 3:83].astype(np.float64)
+    x = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
+    y = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
+    w = inverse[2, 0] * xs + inverse[2, 1] * ys + inverse[2, 2]
+    fast_x, fast_y = source_coordinates(transform, (7, 3), (40, 80))
+    np.testing.assert_array_equal(fast_x, np.round(x / w * 32) / 32)
+    np.testing.assert_array_equal(fast_y, np.round(y / w * 32) / 32)
+
+
+def plain_warp(image: np.ndarray, alignment: FrameAlignment, shape: tuple[int, int]) -> np.ndarray:
+    """warp_frame written out the straightforward way: whole-frame float maps and float exposure, then rounding."""
+    scale = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}.get(image.dtype, 1.0)
+    pixels = image.astype(np.float32) * np.float32(alignment.gain) + np.float32(alignment.offset * scale)
+    inverse = np.linalg.inv(alignment.transform)
+    ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
+    w = inverse[2, 0] * xs + inverse[2, 1] * ys + inverse[2, 2]
+    maps = [(np.round((row[0] * xs + row[1] * ys + row[2]) / w * 32) / 32).astype(np.float32) for row in inverse[:2]]
+    warped = cv2.remap(pixels, *maps, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE).reshape(shape + image.shape[2:])
+    return warped if image.dtype.kind == "f" else np.clip(np.rint(warped), 0, scale).astype(image.dtype)
+
+
+@pytest.mark.parametrize("transform", [
+    [[1.004, 0.03, -4.2], [-0.025, 0.998, 3.1], [0.0, 0.0, 1.0]],
+    [[0.8, 0.0, 10.0], [0.0, 0.8, 5.0], [0.0, 0.0, 1.0]],  # bands read rows beyond the frame's edges
+    [[1.001, 0.002, 0.3], [-0.001, 0.999, -0.2], [1e-5, -2e-5, 1.0]],
+])
+@pytest.mark.parametrize("dtype, channels", [(np.uint8, 3), (np.uint8, 1), (np.uint16, 3), (np.float32, 3)])
+def test_banded_warp_with_exposure_equals_the_plain_formula(transform: list, dtype: type, channels: int) -> None:
+    rng = np.random.default_rng(8)
+    scale = {np.uint8: 255, np.uint16: 65535}.get(dtype, 1.0)
+    smooth = cv2.GaussianBlur(rng.random((150, 170, channels)).astype(np.float32), (0, 0), 1.5)
+    image = (smooth.reshape(150, 170, channels) * 1.6 - 0.3).clip(0, 1) * scale
+    image = image.astype(dtype) if dtype != np.float32 else image.astype(np.float32)
+    alignment = FrameAlignment(np.array(transform), gain=1.07, offset=-0.02)
+    np.testing.assert_array_equal(warp_frame(image, alignment, (150, 170)), plain_warp(image, alignment, (150, 170)))
