@@ -125,8 +125,9 @@ def test_streaming_memory_does_not_grow_with_the_number_of_frames(model, tmp_pat
     paths = sorted(tmp_path.glob("*.png"))
     _peak_traced_memory(model, paths[:2])  # warm-up: one-time allocations of imports and lazy init
     gc.collect()
-    assert _peak_traced_memory(model, paths) <= 1.5 * _peak_traced_memory(model, paths[:3])
-    assert _peak_tensor_memory(model, paths) <= 1.5 * _peak_tensor_memory(model, paths[:3])
+    # 8 frames fill the read-ahead (a few frames prepared ahead by the worker threads): from there on, nothing grows
+    assert _peak_traced_memory(model, paths) <= 1.5 * _peak_traced_memory(model, paths[:8])
+    assert _peak_tensor_memory(model, paths) <= 1.5 * _peak_tensor_memory(model, paths[:8])
 
 
 @pytest.fixture(scope="module")

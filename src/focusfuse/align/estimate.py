@@ -47,7 +47,7 @@ from .valid_box import valid_box
 from .warp import crop_to_box, source_coordinates, warp_frame
 
 __all__ = [
-    "MODES", "RECOVERY_CANDIDATES", "SNAP_GAIN", "SNAP_OFFSET", "SNAP_SHIFT_PX", "AlignmentEstimator",
+    "estimate_on_pool", "MODES", "RECOVERY_CANDIDATES", "SNAP_GAIN", "SNAP_OFFSET", "SNAP_SHIFT_PX", "AlignmentEstimator",
     "FrameAlignment", "StackAlignment", "_Chain", "_Link", "anchored_frames", "chain_to_root", "check_frame",
     "check_mode", "crop_to_box", "detail_image", "ecc_motion", "estimate_alignment", "exposure_match",
     "focus_signature", "frame_alignments", "frame_corners", "identity_alignment", "implausibility", "map_points",
@@ -159,11 +159,11 @@ def estimate_alignment(
 def estimate_sequence(frames: Sequence, options: dict, progress: Callable[[int, int], None] | None,
                       workers: int) -> StackAlignment:
     """:func:`estimate_alignment` for a sequence: frame 0 read here, the others by ``workers`` threads."""
-    count = len(frames)
-    if count == 0:
-        raise ValueError("no frames to align")
-    first = check_frame(frames[0], 0)
     if workers == 1:
+        count = len(frames)
+        if count == 0:
+            raise ValueError("no frames to align")
+        first = check_frame(frames[0], 0)
         estimator = AlignmentEstimator(count, first.shape[:2], **options)
         estimator.add(0, first)
         del first
@@ -173,14 +173,21 @@ def estimate_sequence(frames: Sequence, options: dict, progress: Callable[[int, 
             report_progress(progress, index, index + 1, count)
         return estimator.result(reread=frames.__getitem__)
     with ThreadPoolExecutor(workers, thread_name_prefix="align") as pool:
-        estimator = AlignmentEstimator(count, first.shape[:2], executor=pool, **options)
-        try:
-            estimator.add(0, first)
-            del first
-            read_ahead(estimator, frames, pool, workers * FRAMES_AHEAD_PER_WORKER, progress)
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+        return estimate_on_pool(frames, pool, workers * FRAMES_AHEAD_PER_WORKER, progress=progress, **options)
+
+
+def estimate_on_pool(frames: Sequence, pool: ThreadPoolExecutor, ahead: int, *,
+                     progress: Callable[[int, int], None] | None = None, **options: object) -> StackAlignment:
+    """:func:`estimate_alignment` for a sequence on a caller's thread pool: frame 0 read here, the others read,
+    reduced and compared by the pool, at most ``ahead`` (>= 1) frames past the chain (what bounds memory)."""
+    count = len(frames)
+    if count == 0:
+        raise ValueError("no frames to align")
+    first = check_frame(frames[0], 0)
+    estimator = AlignmentEstimator(count, first.shape[:2], executor=pool, **options)
+    estimator.add(0, first)
+    del first
+    read_ahead(estimator, frames, pool, max(1, ahead), progress)  # steps still queued end with the pool
     return estimator.result(reread=frames.__getitem__)
 
 

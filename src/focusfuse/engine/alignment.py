@@ -3,26 +3,23 @@ registered onto the reference frame by worker threads; the crop window valid in 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..align.estimate import FrameAlignment, StackAlignment, estimate_alignment
+from ..align.estimate import FrameAlignment, StackAlignment, estimate_alignment, estimate_on_pool
 from ..box import Box
 from ..errors import InputError
 from ..frames.sources import FrameSource
-from .prefetch import prefetched
 
 
 class SourceFrames(Sequence):
-    """The frames of ``sources`` as a sequence of arrays for the alignment estimate: iterated with read-ahead
-    on the worker threads, indexed (to read a frame again) from the source's kept decode."""
+    """The frames of ``sources`` as a sequence of arrays for the alignment estimate (each ``read()``: decoded
+    the first time, from the source's kept pixels after that)."""
 
-    def __init__(self, sources: Sequence[FrameSource], executor: ThreadPoolExecutor | None, read_ahead: int) -> None:
+    def __init__(self, sources: Sequence[FrameSource]) -> None:
         self.sources = sources
-        self.executor = executor
-        self.read_ahead = read_ahead
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -32,18 +29,18 @@ class SourceFrames(Sequence):
             return [self[j] for j in range(*i.indices(len(self)))]
         return self.sources[i].read()
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return prefetched(range(len(self)), self.__getitem__, self.executor, self.read_ahead)
-
 
 def estimate_stack_alignment(sources: Sequence[FrameSource], mode: str, *, reference: int | None = None,
-                             executor: ThreadPoolExecutor | None = None, read_ahead: int = 0,
+                             executor: ThreadPoolExecutor | None = None, read_ahead: int = 1,
                              progress: Callable[[int, int], None] | None = None) -> StackAlignment:
-    """How every frame maps onto the reference (default: the middle frame); an estimate that cannot run at all
+    """How every frame maps onto the reference (default: the middle frame): frames are read, reduced and compared
+    on ``executor``'s threads, at most ``read_ahead`` frames past the chain. An estimate that cannot run at all
     (frames of differing size, unusable layout) is an InputError."""
+    frames = SourceFrames(sources)
     try:
-        return estimate_alignment(SourceFrames(sources, executor, read_ahead), mode=mode, reference=reference,
-                                  progress=progress)
+        if executor is None:
+            return estimate_alignment(frames, mode=mode, reference=reference, progress=progress, workers=1)
+        return estimate_on_pool(frames, executor, read_ahead, mode=mode, reference=reference, progress=progress)
     except ValueError as exc:
         raise InputError(f"alignment: {exc}") from exc
 
