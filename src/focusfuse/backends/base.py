@@ -37,6 +37,9 @@ class Backend:
     """
 
     name = "generic"
+    # Whether the network's arithmetic runs on the host's cores (then frames are prepared in the network's
+    # thread: worker threads beside it only contend for the same cores).
+    network_on_host = False
     # Peak working memory per pixel of a fused region (float32 network, one frame at a time), bytes.
     bytes_per_pixel = 2400
     # Largest budget taken by default: main memory is shared with everything else.

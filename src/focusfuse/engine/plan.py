@@ -27,8 +27,8 @@ class Plan:
     tile_size: int  # 0: the image whole
     tiles: tuple[Tile, ...]
     batch: int  # frames the network takes at once
-    workers: int  # host threads reading and preparing frames (0: in the calling thread)
-    read_ahead: int  # frames prepared ahead of the network
+    workers: int  # host threads reading, aligning and preparing frames (0: in the calling thread)
+    read_ahead: int  # frames prepared ahead of the network (0: in the network's thread, one at a time)
     align_read_ahead: int  # whole frames decoded ahead of the alignment estimate
     budget: int  # bytes the run may use
 
@@ -85,7 +85,8 @@ def plan_fusion(shape: tuple[int, int], channels: int, dtype: np.dtype, method: 
     batch = backend.frames_per_batch(crop, network_budget)
     frame_bytes = crop * channels * (4 + np.dtype(dtype).itemsize)  # staged float32 + the read pixels
     spare = max(0, (budget - fixed - (crop * backend.bytes_per_pixel if device_is_host else 0)))
-    read_ahead = 0 if workers == 0 else max(1, min(batch + workers, spare // max(frame_bytes, 1)))
+    overlap = workers > 0 and not backend.network_on_host  # a network on the host's cores leaves none spare
+    read_ahead = max(1, min(batch + workers, spare // max(frame_bytes, 1))) if overlap else 0
     whole_frame = height * width * channels * np.dtype(dtype).itemsize * 2  # decoded, and its copy for the estimate
     align_read_ahead = 0 if workers == 0 else max(1, min(workers, spare // max(whole_frame, 1)))
     return Plan(shape=(height, width), tile_size=tile if len(tiles) > 1 else 0, tiles=tiles, batch=batch,
