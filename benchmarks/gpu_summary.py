@@ -54,7 +54,8 @@ def main() -> None:
                                                                               if k != "rows"},
                "targets": targets}
     (args.out / "gpu-check.json").write_text(json.dumps(summary, indent=1) + "\n")
-    lines = [f"# gpu_check ({args.device}, {args.seconds} s)", "", f"Machine: {speed.get('machine')}", ""]
+    lines = [f"# gpu_check ({args.device}, {args.seconds} s)", "", f"Machine: {speed.get('machine')}", "",
+             "The targets are those of a CUDA run (on the CPU the check only shows that everything runs).", ""]
     if tests.get("ran"):
         lines.append(f"Tests marked gpu: {tests['tests']} run, {len(tests['failed'])} failed, {tests['skipped']} "
                      f"skipped" + (f" (failed: {', '.join(tests['failed'])})" if tests["failed"] else ""))

@@ -178,3 +178,27 @@ def test_a_memory_limit_tiles_a_pair_and_keeps_the_result(good_model):
     assert plan.tiled and 64 <= plan.tile_size < 400
     assert np.abs(whole.fused.astype(int) - tiled.fused).max() <= 1
     assert np.mean(whole.fused != tiled.fused) < 1e-3
+
+
+def test_kept_memory_is_handed_back_only_when_it_would_shrink_the_plan(model):
+    from focusfuse.engine.run import _plan
+    from focusfuse.io.sinks import ArrayOutput
+
+    class KeepingCpu(CpuBackend):
+        """A CPU backend whose allocator keeps 1 GiB of freed memory from an earlier run."""
+
+        released = 0
+
+        def reusable_memory(self):
+            return 1 << 30
+
+        def release_memory(self):
+            self.released += 1
+
+    backend = KeepingCpu(CPU)
+    method = _method(model, "pair")
+    small = _plan((300, 400), 3, np.uint8, method, backend, FusionOptions(memory_limit="4G"), ArrayOutput(), [])
+    assert not small.tiled and backend.released == 0  # fits as it is: the kept memory stays for reuse
+    backend.bytes_per_pixel = 40000
+    big = _plan((600, 700), 3, np.uint8, method, backend, FusionOptions(memory_limit="4G"), ArrayOutput(), [])
+    assert big.tiled and backend.released == 1  # would tile: what earlier runs kept is handed back first

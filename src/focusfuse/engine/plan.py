@@ -54,8 +54,7 @@ def plan_fusion(shape: tuple[int, int], channels: int, dtype: np.dtype, method: 
                 options: FusionOptions, *, held_bytes: int = 0, decode_bytes: int = 0) -> Plan:
     """The plan for fusing frames of ``shape`` (H, W) with ``channels`` of ``dtype``.
 
-    Memory (host, for the CPU backend also the network's): what the process holds now (less what its
-    allocator keeps free for reuse), ``held_bytes``
+    Memory (host, for the CPU backend also the network's): what the process holds now, ``held_bytes``
     (outputs kept in memory until they are written), ``decode_bytes`` per worker (a frame decoded whole
     before it can be read by region), and the frames read ahead; the rest is the network's, at the
     backend's bytes per pixel, which gives the tile size unless ``options.tile_size`` sets it.
@@ -65,7 +64,7 @@ def plan_fusion(shape: tuple[int, int], channels: int, dtype: np.dtype, method: 
     workers = default_workers() if options.workers is None else options.workers
     halo, multiple = method.halo(), method.tile_multiple()
     device_is_host = backend.device.type == "cpu"
-    fixed = resident_memory() - backend.reusable_memory() + held_bytes + workers * decode_bytes
+    fixed = resident_memory() + held_bytes + workers * decode_bytes
     if device_is_host and fixed >= budget:
         raise UsageError(f"memory limit {budget >> 20} MiB is too small: this process and the outputs kept in "
                          f"memory already need {fixed >> 20} MiB (raise the limit, or write TIFF outputs, which "

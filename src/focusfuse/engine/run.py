@@ -22,7 +22,7 @@ import torch
 from ..align.estimate import StackAlignment
 from ..backends.base import Backend
 from ..box import Box
-from ..errors import InputError
+from ..errors import InputError, UsageError
 from ..frames.fill import FrameFill, image_mask
 from ..frames.refs import FrameChecker, frame_name
 from ..frames.sources import (ArraySource, CroppedSource, FileSource, FillAwareSource, FrameSource, OpenTiffs,
@@ -38,6 +38,7 @@ from .prefetch import batches, prefetched
 from .tiling import Tile
 
 ProgressCallback = Callable[[int, int, str], None]
+KEPT_MEMORY_TO_RELEASE = 64 << 20  # freed memory kept by the allocator worth handing back before planning
 AlignProgress = Callable[[int, int], None]
 
 
@@ -183,6 +184,21 @@ def run_fusion(refs: Sequence[np.ndarray | FrameRef], method: FusionMethod, back
 
 def _plan(shape: tuple[int, int], channels: int, dtype: np.dtype, method: FusionMethod, backend: Backend,
           options: FusionOptions, output: Output, sources: Sequence[FrameSource]) -> Plan:
+    """The plan (see :func:`plan_fusion`). Memory an earlier run freed and the allocator keeps for reuse counts
+    as used; when the plan would tile because of it (or could not be made), it is handed back first."""
+    try:
+        plan = _plan_with_outputs(shape, channels, dtype, method, backend, options, output, sources)
+    except UsageError:
+        plan = None
+    if (plan is None or plan.tiled) and backend.reusable_memory() > KEPT_MEMORY_TO_RELEASE:
+        backend.release_memory()
+        plan = None
+    return plan or _plan_with_outputs(shape, channels, dtype, method, backend, options, output, sources)
+
+
+def _plan_with_outputs(shape: tuple[int, int], channels: int, dtype: np.dtype, method: FusionMethod,
+                       backend: Backend, options: FusionOptions, output: Output,
+                       sources: Sequence[FrameSource]) -> Plan:
     """The plan, with what the output holds in memory for an untiled run, or, if that needs tiles, a tiled one."""
     height, width = shape
     decoded = decode_bytes(sources)
@@ -220,9 +236,9 @@ def _fuse(frames: list[tuple[int, FrameSource]], method: FusionMethod, backend: 
             counter.step(f"{source.name} (statistics)")
     sink = output.open(height, width, channels, dtype, plan.tiled)
     try:
-        for number, tile in enumerate(plan.tiles):
-            if number:
-                backend.release_memory()  # hand back the last tile's freed pages: this one's shapes differ
+        for tile in plan.tiles:
+            if plan.tiled:  # hand back what the last tile (or run) freed: this tile's shapes differ
+                backend.release_memory()
             state = method.new_state()
             staged = prefetched(range(len(frames)), lambda k, box=tile.crop: _stage(k, frames[k], box, backend),
                                 executor, plan.read_ahead)
