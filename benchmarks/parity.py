@@ -8,7 +8,6 @@ where our final (and initial) decision map is within 1/255 of NAME_dmfinal.png (
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -13,7 +13,6 @@ So weights from runs with different seeds or recipes can be compared on the same
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset

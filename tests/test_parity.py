@@ -1,6 +1,5 @@
 """Checkpoint parity with the authors' outputs on the 26 GACN test pairs (needs ../shared)."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -34,7 +34,8 @@ _EXPORTS = {
     "read_image": "io.images", "write_image": "io.images", "read_metadata": "io.metadata",
     # weights, model, backends, alignment
     "GACN": "methods.gacn.model", "load_model": "methods.gacn.weights", "save_weights": "methods.gacn.weights",
-    "select_backend": "backends.select", "release_free_memory": "backends.malloc", "estimate_alignment": "align.estimate", "warp_frame": "align.estimate",
+    "select_backend": "backends.select", "release_free_memory": "backends.malloc",
+    "estimate_alignment": "align.estimate", "warp_frame": "align.estimate",
     # errors
     "FocusFuseError": "errors", "InputError": "errors", "UsageError": "errors", "WeightsError": "errors",
 }

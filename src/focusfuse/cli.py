@@ -191,7 +191,8 @@ def size_options(func: Callable) -> Callable:
                      help="Threads that read, align and prepare frames (default: one per core, at most 8)."),
         click.option("--reduce", type=int, default=1, show_default=True,
                      help=f"Run the decision path (most of the network) at N times lower resolution (1 to "
-                          f"{MAX_REDUCE}; 2: 1.2-1.8x faster on CPU); features, maps and blend stay at full resolution."),
+                          f"{MAX_REDUCE}; 2: 1.2-1.8x faster on CPU); features, maps and blend stay at full "
+                          "resolution."),
         click.option("--compression", type=click.Choice(["none", "zlib"]), default="none", show_default=True,
                      help="Compression of TIFF outputs."),
         click.option("--edge-fill/--no-edge-fill", default=True, show_default=True,
@@ -231,7 +232,8 @@ def pair(image_a: Path, image_b: Path, output: Path, decision_map: Path | None, 
     report = run_pair(image_a, image_b, output, model, decision_map=decision_map, options=options,
                       compression=None if compression == "none" else compression, overwrite=overwrite)
     if not quiet:
-        stderr_console().print(f"fused {report['width']}x{report['height']} pair in {report['seconds']:.1f} s -> {output}")
+        stderr_console().print(f"fused {report['width']}x{report['height']} pair in {report['seconds']:.1f} s "
+                               f"-> {output}")
 
 
 def stack_options(func: Callable) -> Callable:
@@ -529,7 +531,8 @@ def evaluate(sources: Path, fused: Path, gt_dir: Path | None, suffix: str, json_
     from rich.console import Console
     from rich.table import Table
 
-    from .evaluation.evaluate import case_files, evaluate_cases, find_cases, metric_columns, summarize, write_csv, write_json
+    from .evaluation.evaluate import (case_files, evaluate_cases, find_cases, metric_columns, summarize, write_csv,
+                                      write_json)
     from .jobs.outputs import check_outputs
 
     try:

@@ -65,7 +65,7 @@ class Backend:
         return conv(x)
 
     def separable_filter(self, x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-        """Zero-padded separable correlation of every channel with ``taps`` (see :func:`ops.filters.separable_filter`)."""
+        """Zero-padded separable correlation of every channel with ``taps`` (:func:`ops.filters.separable_filter`)."""
         return separable_filter(x, taps)
 
     def gradient_energy(self, x: torch.Tensor) -> torch.Tensor:

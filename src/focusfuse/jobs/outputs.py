@@ -106,4 +106,5 @@ def staged_outputs() -> Iterator[StagedOutputs]:
         staged.discard()
 
 
-__all__ = ["staged_outputs", "check_outputs", "write_map", "StagedOutputs", "is_tiff", "check_map_formats", "MAP_SUFFIXES"]
+__all__ = ["staged_outputs", "check_outputs", "write_map", "StagedOutputs", "is_tiff", "check_map_formats",
+           "MAP_SUFFIXES"]
