@@ -51,9 +51,9 @@ def main() -> None:
     parser.add_argument("--save-transforms", type=Path, default=None)
     args = parser.parse_args()
     if args.transforms is not None:
-        import focusfuse.engine.run as run
+        import focusfuse.engine.alignment as alignment
 
-        run.estimate_stack_alignment = fixed_alignment(args.transforms, args.shift)
+        alignment.estimate_stack_alignment = fixed_alignment(args.transforms, args.shift)
     result = focusfuse.fuse_stack(V4)
     if args.save_transforms is not None:
         frames = result.alignment.frames

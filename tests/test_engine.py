@@ -70,12 +70,12 @@ def test_outputs_held_in_memory_count_against_the_limit(model):
 
 
 def test_serial_in_tiles_is_refused_before_any_alignment(model, monkeypatch):
-    import focusfuse.engine.run as run
+    import focusfuse.engine.alignment as alignment
 
     def no_alignment(*args, **kwargs):
         raise AssertionError("the alignment pass ran")
 
-    monkeypatch.setattr(run, "estimate_stack_alignment", no_alignment)
+    monkeypatch.setattr(alignment, "estimate_stack_alignment", no_alignment)
     frames = [np.round(textured(80, 90, s, 3) * 255).astype(np.uint8) for s in range(3)]
     with pytest.raises(UsageError, match="serial strategy cannot run in tiles"):
         fuse_stack(frames, weights=model, device="cpu", strategy="serial", tile_size=32, align="auto")

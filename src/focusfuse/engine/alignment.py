@@ -3,15 +3,18 @@ registered onto the reference frame by worker threads; the crop window valid in 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
-import numpy as np
-
-from ..align.estimate import FrameAlignment, StackAlignment, estimate_alignment, estimate_on_pool
+from ..align.estimate import StackAlignment, estimate_alignment, estimate_on_pool
 from ..box import Box
 from ..errors import InputError
 from ..frames.sources import FrameSource
+from .sources import OpenedFrames
+
+AlignProgress = Callable[[int, int], None]
 
 
 class SourceFrames(Sequence):
@@ -53,9 +56,37 @@ def crop_window(alignment: StackAlignment) -> Box:
     return Box(y0, y1, x0, x1)
 
 
-def is_identity(alignment: FrameAlignment) -> bool:
-    """Whether a frame's alignment changes nothing (it is then read as it is)."""
-    return np.array_equal(alignment.transform, np.eye(3)) and alignment.gain == 1.0 and alignment.offset == 0.0
+@dataclass
+class Aligned:
+    """The alignment pass's result: the alignment, the frames left out (messages) and the input indices used."""
+
+    alignment: StackAlignment
+    skipped: list[str]
+    used: list[int]
 
 
-__all__ = ["estimate_stack_alignment", "crop_window", "is_identity", "SourceFrames"]
+def align_frames(frames: OpenedFrames, mode: str, *, reference: int | None = None,
+                 executor: ThreadPoolExecutor | None = None, read_ahead: int = 0, require: bool = False,
+                 progress: AlignProgress | None = None) -> Aligned:
+    """Register every frame onto the reference; each is decoded once and its pixels kept for the next pass.
+
+    ``require``: a frame that cannot be aligned is an error; otherwise it is left out with a warning.
+    """
+    for source in frames.sources:
+        source.expect_reads(many=True)
+    alignment = estimate_stack_alignment(frames.sources, mode, reference=reference, executor=executor,
+                                         read_ahead=read_ahead, progress=progress)
+    skipped = alignment.failures()
+    if skipped and require:
+        raise InputError(f"alignment failed: {skipped[0]} (fuse the frames without alignment)")
+    for message in skipped:
+        warnings.warn(f"{message}; frame left out", stacklevel=4)
+    used = [i for i, frame in enumerate(alignment.frames) if frame.ok]
+    if len(used) < 2:  # frames the alignment left out: a processing failure, not a usage error
+        raise InputError(f"need at least 2 frames, {len(used)} of {len(alignment.frames)} frames could be used "
+                         "(alignment failed)")
+    return Aligned(alignment, skipped, used)
+
+
+
+__all__ = ["estimate_stack_alignment", "crop_window", "align_frames", "Aligned", "SourceFrames"]

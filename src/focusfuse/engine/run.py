@@ -8,11 +8,9 @@ worker threads reading, warping and staging the next frames while the network wo
 
 from __future__ import annotations
 
-import tempfile
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,24 +20,22 @@ import torch
 from ..align.estimate import StackAlignment
 from ..backends.base import Backend
 from ..box import Box
-from ..errors import InputError, UsageError
+from ..errors import UsageError
 from ..frames.fill import FrameFill, image_mask
-from ..frames.refs import FrameChecker, frame_name
-from ..frames.sources import (ArraySource, CroppedSource, FileSource, FillAwareSource, FrameSource, OpenTiffs,
-                              WarpedSource)
+from ..frames.sources import FrameSource
 from ..io.images import FrameRef
 from ..io.sinks import ArrayOutput, Output, Sink
 from ..methods.base import FrameInput, FusionMethod
 from ..ops.color import from_tensor
-from .alignment import crop_window, estimate_stack_alignment, is_identity
+from .alignment import AlignProgress, align_frames, crop_window
 from .options import FusionOptions
 from .plan import Plan, plan_fusion
 from .prefetch import batches, prefetched
+from .sources import decode_bytes, opened_frames, prepared_source
 from .tiling import Tile
 
 ProgressCallback = Callable[[int, int, str], None]
 KEPT_MEMORY_TO_RELEASE = 64 << 20  # freed memory kept by the allocator worth handing back before planning
-AlignProgress = Callable[[int, int], None]
 
 
 @dataclass
@@ -64,88 +60,6 @@ class _Staged:
     pixels: Any
     fill_pixels: Any = None
     fill_area: Box | None = None
-
-
-def open_source(ref: np.ndarray | FrameRef, index: int, cache_dir: str, tiffs: OpenTiffs) -> FrameSource:
-    """The frame behind ``ref`` (a file or an array), probed but not yet decoded."""
-    name = frame_name(ref, index)
-    return FileSource(ref, name, cache_dir, tiffs) if isinstance(ref, FrameRef) else ArraySource(ref, name)
-
-
-def prepared_source(source: FrameSource, alignment: StackAlignment | None, index: int, window: Box | None,
-                    edge_fill: bool) -> FrameSource:
-    """The source as the fusion reads it: registered, cropped to ``window``, its edge fill found."""
-    if alignment is not None and not is_identity(alignment.frames[index]):
-        source = WarpedSource(source, alignment.frames[index], alignment.shape)
-    if window is not None:
-        source = CroppedSource(source, window)
-    return FillAwareSource(source) if edge_fill else source
-
-
-def decode_bytes(sources: Sequence[FrameSource]) -> int:
-    """Bytes of the largest frame that is decoded whole before it can be read by region."""
-    sizes = [s.info.shape[0] * s.info.shape[1] * s.info.channels * s.info.dtype.itemsize
-             for s in sources if isinstance(s, FileSource) and s.decodes_whole]
-    return max(sizes, default=0)
-
-
-@dataclass
-class OpenedFrames:
-    """The frames of a fusion, probed (size, channels, bit depth checked against the first) but not decoded."""
-
-    sources: list[FrameSource]
-    shape: tuple[int, int]
-    channels: int
-    dtype: np.dtype
-
-
-@contextmanager
-def opened_frames(refs: Sequence[np.ndarray | FrameRef]) -> Iterator[OpenedFrames]:
-    """Open every frame (files are probed, not decoded); temporary files are removed at the end."""
-    with ExitStack() as stack:
-        cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="focusfuse-"))
-        tiffs = OpenTiffs()
-        stack.callback(tiffs.close)
-        sources: list[FrameSource] = []
-        stack.callback(lambda: [source.close() for source in sources])
-        for i, ref in enumerate(refs):
-            sources.append(open_source(ref, i, cache, tiffs))
-        checker = FrameChecker()
-        for source in sources:
-            checker.check_info(source.info.shape, source.info.dtype, source.info.channels, source.name)
-        yield OpenedFrames(sources, checker.shape, checker.channels, checker.dtype)
-
-
-@dataclass
-class Aligned:
-    """The alignment pass's result: the alignment, the frames left out (messages) and the input indices used."""
-
-    alignment: StackAlignment
-    skipped: list[str]
-    used: list[int]
-
-
-def align_frames(frames: OpenedFrames, mode: str, *, reference: int | None = None,
-                 executor: ThreadPoolExecutor | None = None, read_ahead: int = 0, require: bool = False,
-                 progress: AlignProgress | None = None) -> Aligned:
-    """Register every frame onto the reference; each is decoded once and its pixels kept for the next pass.
-
-    ``require``: a frame that cannot be aligned is an error; otherwise it is left out with a warning.
-    """
-    for source in frames.sources:
-        source.expect_reads(many=True)
-    alignment = estimate_stack_alignment(frames.sources, mode, reference=reference, executor=executor,
-                                         read_ahead=read_ahead, progress=progress)
-    skipped = alignment.failures()
-    if skipped and require:
-        raise InputError(f"alignment failed: {skipped[0]} (fuse the frames without alignment)")
-    for message in skipped:
-        warnings.warn(f"{message}; frame left out", stacklevel=4)
-    used = [i for i, frame in enumerate(alignment.frames) if frame.ok]
-    if len(used) < 2:  # frames the alignment left out: a processing failure, not a usage error
-        raise InputError(f"need at least 2 frames, {len(used)} of {len(alignment.frames)} frames could be used "
-                         "(alignment failed)")
-    return Aligned(alignment, skipped, used)
 
 
 def run_fusion(refs: Sequence[np.ndarray | FrameRef], method: FusionMethod, backend: Backend,
@@ -289,4 +203,4 @@ def _write(sink: Sink, state: Any, tile: Tile, dtype: np.dtype) -> None:
     sink.write(tile.core, from_tensor(state.fused[:, rows, cols], dtype), index, maps)
 
 
-__all__ = ["FusionRun", "run_fusion", "OpenedFrames", "opened_frames", "Aligned", "align_frames", "prepared_source"]
+__all__ = ["FusionRun", "run_fusion"]

@@ -12,8 +12,8 @@ import numpy as np
 from ..engine.options import FusionOptions
 from ..engine.plan import default_workers
 from ..engine.prefetch import prefetched
-from ..engine.run import align_frames, opened_frames, prepared_source
-from ..engine.alignment import crop_window
+from ..engine.alignment import align_frames, crop_window
+from ..engine.sources import opened_frames, prepared_source
 from ..errors import UsageError
 from ..frames.refs import frame_refs, input_paths, require_frames
 from ..io.images import WRITE_SUFFIXES, FrameRef, natural_key, write_image
