@@ -166,7 +166,7 @@ def _evaluate_folders(tmp_path):
 @pytest.mark.parametrize("report,message", [
     ("s/x_1.png", "would overwrite an input"),
     ("f/x.png", "would overwrite an input"),
-    ("exists.json", "exists (pass --overwrite"),
+    ("exists.json", "exists (allow overwriting to replace it) (--overwrite)"),
     ("s", "is a folder"),
     ("missing/m.json", "does not exist"),
 ])
@@ -210,7 +210,7 @@ def test_option_errors_are_one_line_naming_the_help(pair_files, tmp_path):
     r = _runner().invoke(main, ["pair", str(a), str(b), "-o", str(tmp_path / "o.png"), "--reduce", "99"],
                          prog_name="focusfuse")
     assert r.exit_code == 2
-    assert r.stderr.splitlines() == ["focusfuse: error: reduce must be an integer from 1 to 8, not 99"]
+    assert r.stderr.splitlines() == ["focusfuse: error: reduce must be an integer from 1 to 8, not 99 (--reduce)"]
 
 
 def test_demo_refuses_a_file_as_its_folder_and_clears_stale_frames(weights_file, tmp_path):

@@ -70,7 +70,8 @@ def handle_errors(func: Callable) -> Callable:
             except FocusFuseError as exc:
                 if debug:
                     traceback.print_exc()
-                click.echo(f"focusfuse: error: {_one_line(exc)}", err=True)
+                flag = f" (--{exc.option.replace('_', '-')})" if exc.option else ""
+                click.echo(f"focusfuse: error: {_one_line(exc)}{flag}", err=True)
                 sys.exit(exc.exit_code)
             except KeyboardInterrupt:
                 click.echo("focusfuse: interrupted", err=True)
@@ -82,8 +83,6 @@ def handle_errors(func: Callable) -> Callable:
                     click.echo(f"focusfuse: error: out of memory ({_one_line(exc)}); for stack, pair and batch try "
                                "a lower --memory-limit or a smaller --tile-size", err=True)
                     sys.exit(1)
-                if debug:
-                    traceback.print_exc()
                 click.echo(f"focusfuse: error: {exc.__class__.__name__}: {_one_line(exc)} "
                            "(run with --debug for details)", err=True)
                 sys.exit(1)

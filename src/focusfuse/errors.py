@@ -4,9 +4,14 @@ from __future__ import annotations
 
 
 class FocusFuseError(Exception):
-    """Base class: a problem the user can act on. ``exit_code`` is what the CLI returns."""
+    """Base class: a problem the user can act on. ``exit_code`` is what the CLI returns; ``option`` names the
+    library option at fault (e.g. ``"tile_size"``), so that a front end can point at its own flag."""
 
     exit_code = 1
+
+    def __init__(self, message: str = "", *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 class UsageError(FocusFuseError):

@@ -158,9 +158,16 @@ class AlignmentEstimator:
             self._changed.notify_all()
 
     def _compute_and_advance(self, key: StepKey, anchor: Reduced, frame: Reduced) -> None:
-        """Executor task: one step, then as much of the chain as it allows."""
+        """Executor task: one step, then as much of the chain as it allows. An error in either is handed to
+        whoever waits for the result (an executor would otherwise keep it in a future nobody reads)."""
         self._compute(key, anchor, frame)
-        self._advance()
+        try:
+            self._advance()
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for the result
+            with self._changed:
+                self._error = self._error or exc
+                self._changed.notify_all()
+            raise
 
     def _step_to(self, frame: int) -> Callable[[int], Step | None]:
         """Lookup of the finished steps to ``frame`` (lock held while it is used)."""

@@ -28,7 +28,10 @@ class CudaBackend(Backend):
     default_budget_cap = None  # the device's memory is ours: half of what is free
     max_batch = 8
 
-    def __init__(self, device: torch.device, *, decision_dtype: torch.dtype = torch.bfloat16) -> None:
+    def __init__(self, device: torch.device, *, decision_dtype: torch.dtype | None = None) -> None:
+        if decision_dtype is None:  # bfloat16 where the GPU computes it natively (Ampere and later)
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+            decision_dtype = torch.bfloat16 if native else torch.float32
         super().__init__(device, decision_dtype=decision_dtype)
         self.copy_stream = torch.cuda.Stream(device)
 

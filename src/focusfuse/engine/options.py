@@ -17,7 +17,7 @@ MAX_WORKERS = 64
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 
 
-def check_int(value: object, name: str, low: int, high: int | None = None) -> int:
+def check_int(value: object, name: str, low: int, high: int | None = None, option: str | None = None) -> int:
     """``value`` as an int in [low, high] (numpy integers too; not bools or floats); UsageError otherwise."""
     try:
         number = None if isinstance(value, bool) else operator.index(value)  # type: ignore[arg-type]
@@ -25,7 +25,7 @@ def check_int(value: object, name: str, low: int, high: int | None = None) -> in
         number = None
     if number is None or number < low or (high is not None and number > high):
         span = f"from {low} to {high}" if high is not None else f"of at least {low}"
-        raise UsageError(f"{name} must be an integer {span}, not {value!r}")
+        raise UsageError(f"{name} must be an integer {span}, not {value!r}", option=option or name.replace(" ", "_"))
     return number
 
 
@@ -37,16 +37,16 @@ def check_reduce(reduce: object) -> int:
 def parse_memory_size(value: int | float | str) -> int:
     """Bytes from an int or a size such as ``4G``, ``512M``, ``1.5GiB`` (binary units; a bare number is bytes)."""
     if isinstance(value, bool):
-        raise UsageError(f"memory limit {value!r}: give a size such as 4G or 512M")
+        raise UsageError(f"memory limit {value!r}: give a size such as 4G or 512M", option="memory_limit")
     if isinstance(value, (int, float)):
         number, unit = float(value), ""
     else:
         match = _SIZE.match(str(value))
         if match is None:
-            raise UsageError(f"memory limit {value!r}: give a size such as 4G or 512M")
+            raise UsageError(f"memory limit {value!r}: give a size such as 4G or 512M", option="memory_limit")
         number, unit = float(match.group(1)), match.group(2).lower()
     if not math.isfinite(number):
-        raise UsageError(f"memory limit {value!r}: give a size such as 4G or 512M")
+        raise UsageError(f"memory limit {value!r}: give a size such as 4G or 512M", option="memory_limit")
     return int(number * 1024 ** "_kmgt".index(unit or "_"))
 
 
@@ -88,19 +88,21 @@ class FusionOptions:
         from ..align.estimate import MODES as ALIGN_MODES
 
         if self.strategy not in STRATEGY_NAMES:
-            raise UsageError(f"unknown strategy {self.strategy!r} (use {', '.join(STRATEGY_NAMES)})")
+            raise UsageError(f"unknown strategy {self.strategy!r} (use {', '.join(STRATEGY_NAMES)})", option="strategy")
         if self.align not in ALIGN_MODES:
-            raise UsageError(f"unknown alignment {self.align!r} (use {', '.join(ALIGN_MODES)})")
+            raise UsageError(f"unknown alignment {self.align!r} (use {', '.join(ALIGN_MODES)})", option="align")
         object.__setattr__(self, "reduce", check_reduce(self.reduce))
         if self.tile_size is not None:
             size = check_int(self.tile_size, "tile size", 0)
             if 0 < size < MIN_TILE_SIZE:
-                raise UsageError(f"tile size {size}: use 0 (the image whole) or at least {MIN_TILE_SIZE}")
+                raise UsageError(f"tile size {size}: use 0 (the image whole) or at least {MIN_TILE_SIZE}",
+                                 option="tile_size")
             object.__setattr__(self, "tile_size", size)
         if self.memory_limit is not None:
             limit = parse_memory_size(self.memory_limit)
             if limit < MIN_MEMORY_LIMIT:
-                raise UsageError(f"memory limit {self.memory_limit!r}: at least {MIN_MEMORY_LIMIT >> 20} MiB")
+                raise UsageError(f"memory limit {self.memory_limit!r}: at least {MIN_MEMORY_LIMIT >> 20} MiB",
+                                 option="memory_limit")
             object.__setattr__(self, "memory_limit", limit)
         if self.workers is not None:
             object.__setattr__(self, "workers", check_int(self.workers, "workers", 0, MAX_WORKERS))

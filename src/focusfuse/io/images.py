@@ -396,7 +396,7 @@ def check_output_file(path: str | os.PathLike, *, overwrite: bool, inputs: Seque
     if path.is_dir():
         raise UsageError(f"{path}: is a folder (give a file name)")
     if path.exists() and not overwrite:
-        raise UsageError(f"{path}: exists (pass --overwrite to replace it)")
+        raise UsageError(f"{path}: exists (allow overwriting to replace it)", option="overwrite")
     check_output_folder(path.parent, create=False)
     return path
 

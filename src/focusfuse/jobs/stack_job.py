@@ -22,7 +22,7 @@ import torch
 from .. import __version__
 from ..backends.select import select_backend
 from ..engine.fuse import run_stack_fusion, stack_result
-from ..engine.options import FusionOptions
+from ..engine.options import FusionOptions, check_int
 from ..errors import UsageError
 from ..frames.refs import frame_refs, input_paths, require_frames
 from ..io.images import FrameRef, write_image
@@ -93,11 +93,11 @@ class JobOutput:
 
 def check_job_settings(job: StackJob) -> None:
     """The job's own settings (not its files): depth smoothing radius and focus step."""
-    if isinstance(job.depth_smooth, bool) or not isinstance(job.depth_smooth, int) \
-            or not 0 <= job.depth_smooth <= MAX_DEPTH_SMOOTH:
-        raise UsageError(f"depth smoothing radius {job.depth_smooth}: use 0 (none) to {MAX_DEPTH_SMOOTH}")
-    if job.z_step is not None and not (math.isfinite(job.z_step) and job.z_step != 0):
-        raise UsageError(f"focus step {job.z_step}: the step between frames must be a non-zero number")
+    check_int(job.depth_smooth, "depth smoothing radius", 0, MAX_DEPTH_SMOOTH, option="depth_smooth")
+    if job.z_step is not None and not (isinstance(job.z_step, (int, float)) and math.isfinite(job.z_step)
+                                       and job.z_step != 0):
+        raise UsageError(f"focus step {job.z_step}: the step between frames must be a non-zero number",
+                         option="z_step")
 
 
 def check_stack_job(job: StackJob, refs: Sequence[FrameRef | np.ndarray]) -> tuple[float | None, str]:
@@ -113,7 +113,7 @@ def check_stack_job(job: StackJob, refs: Sequence[FrameRef | np.ndarray]) -> tup
         z_step, unit = z_spacing_of_inputs(paths) or (None, unit)
     if job.height_map is not None and z_step is None:
         raise UsageError("a height map needs the focus step between frames (or a TIFF stack with z spacing in "
-                         "its metadata)")
+                         "its metadata)", option="z_step")
     return z_step, unit
 
 

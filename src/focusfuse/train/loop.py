@@ -137,13 +137,13 @@ def check_run(cfg: TrainConfig, *, resume: bool = False, replace_installed: bool
                          f"least 2 (every {cfg.validation_every}th is held out for validation)")
     samples = len(train_paths) * cfg.samples_per_image
     if samples < cfg.batch_size:
-        raise UsageError(f"{len(train_paths)} training image(s) x --samples-per-image {cfg.samples_per_image} = "
-                         f"{samples} pairs per epoch, fewer than --batch-size {cfg.batch_size}: lower --batch-size "
-                         "or raise --samples-per-image")
+        raise UsageError(f"{len(train_paths)} training image(s) x {cfg.samples_per_image} samples per image = "
+                         f"{samples} pairs per epoch, fewer than the batch size {cfg.batch_size}: lower the batch "
+                         "size or raise the samples per image", option="batch_size")
     target = user_weights_dir() / f"{installed_name(cfg)}.pt"
     if target.exists() and not (resume or replace_installed):
         raise UsageError(f"weights named {installed_name(cfg)!r} are installed already ({target}): choose another "
-                         "--name, or pass --overwrite to replace them")
+                         "name, or allow overwriting to replace them", option="overwrite")
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, replace_installed: bool = False,
@@ -229,8 +229,8 @@ def _refuse_changed_settings(out: Path, saved: dict[str, Any], cfg: TrainConfig)
     """A resumed run keeps the settings that define its pairs and its loss."""
     made_with = saved.get("recipe", {})
     if made_with != cfg.recipe:
-        raise UsageError(f"{out} was trained with --recipe settings {made_with or 'none (no --recipe)'}: "
-                         "resume with the same")
+        raise UsageError(f"{out} was trained with recipe settings {made_with or 'none (the defaults)'}: "
+                         "resume with the same", option="recipe")
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     for key, value in loss_options(cfg).items():
         was = saved.get(key, defaults[key])  # runs made before an option existed used its default

@@ -61,12 +61,11 @@ class StackStrategy:
         self.maps: dict[str, torch.Tensor] = {}
 
     def add_batch(self, items: Sequence[FrameInput]) -> None:
-        """Take the next frames, in input order (default: one at a time)."""
-        for item in items:
-            self.add(item)
+        """Take the next frames, in input order; the first frame starts the state."""
+        raise NotImplementedError
 
     def add(self, item: FrameInput) -> None:
-        """Take the next frame; the first starts the state."""
+        """Take the next frame."""
         self.add_batch([item])
 
     @staticmethod

@@ -172,19 +172,19 @@ def resolve_weights(weights: str | os.PathLike | None) -> Path:
         for path in _candidates(DEFAULT_WEIGHTS_NAME, packaged_weights_dirs()):
             if path.is_file():
                 return path
-        raise WeightsError("no default weights are installed; pass --weights PATH "
-                           "(a focusfuse weights file, or the official GACN.pkl checkpoint)")
+        raise WeightsError("no default weights are installed; give weights: a focusfuse weights file, or the "
+                           "official GACN.pkl checkpoint", option="weights")
     path = Path(weights).expanduser()
     if path.is_file():
         return path
     if path.exists():
-        raise WeightsError(f"--weights {weights}: not a file")
+        raise WeightsError(f"weights {weights}: not a file", option="weights")
     if len(path.parts) == 1:
         for candidate in _candidates(str(weights), [user_weights_dir(), *packaged_weights_dirs()]):
             if candidate.is_file():
                 return candidate
-    raise WeightsError(f"--weights {weights}: no such file or installed weights name "
-                       f"(installed weights live in {user_weights_dir()})")
+    raise WeightsError(f"weights {weights}: no such file or installed weights name "
+                       f"(installed weights live in {user_weights_dir()})", option="weights")
 
 
 def file_sha256(path: str | os.PathLike) -> str:
