@@ -169,8 +169,9 @@ def test_select_backend_picks_the_cpu_backend_and_passes_a_backend_through():
     backend = select_backend("cpu")
     assert isinstance(backend, CpuBackend) and backend.device == CPU
     assert select_backend(backend) is backend
-    assert backend.memory_budget(1 << 30) == 1 << 30
-    assert 0 < backend.memory_budget() <= 8 << 30
+    assert backend.host_budget(1 << 30, 500 << 20) == 1 << 30
+    assert 500 << 20 < backend.host_budget(None, 500 << 20) <= 8 << 30  # what the process holds, and more
+    assert backend.device_budget() is None  # the network runs in main memory
 
 
 class HostCuda(__import__("focusfuse.backends.cuda", fromlist=["CudaBackend"]).CudaBackend):
@@ -180,7 +181,7 @@ class HostCuda(__import__("focusfuse.backends.cuda", fromlist=["CudaBackend"]).C
     def __init__(self) -> None:
         Backend.__init__(self, CPU)  # float32: the bfloat16 path has its own parity test above
 
-    def available_memory(self) -> int:
+    def device_budget(self) -> int:
         return 8 << 30
 
     def stage(self, pixels):

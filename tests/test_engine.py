@@ -202,3 +202,53 @@ def test_kept_memory_is_handed_back_only_when_it_would_shrink_the_plan(model):
     backend.bytes_per_pixel = 40000
     big = _plan((600, 700), 3, np.uint8, method, backend, FusionOptions(memory_limit="4G"), ArrayOutput(), [])
     assert big.tiled and backend.released == 1  # would tile: what earlier runs kept is handed back first
+
+
+MEMORY_CHILD = """
+import resource, sys
+import cv2, numpy as np
+from focusfuse import fuse_stack
+rng = np.random.default_rng(0)
+scene = cv2.GaussianBlur(rng.random((1000, 1200, 3)).astype(np.float32), (0, 0), 1.5)
+frames = [np.round(np.clip(cv2.GaussianBlur(np.roll(scene, k, axis=1), (0, 0), s) * 1.6 - 0.3, 0, 1) * 255)
+          .astype(np.uint8) for k, s in enumerate((0.6, 1.5, 2.5))]
+del scene
+result = fuse_stack(frames, weights=sys.argv[1], device="cpu", align="translation", memory_limit="1G")
+print(result.tiles, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def test_a_tiled_run_keeps_its_memory_limit(weights_file):
+    """Peak resident memory of a whole process (imports, alignment, tiles) within --memory-limit 1G."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(weights_file)], capture_output=True, text=True,
+                         check=True).stdout.split()
+    tiles, peak = int(out[0]), int(out[1])
+    assert tiles > 1  # the limit made the run tile
+    assert peak <= 1 << 30, f"peak RSS {peak >> 20} MiB over the 1024 MiB limit"
+
+
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_each_frame_of_an_aligned_tiff_stack_is_decoded_once(model, tmp_path, monkeypatch, compression):
+    import cv2
+    import tifffile
+
+    import focusfuse.frames.sources as sources
+
+    scene = textured(96, 112, 4, 3)
+    pages = [np.round(cv2.GaussianBlur(np.roll(scene, k, axis=1), (0, 0), s) * 255).astype(np.uint8)
+             for k, s in enumerate((0.5, 1.5, 2.5))]
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.stack(pages), photometric="rgb", compression=compression, rowsperstrip=16)
+    decodes: list[str] = []
+    whole, region = sources.read_frame, sources.read_tiff_region
+    monkeypatch.setattr(sources, "read_frame", lambda ref: decodes.append("whole") or whole(ref))
+    monkeypatch.setattr(sources, "read_tiff_region", lambda *a, **k: decodes.append("region") or region(*a, **k))
+    result = fuse_stack(path, weights=model, device="cpu", align="translation", tile_size=48)
+    assert result.tiles > 1 and not result.skipped
+    # the alignment pass decodes each page whole; tiles then read the kept pixels (compressed) or the file's
+    # own uncompressed strips, which is no decoding
+    assert decodes.count("whole") == 3
+    assert decodes.count("region") == (0 if compression else len(decodes) - 3)

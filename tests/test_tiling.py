@@ -16,7 +16,7 @@ from focusfuse.frames.sources import FileSource, WarpedSource, read_tiff_region
 from focusfuse.backends.base import Backend
 from focusfuse.box import Box
 from focusfuse.engine.plan import auto_tile_size
-from focusfuse.engine.tiling import tile_grid
+from focusfuse.box import tile_grid
 from focusfuse.methods.gacn.halo import HALO, NETWORK_RADIUS, halo_for
 from focusfuse.methods.gacn.network import GacnNetwork
 from focusfuse.methods.gacn.statistics import frame_channel_weights

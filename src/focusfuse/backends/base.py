@@ -42,8 +42,11 @@ class Backend:
     network_on_host = False
     # Peak working memory per pixel of a fused region (float32 network, one frame at a time), bytes.
     bytes_per_pixel = 2400
-    # Largest budget taken by default: main memory is shared with everything else.
-    default_budget_cap: int | None = 8 * GIB
+    # Largest budget a run takes by default: main memory is shared with everything else.
+    default_budget_cap = 8 * GIB
+    # Host memory the runtime takes beyond what a run's plan sees when it starts (library caches, thread
+    # arenas): measured on CPU runs under a memory limit, 90-130 MiB.
+    runtime_reserve = 160 << 20
 
     def __init__(self, device: torch.device, *, decision_dtype: torch.dtype = torch.float32) -> None:
         self.device = device
@@ -88,16 +91,16 @@ class Backend:
 
     # -------------------------------------------------------------------------------------- memory
 
-    def available_memory(self) -> int:
-        """Bytes free for work on the device."""
-        return host_available_memory()
-
-    def memory_budget(self, limit: int | None = None) -> int:
-        """Bytes a fusion may use: ``limit``, else half the free memory (capped by ``default_budget_cap``)."""
+    def host_budget(self, limit: int | None, resident: int) -> int:
+        """Bytes of main memory a run may use in all (its process's peak resident memory): ``limit``, else
+        what the process holds (``resident``) plus half the memory available, at most ``default_budget_cap``."""
         if limit is not None:
             return int(limit)
-        budget = self.available_memory() // 2
-        return budget if self.default_budget_cap is None else min(budget, self.default_budget_cap)
+        return min(resident + host_available_memory() // 2, self.default_budget_cap)
+
+    def device_budget(self) -> int | None:
+        """Bytes of the device's own memory the network may use (None: the network runs in main memory)."""
+        return None
 
     def reusable_memory(self) -> int:
         """Bytes of this process's resident memory that are free for reuse (kept by the allocator)."""

@@ -25,7 +25,6 @@ class CudaBackend(Backend):
 
     name = "cuda"
     bytes_per_pixel = 2200
-    default_budget_cap = None  # the device's memory is ours: half of what is free
     max_batch = 8
 
     def __init__(self, device: torch.device, *, decision_dtype: torch.dtype | None = None) -> None:
@@ -35,9 +34,10 @@ class CudaBackend(Backend):
         super().__init__(device, decision_dtype=decision_dtype)
         self.copy_stream = torch.cuda.Stream(device)
 
-    def available_memory(self) -> int:
+    def device_budget(self) -> int:
+        """Half the device memory free now (``--memory-limit`` bounds main memory)."""
         free, _ = torch.cuda.mem_get_info(self.device)
-        return int(free)
+        return int(free) // 2
 
     def frames_per_batch(self, pixels: int, budget: int) -> int:
         """As many frames as fit the budget (their feature maps dominate), at most ``max_batch``."""

@@ -13,7 +13,7 @@ from ..backends.base import Backend, host_available_memory
 from ..errors import UsageError
 from ..methods.base import FusionMethod
 from .options import FusionOptions
-from .tiling import TILE_MULTIPLE, Tile, tile_grid
+from ..box import TILE_MULTIPLE, Tile, tile_grid
 
 MAX_DEFAULT_WORKERS = 8
 SMALLEST_AUTO_TILE = 2 * TILE_MULTIPLE  # below this a tile is mostly halo: refuse rather than crawl
@@ -54,40 +54,51 @@ def plan_fusion(shape: tuple[int, int], channels: int, dtype: np.dtype, method: 
                 options: FusionOptions, *, held_bytes: int = 0, decode_bytes: int = 0) -> Plan:
     """The plan for fusing frames of ``shape`` (H, W) with ``channels`` of ``dtype``.
 
-    Memory (host, for the CPU backend also the network's): what the process holds now, ``held_bytes``
-    (outputs kept in memory until they are written), ``decode_bytes`` per worker (a frame decoded whole
-    before it can be read by region), and the frames read ahead; the rest is the network's, at the
-    backend's bytes per pixel, which gives the tile size unless ``options.tile_size`` sets it.
+    Main memory: the budget (``options.memory_limit``, else what the process holds plus half the memory
+    available, at most 8 GiB) less what the process holds now, the runtime's reserve, ``held_bytes``
+    (outputs kept in memory until they are written) and ``decode_bytes`` for each frame decoded whole
+    at the same time; on the CPU the rest is the network's, at the backend's bytes per pixel, which gives
+    the tile size (unless ``options.tile_size`` sets it); on CUDA the network has half the free device
+    memory and the rest of main memory bounds the frames prepared ahead. With an explicit limit, a run
+    that cannot keep it is refused; without one, it runs in the smallest tiles.
     """
     height, width = shape
-    budget = backend.memory_budget(options.memory_limit)
+    resident = resident_memory()
+    explicit = options.memory_limit is not None
+    budget = backend.host_budget(options.memory_limit, resident)
     workers = default_workers() if options.workers is None else options.workers
+    in_line = workers == 0 or backend.network_on_host  # frames prepared in the network's thread
     halo, multiple = method.halo(), method.tile_multiple()
-    device_is_host = backend.device.type == "cpu"
-    fixed = resident_memory() + held_bytes + workers * decode_bytes
-    if device_is_host and fixed >= budget:
+    fixed = resident + backend.runtime_reserve + held_bytes + (1 if in_line else workers) * decode_bytes
+    host_left = budget - fixed
+    if explicit and host_left <= 0:
         raise UsageError(f"memory limit {budget >> 20} MiB is too small: this process and the outputs kept in "
                          f"memory already need {fixed >> 20} MiB (raise the limit, or write TIFF outputs, which "
-                         "are streamed)")
-    network_budget = (budget - fixed) if device_is_host else backend.memory_budget(None)
+                         "are streamed)", option="memory_limit")
+    device = backend.device_budget()
+    network_budget = host_left if device is None else device
     tile = options.tile_size
     if tile is None:
         tile = auto_tile_size(height, width, backend.bytes_per_pixel, network_budget, halo)
-        if tile is None:
+        if tile is None and explicit and device is None:
             raise UsageError(f"memory limit {budget >> 20} MiB leaves too little for the network "
-                             f"({max(network_budget, 0) >> 20} MiB; tiles would be under {SMALLEST_AUTO_TILE} px)")
+                             f"({max(network_budget, 0) >> 20} MiB; tiles would be under {SMALLEST_AUTO_TILE} px)",
+                             option="memory_limit")
+        tile = SMALLEST_AUTO_TILE if tile is None else tile
     tile = -(-tile // multiple) * multiple
     tiles = tuple(tile_grid(height, width, tile, halo=halo))
     if len(tiles) > 1 and (problem := method.tiling_problem()) is not None:
-        raise UsageError(problem)
+        raise UsageError(problem, option="tile_size")
     crop = max(t.crop.shape[0] * t.crop.shape[1] for t in tiles)
     batch = backend.frames_per_batch(crop, network_budget)
     frame_bytes = crop * channels * (4 + np.dtype(dtype).itemsize)  # staged float32 + the read pixels
-    spare = max(0, (budget - fixed - (crop * backend.bytes_per_pixel if device_is_host else 0)))
-    overlap = workers > 0 and not backend.network_on_host  # a network on the host's cores leaves none spare
-    read_ahead = max(1, min(batch + workers, spare // max(frame_bytes, 1))) if overlap else 0
+    network_here = crop * backend.bytes_per_pixel * batch if device is None else 0
+    spare = max(0, host_left - network_here - batch * frame_bytes)  # the batch being worked on is held too
+    read_ahead = 0 if in_line else max(1, min(batch + workers, spare // max(frame_bytes, 1)))
+    # the alignment pass comes before the network: its frames in flight have what the network will use
     whole_frame = height * width * channels * np.dtype(dtype).itemsize * 2  # decoded, and its copy for the estimate
-    align_read_ahead = 0 if workers == 0 else max(1, min(workers, spare // max(whole_frame, 1)))
+    align_left = budget - resident - backend.runtime_reserve - held_bytes
+    align_read_ahead = 0 if workers == 0 else max(1, min(workers, align_left // max(whole_frame, 1)))
     return Plan(shape=(height, width), tile_size=tile if len(tiles) > 1 else 0, tiles=tiles, batch=batch,
                 workers=workers, read_ahead=read_ahead, align_read_ahead=align_read_ahead, budget=budget)
 

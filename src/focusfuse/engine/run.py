@@ -19,7 +19,7 @@ import torch
 
 from ..align.estimate import StackAlignment
 from ..backends.base import Backend
-from ..box import Box
+from ..box import Box, Tile
 from ..errors import UsageError
 from ..frames.fill import FrameFill, image_mask
 from ..frames.sources import FrameSource
@@ -32,7 +32,6 @@ from .options import FusionOptions
 from .plan import Plan, plan_fusion
 from .prefetch import batches, prefetched
 from .sources import decode_bytes, opened_frames, prepared_source
-from .tiling import Tile
 
 ProgressCallback = Callable[[int, int, str], None]
 KEPT_MEMORY_TO_RELEASE = 64 << 20  # freed memory kept by the allocator worth handing back before planning
@@ -84,6 +83,7 @@ def run_fusion(refs: Sequence[np.ndarray | FrameRef], method: FusionMethod, back
                                    read_ahead=plan.align_read_ahead, require=require_alignment,
                                    progress=align_progress)
             used = aligned.used
+            backend.release_memory()  # what the alignment pass freed: the plan counted it as free
             if options.crop:
                 window = crop_window(aligned.alignment)
                 plan = _plan(window.shape, channels, dtype, method, backend, options, output, sources)

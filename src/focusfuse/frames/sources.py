@@ -181,6 +181,15 @@ def _chunks_readable(page: tifffile.TiffPage | tifffile.TiffFrame | None) -> boo
             and len(page.dataoffsets) == math.prod(key.chunked) and all(page.dataoffsets))
 
 
+def tiff_compressed(ref: FrameRef, tiffs: OpenTiffs | None = None) -> bool:
+    """Whether the frame's TIFF pages are compressed (reading a region then means decoding its chunks)."""
+    try:
+        with _opened(ref, tiffs) as (tif, lock), lock:
+            return tif.series[0].keyframe.compression != 1
+    except Exception:
+        return True
+
+
 def tiff_region_readable(ref: FrameRef, tiffs: OpenTiffs | None = None) -> bool:
     """True when every page of the frame is stored in tiles/strips :func:`read_tiff_region` can decode.
 
@@ -264,9 +273,11 @@ class FileSource(FrameSource):
     """A file frame; decoded once when it will be read again, region reads from TIFF chunks or a raw cache.
 
     When the frame will be read more than once (an alignment pass, then fusion; or tile by tile), its
-    first decode is also written to a raw file in ``cache_dir`` (read back with pread, no memory map, so
-    the cache never counts towards our resident memory) and every later read comes from there. Tiled or
-    striped TIFF pages are read region by region from the file itself.
+    first whole decode is also written to a raw file in ``cache_dir`` (read back with pread, no memory
+    map, so the cache never counts towards our resident memory) and every later read comes from there.
+    Tiled or striped TIFF pages are read region by region from the file itself until then (a compressed
+    one is cached once an alignment pass decoded it whole; an uncompressed one is as fast to read as the
+    cache). Reads of one source come from one thread at a time (a lock makes sure).
     """
 
     def __init__(self, ref: FrameRef, name: str, cache_dir: str | os.PathLike | None = None,
@@ -277,9 +288,11 @@ class FileSource(FrameSource):
         self.info = probe(ref, tiffs)
         self.cache_dir = cache_dir
         self.regions_from_tiff = ref.path.suffix.lower() in TIFF_SUFFIXES and tiff_region_readable(ref, tiffs)
+        self.cacheable = not self.regions_from_tiff or tiff_compressed(ref, tiffs)
         self.rereads = True
         self.cache_path: Path | None = None
         self.cached: FrameInfo | None = None
+        self.lock = threading.RLock()
 
     def expect_reads(self, many: bool) -> None:
         self.rereads = many
@@ -290,15 +303,17 @@ class FileSource(FrameSource):
         return not self.regions_from_tiff
 
     def read(self, box: Box | None = None) -> np.ndarray:
-        if box is None or box.shape == self.info.shape:
-            return self._whole()
-        if self.regions_from_tiff:
-            return self._checked(clean_pixels(read_tiff_region(self.ref, box, self.tiffs), self.name), box.shape)
-        if self.cache_path is None and not self.rereads:
-            return self._whole()[box.slices]
-        if self.cache_path is None:
+        with self.lock:
+            if box is None or box.shape == self.info.shape:
+                return self._whole()
+            if self.cache_path is not None:
+                return self._cached_region(box)
+            if self.regions_from_tiff:
+                return self._checked(clean_pixels(read_tiff_region(self.ref, box, self.tiffs), self.name), box.shape)
+            if not self.rereads:
+                return self._whole()[box.slices]
             self._whole()
-        return self._cached_region(box)
+            return self._cached_region(box)
 
     def _checked(self, image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         """Decoded pixels must match what the header promised (size, channels, dtype)."""
@@ -313,16 +328,21 @@ class FileSource(FrameSource):
             h, w = self.info.shape
             return self._cached_region(Box(0, h, 0, w))
         image = self._checked(read_frame(self.ref), self.info.shape)
-        if self.rereads and not self.regions_from_tiff:
+        if self.rereads and self.cacheable:
             self._write_cache(image)
         return image
 
     def _write_cache(self, image: np.ndarray) -> None:
         handle, name = tempfile.mkstemp(prefix="focusfuse-", suffix=".raw", dir=self.cache_dir)
-        with os.fdopen(handle, "wb") as fh:
-            fh.write(memoryview(np.ascontiguousarray(image)).cast("B"))
-        self.cache_path = Path(name)
+        try:
+            with os.fdopen(handle, "wb") as fh:
+                fh.write(memoryview(np.ascontiguousarray(image)).cast("B"))
+        except OSError as exc:
+            Path(name).unlink(missing_ok=True)
+            raise InputError(f"{self.name}: cannot keep the decoded frame in {Path(name).parent} ({exc.strerror}); "
+                             "set TMPDIR to a folder with more space") from exc
         self.cached = _layout_info(image, self.name)
+        self.cache_path = Path(name)
 
     def _cached_region(self, box: Box) -> np.ndarray:
         info = self.cached

@@ -4,14 +4,21 @@ renamed together at the end (all outputs or none)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from ..io.metadata import ImageMetadata, tiff_write_kwargs
+from ..io.sinks import ArraySink, TiffSink, array_bytes
+
 from ..errors import FocusFuseError, UsageError
 from ..io.images import EIGHT_BIT_ONLY, TIFF_SUFFIXES, check_output_file, check_output_path, partial_path, write_image
+
+
+STREAMED_BAND_ROWS = 2048  # held-memory estimate of a streamed TIFF: about four bands of at most this many rows
 
 
 def check_outputs(outputs: Sequence[Path], overwrite: bool, inputs: Sequence[Path], *, images: bool = True) -> None:
@@ -106,5 +113,49 @@ def staged_outputs() -> Iterator[StagedOutputs]:
         staged.discard()
 
 
-__all__ = ["staged_outputs", "check_outputs", "write_map", "StagedOutputs", "is_tiff", "check_map_formats",
-           "MAP_SUFFIXES"]
+def write_all(writes: Sequence[Callable[[], object]]) -> None:
+    """Run independent output writes on their own threads; the first error is raised after all finished."""
+    if len(writes) <= 1:
+        for write in writes:
+            write()
+        return
+    with ThreadPoolExecutor(len(writes)) as pool:
+        futures = [pool.submit(write) for write in writes]
+    for future in futures:
+        future.result()
+
+
+class JobOutput:
+    """Where a job's fusion goes: arrays, or, for a tiled run into a TIFF, the fused image (and TIFF maps)
+    streamed band by band into their staged files, so memory stays bounded whatever the image size."""
+
+    def __init__(self, output: Path, staged: StagedOutputs, metadata: ImageMetadata, *, compression: str | None,
+                 index_path: Path | None = None, map_paths: dict[str, Path] | None = None,
+                 keep_index: bool = False) -> None:
+        self.output, self.staged, self.metadata, self.compression = output, staged, metadata, compression
+        self.index_path, self.map_paths, self.keep_index = index_path, map_paths or {}, keep_index
+        self.streamed: list[Path] = []
+
+    def streams(self, tiled: bool) -> bool:
+        return tiled and is_tiff(self.output) and all(is_tiff(p) for p in self.map_paths.values())
+
+    def held_bytes(self, height: int, width: int, channels: int, dtype: np.dtype, tiled: bool) -> int:
+        if not self.streams(tiled):
+            return array_bytes(height, width, channels, dtype, len(self.map_paths))
+        layers = channels * np.dtype(dtype).itemsize + 2 + 2 * len(self.map_paths)
+        return 4 * min(height, STREAMED_BAND_ROWS) * width * layers + (height * width * 2 if self.keep_index else 0)
+
+    def open(self, height: int, width: int, channels: int, dtype: np.dtype, tiled: bool) -> ArraySink | TiffSink:
+        if not self.streams(tiled):
+            return ArraySink(height, width, channels, dtype, maps=tuple(self.map_paths))
+        self.streamed = [self.output] + ([self.index_path] if self.index_path else []) + list(self.map_paths.values())
+        staged = self.staged
+        return TiffSink(height, width, channels, dtype, staged.path(self.output),
+                        index_path=staged.path(self.index_path) if self.index_path else None,
+                        map_paths={k: staged.path(p) for k, p in self.map_paths.items()} or None,
+                        compression=self.compression, keep_index=self.keep_index,
+                        fused_kwargs=tiff_write_kwargs(self.metadata, channels=channels))
+
+
+__all__ = ["JobOutput", "write_all", "staged_outputs", "check_outputs", "write_map", "StagedOutputs", "is_tiff",
+           "check_map_formats", "MAP_SUFFIXES"]

@@ -15,9 +15,8 @@ from ..frames.refs import frame_refs, input_paths
 from ..io.images import write_image
 from ..io.metadata import embed_exif_in_tiff, read_metadata
 from ..methods.gacn.model import GACN
-from .outputs import check_map_formats, check_outputs, staged_outputs, write_map
+from .outputs import JobOutput, check_map_formats, check_outputs, staged_outputs, write_all, write_map
 from .report import peak_memory_mb, provenance, weights_id
-from .stack_job import JobOutput, write_all
 
 PAIR_OPTIONS = FusionOptions(align="none")
 

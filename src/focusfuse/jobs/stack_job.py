@@ -11,7 +11,6 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,16 +25,14 @@ from ..engine.options import FusionOptions, check_int
 from ..errors import UsageError
 from ..frames.refs import frame_refs, input_paths, require_frames
 from ..io.images import FrameRef, write_image
-from ..io.metadata import ImageMetadata, embed_exif_in_tiff, read_metadata, tiff_write_kwargs
-from ..io.sinks import ArraySink, TiffSink, array_bytes
+from ..io.metadata import ImageMetadata, embed_exif_in_tiff, read_metadata
 from ..methods.base import FusionMethod
 from ..methods.gacn.model import GACN
 from .depth import MAX_DEPTH_SMOOTH, depth_preview, height_map, smooth_index_map, z_spacing_of_inputs
-from .outputs import StagedOutputs, check_map_formats, check_outputs, is_tiff, staged_outputs, write_map
+from .outputs import JobOutput, check_map_formats, check_outputs, is_tiff, staged_outputs, write_all, write_map
 from .report import peak_memory_mb, provenance, weights_id
 
 Progress = Callable[[int, int, str], None]
-STREAMED_BAND_ROWS = 2048  # held-memory estimate of a streamed TIFF: about four bands of at most this many rows
 
 
 @dataclass
@@ -57,38 +54,6 @@ class StackJob:
 
     def outputs(self) -> list[Path]:
         return [p for p in (self.output, self.index_map, self.depth_preview, self.height_map) if p is not None]
-
-
-class JobOutput:
-    """Where a job's fusion goes: arrays, or, for a tiled run into a TIFF, the fused image (and TIFF maps)
-    streamed band by band into their staged files, so memory stays bounded whatever the image size."""
-
-    def __init__(self, output: Path, staged: StagedOutputs, metadata: ImageMetadata, *, compression: str | None,
-                 index_path: Path | None = None, map_paths: dict[str, Path] | None = None,
-                 keep_index: bool = False) -> None:
-        self.output, self.staged, self.metadata, self.compression = output, staged, metadata, compression
-        self.index_path, self.map_paths, self.keep_index = index_path, map_paths or {}, keep_index
-        self.streamed: list[Path] = []
-
-    def streams(self, tiled: bool) -> bool:
-        return tiled and is_tiff(self.output) and all(is_tiff(p) for p in self.map_paths.values())
-
-    def held_bytes(self, height: int, width: int, channels: int, dtype: np.dtype, tiled: bool) -> int:
-        if not self.streams(tiled):
-            return array_bytes(height, width, channels, dtype, len(self.map_paths))
-        layers = channels * np.dtype(dtype).itemsize + 2 + 2 * len(self.map_paths)
-        return 4 * min(height, STREAMED_BAND_ROWS) * width * layers + (height * width * 2 if self.keep_index else 0)
-
-    def open(self, height: int, width: int, channels: int, dtype: np.dtype, tiled: bool) -> ArraySink | TiffSink:
-        if not self.streams(tiled):
-            return ArraySink(height, width, channels, dtype, maps=tuple(self.map_paths))
-        self.streamed = [self.output] + ([self.index_path] if self.index_path else []) + list(self.map_paths.values())
-        staged = self.staged
-        return TiffSink(height, width, channels, dtype, staged.path(self.output),
-                        index_path=staged.path(self.index_path) if self.index_path else None,
-                        map_paths={k: staged.path(p) for k, p in self.map_paths.items()} or None,
-                        compression=self.compression, keep_index=self.keep_index,
-                        fused_kwargs=tiff_write_kwargs(self.metadata, channels=channels))
 
 
 def check_job_settings(job: StackJob) -> None:
@@ -115,18 +80,6 @@ def check_stack_job(job: StackJob, refs: Sequence[FrameRef | np.ndarray]) -> tup
         raise UsageError("a height map needs the focus step between frames (or a TIFF stack with z spacing in "
                          "its metadata)", option="z_step")
     return z_step, unit
-
-
-def write_all(writes: Sequence[Callable[[], object]]) -> None:
-    """Run independent output writes on their own threads; the first error is raised after all finished."""
-    if len(writes) <= 1:
-        for write in writes:
-            write()
-        return
-    with ThreadPoolExecutor(len(writes)) as pool:
-        futures = [pool.submit(write) for write in writes]
-    for future in futures:
-        future.result()
 
 
 def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
@@ -181,4 +134,4 @@ def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
     }
 
 
-__all__ = ["StackJob", "JobOutput", "check_job_settings", "check_stack_job", "run_stack"]
+__all__ = ["StackJob", "check_job_settings", "check_stack_job", "run_stack"]

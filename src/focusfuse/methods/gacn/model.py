@@ -117,7 +117,7 @@ class FeatureExtractor(nn.Module):
     def forward(self, gray: torch.Tensor, channel_weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         """Features of ``gray``. Each CSE weighs its block's channels by statistics of the whole frame:
         computed from this input by default, or given as ``channel_weights`` ((B, 16) per block) when
-        the frame is processed in tiles (see :func:`focusfuse.engine.tiling.frame_channel_weights`)."""
+        the frame is processed in tiles (see :func:`focusfuse.methods.gacn.statistics.frame_channel_weights`)."""
         outputs: list[torch.Tensor] = []
         x = gray
         for k, (block, cse) in enumerate(zip(self.blocks, self.cse)):

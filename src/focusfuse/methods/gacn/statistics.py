@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 from ...box import Box
-from ...engine.tiling import tile_grid
+from ...box import tile_grid
 from ...ops.color import to_gray
 from .network import GacnNetwork
 
