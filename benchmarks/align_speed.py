@@ -88,7 +88,6 @@ def one_pass_costs(module: ModuleType, frames: list[np.ndarray], alignment) -> d
         if previous is not None:
             step_ms.append(cpu_ms(lambda: module.neighbour_step(previous, current, ecc_motion("auto")))[0])
         previous = current
-    del previous, current
     warped = [index for index, frame in enumerate(alignment.frames) if not np.allclose(frame.transform, np.eye(3))]
     warp_wall, warp_cpu = zip(*(wall_and_cpu_ms(lambda i=i: module.warp_frame(frames[i], alignment.frames[i],
                                                                               alignment.shape)) for i in warped))

@@ -168,6 +168,22 @@ def test_cli_align_only_writes_registered_frames(breathing_stack, tmp_path):
     assert after < 0.8 * before
 
 
+def test_write_aligned_frames_within_a_memory_limit_matches_the_default(breathing_stack, tmp_path):
+    from focusfuse.jobs.aligned_frames import frames_in_flight, write_aligned_frames
+    from focusfuse.engine.sources import opened_frames
+    from focusfuse.frames.refs import frame_refs
+
+    frames, _ = breathing_stack
+    default = write_aligned_frames(frames[:3], tmp_path / "a", mode="translation")
+    limited = write_aligned_frames(frames[:3], tmp_path / "b", mode="translation", memory_limit="1G", workers=2)
+    assert len(default["aligned"]) == len(limited["aligned"]) == 3
+    for first, second in zip(default["aligned"], limited["aligned"]):
+        assert np.array_equal(read_image(first), read_image(second))
+    with opened_frames(frame_refs(frames[:3])) as opened:
+        assert frames_in_flight(opened, 8, None) >= 1
+        assert frames_in_flight(opened, 1, None) == 1  # never more frames in flight than workers
+
+
 def test_align_only_refuses_frames_that_would_share_a_file_name(tmp_path):
     for folder in ("d1", "d2"):
         (tmp_path / folder).mkdir()

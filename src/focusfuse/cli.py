@@ -317,7 +317,8 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
 
         if align_only is not None:
             report = write_aligned_frames(refs, align_only, mode=align, crop=crop, overwrite=overwrite,
-                                          workers=workers, progress=on_frame, align_progress=on_align)
+                                          workers=workers, memory_limit=options.memory_limit, progress=on_frame,
+                                          align_progress=on_align)
         else:
             report = run_stack(job, model, progress=on_frame, align_progress=on_align)
     if as_json:

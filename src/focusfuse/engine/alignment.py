@@ -67,10 +67,11 @@ class Aligned:
 
 def align_frames(frames: OpenedFrames, mode: str, *, reference: int | None = None,
                  executor: ThreadPoolExecutor | None = None, read_ahead: int = 0, require: bool = False,
-                 progress: AlignProgress | None = None) -> Aligned:
+                 progress: AlignProgress | None = None, minimum: int = 2) -> Aligned:
     """Register every frame onto the reference; each is decoded once and its pixels kept for the next pass.
 
     ``require``: a frame that cannot be aligned is an error; otherwise it is left out with a warning.
+    Fewer than ``minimum`` frames aligned is an error.
     """
     for source in frames.sources:
         source.expect_reads(many=True)
@@ -82,9 +83,9 @@ def align_frames(frames: OpenedFrames, mode: str, *, reference: int | None = Non
     for message in skipped:
         warnings.warn(f"{message}; frame left out", stacklevel=4)
     used = [i for i, frame in enumerate(alignment.frames) if frame.ok]
-    if len(used) < 2:  # frames the alignment left out: a processing failure, not a usage error
-        raise InputError(f"need at least 2 frames, {len(used)} of {len(alignment.frames)} frames could be used "
-                         "(alignment failed)")
+    if len(used) < minimum:  # frames the alignment left out: a processing failure, not a usage error
+        raise InputError(f"need at least {minimum} frames, {len(used)} of {len(alignment.frames)} frames could be "
+                         "used (alignment failed)")
     return Aligned(alignment, skipped, used)
 
 

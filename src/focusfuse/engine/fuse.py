@@ -104,14 +104,14 @@ def stack_result(run: FusionRun, options: FusionOptions) -> StackResult:
 
 def fuse_pair(a: FrameLike, b: FrameLike, *, weights: Weights = None, device: str | torch.device | Backend = "auto",
               align: str = "none", tile_size: int | None = None, reduce: int = 1, edge_fill: bool = True,
-              memory_limit: int | str | None = None) -> PairResult:
+              memory_limit: int | str | None = None, workers: int | None = None) -> PairResult:
     """Fuse two frames (arrays or paths). The fused image keeps the inputs' dtype and channels.
 
     ``align`` (none, auto, translation, affine, homography) registers B onto A first (a failure is an
-    error); ``tile_size``, ``reduce``, ``edge_fill`` and ``memory_limit`` as in :func:`fuse_stack`.
+    error); ``tile_size``, ``reduce``, ``edge_fill``, ``memory_limit`` and ``workers`` as in :func:`fuse_stack`.
     """
     options = FusionOptions(align=align, tile_size=tile_size, reduce=reduce, edge_fill=edge_fill,
-                            memory_limit=memory_limit)
+                            memory_limit=memory_limit, workers=workers)
     refs = frame_refs([a, b])
     if len(refs) != 2:
         raise UsageError("fuse_pair takes exactly two single frames (use fuse_stack for more)")

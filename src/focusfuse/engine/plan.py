@@ -47,7 +47,12 @@ def resident_memory() -> int:
 
 
 def default_workers() -> int:
-    return min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1)
+    """One worker thread per CPU this process may run on, at most MAX_DEFAULT_WORKERS."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return min(MAX_DEFAULT_WORKERS, cpus)
 
 
 def plan_fusion(shape: tuple[int, int], channels: int, dtype: np.dtype, method: FusionMethod, backend: Backend,

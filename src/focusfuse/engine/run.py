@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,10 +156,11 @@ def _fuse(frames: list[tuple[int, FrameSource]], method: FusionMethod, backend: 
             state = method.new_state()
             staged = prefetched(range(len(frames)), lambda k, box=tile.crop: _stage(k, frames[k], box, backend),
                                 executor, plan.read_ahead)
-            for batch in batches(staged, plan.batch):
-                state.add_batch([_upload(item, tile, backend, statistics[item.position]) for item in batch])
-                for item in batch:
-                    counter.step(item.name)
+            with closing(staged):  # on an error, frames still being prepared are cancelled at once
+                for batch in batches(staged, plan.batch):
+                    state.add_batch([_upload(item, tile, backend, statistics[item.position]) for item in batch])
+                    for item in batch:
+                        counter.step(item.name)
             _write(sink, state, tile, dtype)
         sink.close()
     except BaseException:
