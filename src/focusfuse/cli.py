@@ -116,11 +116,15 @@ def frame_progress(quiet: bool):
                     TimeRemainingColumn(), console=console, disable=quiet or not console.is_terminal, transient=True)
 
 
-def _load_model(weights: str | None, device: str):
-    """Resolve the device and load the weights up front, so their errors come before any work."""
+def _load_model(weights: str | None, device: str, method: str = "gacn"):
+    """Resolve the device and load GACN's weights up front, so their errors come before any work (None for a
+    method without weights)."""
     from .backends.select import resolve_device
     from .methods.gacn.weights import load_model
 
+    if method != "gacn":
+        resolve_device(device)  # its errors too
+        return None
     return load_model(weights, resolve_device(device))
 
 
@@ -169,6 +173,9 @@ def _silence_decoders() -> None:
 
 ALIGN_CHOICE = click.Choice(["auto", "none", "translation", "affine", "homography"])
 STRATEGY_CHOICE = click.Choice(["calibrated", "calibration", "serial"])
+METHOD_CHOICE = click.Choice(["gacn", "wavelet"])
+METHOD_HELP = ("gacn: the network (best boundaries on real pairs); wavelet: a classical Laplacian pyramid, no "
+               "network, many times faster on a CPU. --weights, --strategy and --reduce are GACN's.")
 
 
 def _json_line(event: str, **fields) -> None:
@@ -211,25 +218,28 @@ def size_options(func: Callable) -> Callable:
 @click.option("--decision-map", type=click.Path(path_type=Path), default=None,
               help="Write the final decision map (1 = from A) as a 16-bit PNG/TIFF.")
 @click.option("--align", type=ALIGN_CHOICE, default="none", show_default=True, help="Register B onto A first.")
+@click.option("--method", type=METHOD_CHOICE, default="gacn", show_default=True, help=METHOD_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @size_options
 @common_options
 @handle_errors
-def pair(image_a: Path, image_b: Path, output: Path, decision_map: Path | None, align: str, tile_size: int | None,
+def pair(image_a: Path, image_b: Path, output: Path, decision_map: Path | None, align: str, method: str,
+         tile_size: int | None,
          memory_limit: str | None, workers: int | None, reduce: int, compression: str, edge_fill: bool,
          overwrite: bool, weights: str | None, device: str, quiet: bool) -> None:
     """Fuse two images IMAGE_A and IMAGE_B into OUTPUT."""
     from .engine.options import FusionOptions
     from .jobs.pair_job import run_pair
 
-    options = FusionOptions(align=align, tile_size=tile_size, reduce=reduce, edge_fill=edge_fill,
+    options = FusionOptions(method=method, align=align, tile_size=tile_size, reduce=reduce, edge_fill=edge_fill,
                             memory_limit=memory_limit, workers=workers)
     for path in (image_a, image_b):
         if not path.is_file():
             raise UsageError(f"{path}: no such file")
-    model = _load_model(weights, device)
+    model = _load_model(weights, device, method)
     report = run_pair(image_a, image_b, output, model, decision_map=decision_map, options=options,
-                      compression=None if compression == "none" else compression, overwrite=overwrite)
+                      compression=None if compression == "none" else compression, overwrite=overwrite,
+                      device=device)
     if not quiet:
         stderr_console().print(f"fused {report['width']}x{report['height']} pair in {report['seconds']:.1f} s "
                                f"-> {output}")
@@ -238,6 +248,7 @@ def pair(image_a: Path, image_b: Path, output: Path, decision_map: Path | None, 
 def stack_options(func: Callable) -> Callable:
     """Options shared by ``stack`` and ``batch``."""
     options = [
+        click.option("--method", type=METHOD_CHOICE, default="gacn", show_default=True, help=METHOD_HELP),
         click.option("--strategy", type=STRATEGY_CHOICE, default="calibrated", show_default=True,
                      help="calibrated: running champion, N feature passes (best); calibration: the paper's "
                           "Eq. 18; serial: pairwise, 2(N-1) feature passes."),
@@ -274,7 +285,7 @@ def stack_options(func: Callable) -> Callable:
 @handle_errors
 def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_preview: Path | None,
           height_map: Path | None, z_step: float | None, z_unit: str, align_only: Path | None, as_json: bool,
-          strategy: str, align: str, crop: bool, depth_smooth: int, overwrite: bool, tile_size: int | None,
+          method: str, strategy: str, align: str, crop: bool, depth_smooth: int, overwrite: bool, tile_size: int | None,
           memory_limit: str | None, workers: int | None, reduce: int, compression: str, edge_fill: bool,
           weights: str | None, device: str, quiet: bool) -> None:
     """Fuse a focus stack: a folder, several files, or a multi-page TIFF."""
@@ -288,8 +299,8 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
         raise UsageError("missing -o/--output (the fused image)")
     if output is not None and align_only is not None:
         raise UsageError("--align-only writes aligned frames instead of a fused image: drop -o/--output")
-    options = FusionOptions(strategy=strategy, align=align, crop=crop, tile_size=tile_size, reduce=reduce,
-                            edge_fill=edge_fill, memory_limit=memory_limit, workers=workers)
+    options = FusionOptions(method=method, strategy=strategy, align=align, crop=crop, tile_size=tile_size,
+                            reduce=reduce, edge_fill=edge_fill, memory_limit=memory_limit, workers=workers)
     refs = frame_refs(natural_file_order(inputs))
     require_frames(refs)
     model = None
@@ -299,7 +310,7 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
                        height_map=height_map, z_step=z_step, z_unit=z_unit, overwrite=overwrite,
                        compression=None if compression == "none" else compression)
         check_stack_job(job, refs)
-        model = _load_model(weights, device)
+        model = _load_model(weights, device, method)
     quiet = quiet or as_json
     with frame_progress(quiet) as progress:
         align_task = progress.add_task("aligning", total=len(refs), frame="", visible=align != "none")
@@ -320,15 +331,16 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
                                           workers=workers, memory_limit=options.memory_limit, progress=on_frame,
                                           align_progress=on_align)
         else:
-            report = run_stack(job, model, progress=on_frame, align_progress=on_align)
+            report = run_stack(job, model, device=device, progress=on_frame, align_progress=on_align)
     if as_json:
         _json_line("done", **report)
     elif not quiet:
         if align_only is not None:
             stderr_console().print(f"aligned {len(report['aligned'])} frames -> {align_only}/")
         else:
+            how = strategy if method == "gacn" else method
             stderr_console().print(f"fused {report['frames_used']} frames ({report['width']}x{report['height']}, "
-                                   f"{strategy}, align {align}) in {report['seconds']:.1f} s -> {output}")
+                                   f"{how}, align {align}) in {report['seconds']:.1f} s -> {output}")
 
 
 @main.command()
@@ -345,7 +357,7 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
 @common_options
 @handle_errors
 def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_previews: bool, resume: bool,
-          as_json: bool, strategy: str, align: str, crop: bool, depth_smooth: int, overwrite: bool,
+          as_json: bool, method: str, strategy: str, align: str, crop: bool, depth_smooth: int, overwrite: bool,
           tile_size: int | None, memory_limit: str | None, workers: int | None, reduce: int, compression: str,
           edge_fill: bool, weights: str | None, device: str, quiet: bool) -> None:
     """Fuse every stack under ROOT (sub-folders of frames, multi-page TIFFs) into OUTDIR."""
@@ -353,14 +365,14 @@ def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_
     from .jobs.batch import REPORT_NAME, check_batch_output, discover_stacks, run_batch
     from .jobs.stack_job import StackJob, check_job_settings
 
-    options = FusionOptions(strategy=strategy, align=align, crop=crop, tile_size=tile_size, reduce=reduce,
-                            edge_fill=edge_fill, memory_limit=memory_limit, workers=workers)
+    options = FusionOptions(method=method, strategy=strategy, align=align, crop=crop, tile_size=tile_size,
+                            reduce=reduce, edge_fill=edge_fill, memory_limit=memory_limit, workers=workers)
     template = StackJob(inputs=[], output=Path(), options=options, depth_smooth=depth_smooth, overwrite=overwrite,
                         compression=None if compression == "none" else compression)
     check_job_settings(template)
     stacks = discover_stacks(root, exclude=out_dir)
     check_batch_output(root, out_dir, stacks)
-    model = _load_model(weights, device)
+    model = _load_model(weights, device, method)
     quiet = quiet or as_json
     with frame_progress(quiet) as progress:
         stack_task = progress.add_task("stacks", total=len(stacks), frame="")
@@ -378,7 +390,7 @@ def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_
                 _json_line("stack", status=status, name=name, **fields)
 
         report = run_batch(root, out_dir, template, model, image_format=image_format, index_maps=index_maps,
-                           previews=depth_previews, resume=resume, on_stack=on_stack, stacks=stacks,
+                           previews=depth_previews, resume=resume, on_stack=on_stack, stacks=stacks, device=device,
                            progress=lambda d, t, n: progress.update(frame_task, completed=d, total=t, frame=n))
     if as_json:
         _json_line("done", ok=report["ok"], skipped=report["skipped"], failed=report["failed"],
@@ -400,20 +412,22 @@ def _decibels(value: float) -> str:
 @click.option("--frames", "n_frames", type=click.IntRange(2, 64), default=6, show_default=True)
 @click.option("--scale", type=click.FloatRange(0.1, 1.0), default=0.5, show_default=True,
               help="Scene size relative to the 741x500 original.")
+@click.option("--method", type=METHOD_CHOICE, default="gacn", show_default=True, help=METHOD_HELP)
 @click.option("--strategy", type=click.Choice(["calibrated", "calibration", "serial"]), default="calibrated",
               show_default=True)
 @common_options
 @handle_errors
-def demo(out_dir: Path, n_frames: int, scale: float, strategy: str, weights: str | None, device: str,
+def demo(out_dir: Path, n_frames: int, scale: float, method: str, strategy: str, weights: str | None, device: str,
          quiet: bool) -> None:
     """Fuse a focus stack rendered from a real depth map and score it against the truth."""
+    from .backends.select import resolve_device
     from .jobs.demo import run_demo
 
-    model = _load_model(weights, device)
+    model = _load_model(weights, device, method)
     with frame_progress(quiet) as progress:
         task = progress.add_task("demo", total=n_frames, frame="")
-        report = run_demo(weights=model, device=model.device, n_frames=n_frames, scale=scale, strategy=strategy,
-                          out_dir=out_dir,
+        report = run_demo(weights=model, device=model.device if model is not None else resolve_device(device),
+                          n_frames=n_frames, scale=scale, method=method, strategy=strategy, out_dir=out_dir,
                           progress=lambda done, total, name: progress.update(task, completed=done, total=total,
                                                                              frame=name))
     from rich.console import Console
@@ -422,7 +436,8 @@ def demo(out_dir: Path, n_frames: int, scale: float, strategy: str, weights: str
     w, h = report.size
     console.print(f"demo stack: {report.frames} frames of {w}x{h} (motorcycle scene, layered defocus)")
     console.print(f"best single frame: PSNR {_decibels(report.psnr_best_frame)}")
-    console.print(f"fused ({strategy}): PSNR {_decibels(report.psnr_fused)} against the all-in-focus truth, "
+    how = strategy if method == "gacn" else method
+    console.print(f"fused ({how}): PSNR {_decibels(report.psnr_fused)} against the all-in-focus truth, "
                   f"index map {100 * report.index_accuracy:.1f}% correct, {report.seconds:.1f} s")
     console.print(f"images written to {report.out_dir}/")
 

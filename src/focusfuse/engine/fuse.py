@@ -20,6 +20,7 @@ from ..methods.registry import make_method
 from ..methods.gacn.decision import blend, decide_pair
 from ..methods.gacn.model import GACN
 from ..methods.gacn.network import GacnNetwork
+from ..methods import DEFAULT_METHOD
 from ..methods.gacn import DEFAULT_STRATEGY
 from ..ops.color import to_gray
 from .options import FusionOptions
@@ -53,7 +54,8 @@ class PairResult:
     initial_map: np.ndarray
 
 
-def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, strategy: str = DEFAULT_STRATEGY,
+def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, method: str = DEFAULT_METHOD,
+               strategy: str = DEFAULT_STRATEGY,
                weights: Weights = None, device: str | torch.device | Backend = "auto", align: str = "auto",
                crop: bool = False, tile_size: int | None = None, reduce: int = 1, edge_fill: bool = True,
                memory_limit: int | str | None = None, workers: int | None = None,
@@ -62,10 +64,12 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, strategy: str = DEFAU
     """Fuse a focus stack: a list of arrays or paths, a folder, a multi-page TIFF (read lazily), or one
     (Z, Y, X[, C]) array.
 
-    ``align`` (auto, none, translation, affine, homography) first registers every frame onto the
-    middle frame; frames that cannot be aligned are left out with a warning. ``crop`` keeps only the
-    area valid in all aligned frames. ``tile_size`` bounds memory: the image is processed in tiles of
-    that size (with a halo, and whole-frame channel statistics, so the result equals the untiled one);
+    ``method``: gacn (the default) or wavelet (a classical pyramid method, no network: fast on a CPU);
+    ``strategy`` and ``weights`` are GACN's. ``align`` (auto, none, translation, affine, homography) first
+    registers every frame onto the middle frame; frames that cannot be aligned are left out with a warning.
+    ``crop`` keeps only the area valid in all aligned frames. ``tile_size`` bounds memory: the image is
+    processed in tiles of that size (with a halo, and whole-frame channel statistics, so the result equals
+    the untiled one);
     0 processes it whole; None chooses from the memory budget: ``memory_limit`` (bytes, or a size such
     as "4G"), by default half the free memory (at most 8 GiB of main memory). ``reduce`` > 1 (an option
     for speed, not the default) runs the decision path, most of the network's work, at that many times
@@ -74,8 +78,8 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, strategy: str = DEFAU
     another frame has pixels. ``workers``: threads that read and prepare frames (default: one per core,
     at most 8). ``output`` may direct the result elsewhere than into arrays (e.g. a streamed TIFF).
     """
-    options = FusionOptions(strategy=strategy, align=align, crop=crop, tile_size=tile_size, reduce=reduce,
-                            edge_fill=edge_fill, memory_limit=memory_limit, workers=workers)
+    options = FusionOptions(method=method, strategy=strategy, align=align, crop=crop, tile_size=tile_size,
+                            reduce=reduce, edge_fill=edge_fill, memory_limit=memory_limit, workers=workers)
     refs = frame_refs(frames)
     require_frames(refs)
     return stack_result(run_stack_fusion(refs, options, weights=weights, device=device, progress=progress,
@@ -90,7 +94,8 @@ def run_stack_fusion(refs: Sequence, options: FusionOptions, *, weights: Weights
     replaces GACN with ``weights`` (e.g. a stand-in that measures the host work alone)."""
     backend = select_backend(device)
     if method is None:
-        method = make_method("gacn", backend, weights=weights, strategy=options.strategy, reduce=options.reduce)
+        method = make_method(options.method, backend, weights=weights, strategy=options.strategy,
+                             reduce=options.reduce)
     return run_fusion(refs, method, backend, options, output=output, progress=progress, align_progress=align_progress)
 
 
@@ -104,13 +109,15 @@ def stack_result(run: FusionRun, options: FusionOptions) -> StackResult:
 
 def fuse_pair(a: FrameLike, b: FrameLike, *, weights: Weights = None, device: str | torch.device | Backend = "auto",
               align: str = "none", tile_size: int | None = None, reduce: int = 1, edge_fill: bool = True,
-              memory_limit: int | str | None = None, workers: int | None = None) -> PairResult:
+              memory_limit: int | str | None = None, workers: int | None = None,
+              method: str = DEFAULT_METHOD) -> PairResult:
     """Fuse two frames (arrays or paths). The fused image keeps the inputs' dtype and channels.
 
     ``align`` (none, auto, translation, affine, homography) registers B onto A first (a failure is an
-    error); ``tile_size``, ``reduce``, ``edge_fill``, ``memory_limit`` and ``workers`` as in :func:`fuse_stack`.
+    error); ``method``, ``tile_size``, ``reduce``, ``edge_fill``, ``memory_limit`` and ``workers`` as in
+    :func:`fuse_stack`. With the wavelet method the decision maps are 1 where A's finest detail was kept.
     """
-    options = FusionOptions(align=align, tile_size=tile_size, reduce=reduce, edge_fill=edge_fill,
+    options = FusionOptions(method=method, align=align, tile_size=tile_size, reduce=reduce, edge_fill=edge_fill,
                             memory_limit=memory_limit, workers=workers)
     refs = frame_refs([a, b])
     if len(refs) != 2:
@@ -123,7 +130,7 @@ def run_pair_fusion(refs: Sequence, options: FusionOptions, *, weights: Weights 
                     device: str | torch.device | Backend = "auto", output: Output | None = None) -> FusionRun:
     """A pair fusion with validated ``options``: B registered onto A (when aligned), decision maps kept."""
     backend = select_backend(device)
-    method = make_method("gacn", backend, weights=weights, strategy="pair", reduce=options.reduce)
+    method = make_method(options.method, backend, weights=weights, strategy="pair", reduce=options.reduce)
     return run_fusion(refs, method, backend, options, output=output, reference=0, require_alignment=True)
 
 

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import UsageError
+from ..methods import DEFAULT_METHOD, METHOD_NAMES
 from ..methods.gacn import DEFAULT_STRATEGY, STRATEGY_NAMES
 
 MAX_REDUCE = 8
@@ -56,8 +57,10 @@ class FusionOptions:
 
     Parameters
     ----------
+    method : str
+        gacn (the default) or wavelet (a classical pyramid method: no network, no weights).
     strategy : str
-        Stack strategy of the method (GACN: calibrated, calibration, serial).
+        GACN's stack strategy (calibrated, calibration, serial).
     align : str
         auto, none, translation, affine or homography: register every frame onto the reference first.
     crop : bool
@@ -65,7 +68,7 @@ class FusionOptions:
     tile_size : int or None
         Tiles of at most this size (0: the image whole; None: chosen from the memory budget).
     reduce : int
-        The decision path runs at 1/reduce resolution (a speed option; 1 to 8).
+        GACN's decision path runs at 1/reduce resolution (a speed option; 1 to 8).
     edge_fill : bool
         Keep constant bands along frame edges out of the decisions (see :mod:`focusfuse.frames.fill`).
     memory_limit : int, str or None
@@ -77,6 +80,7 @@ class FusionOptions:
 
     strategy: str = DEFAULT_STRATEGY
     align: str = "auto"
+    method: str = DEFAULT_METHOD
     crop: bool = False
     tile_size: int | None = None
     reduce: int = 1
@@ -87,11 +91,16 @@ class FusionOptions:
     def __post_init__(self) -> None:
         from ..align.estimate import MODES as ALIGN_MODES
 
+        if self.method not in METHOD_NAMES:
+            raise UsageError(f"unknown method {self.method!r} (use {', '.join(METHOD_NAMES)})", option="method")
         if self.strategy not in STRATEGY_NAMES:
             raise UsageError(f"unknown strategy {self.strategy!r} (use {', '.join(STRATEGY_NAMES)})", option="strategy")
         if self.align not in ALIGN_MODES:
             raise UsageError(f"unknown alignment {self.align!r} (use {', '.join(ALIGN_MODES)})", option="align")
         object.__setattr__(self, "reduce", check_reduce(self.reduce))
+        if self.reduce > 1 and self.method != "gacn":
+            raise UsageError(f"reduce applies to the gacn method only (the {self.method} method has no decision "
+                             "network)", option="reduce")
         if self.tile_size is not None:
             size = check_int(self.tile_size, "tile size", 0)
             if 0 < size < MIN_TILE_SIZE:

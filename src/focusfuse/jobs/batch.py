@@ -20,6 +20,8 @@ from typing import Any
 
 from ..errors import FocusFuseError, UsageError
 from ..io.images import check_output_folder, list_images, natural_key, tiff_page_count, write_text_atomic
+import torch
+
 from ..methods.gacn.model import GACN
 from .report import weights_id
 from .stack_job import StackJob, check_job_settings, run_stack
@@ -117,17 +119,20 @@ def _sidecar_matches(sidecar: Path, output: Path, hashes: dict[str, str]) -> boo
     return recorded.get("status") == "ok" and all(recorded.get(k) == v for k, v in hashes.items())
 
 
-def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: StackJob, model: GACN, *,
+def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: StackJob, model: GACN | None, *,
               image_format: str = "tif", index_maps: bool = False, previews: bool = False, resume: bool = False,
               on_stack: Callable[[str, str, dict[str, Any]], None] | None = None,
-              progress=None, stacks: list[StackSource] | None = None) -> dict[str, Any]:
-    """Fuse every stack under ``root`` into ``out_dir``; returns (and writes) the run report."""
+              progress=None, stacks: list[StackSource] | None = None,
+              device: str | torch.device = "auto") -> dict[str, Any]:
+    """Fuse every stack under ``root`` into ``out_dir``; returns (and writes) the run report. ``model``: GACN's
+    weights on their device (None for a method without weights, run on ``device``)."""
     check_job_settings(template)
     out = Path(out_dir)
     stacks = stacks if stacks is not None else discover_stacks(root, exclude=out)
     check_batch_output(root, out, stacks)
     options = template.options
-    params = {"strategy": options.strategy, "align": options.align, "crop": options.crop,
+    params = {**({"method": options.method} if options.method != "gacn" else {}),  # old sidecars stay valid
+              "strategy": options.strategy, "align": options.align, "crop": options.crop,
               "format": image_format, "index_maps": index_maps, "previews": previews,
               "depth_smooth": template.depth_smooth, "compression": template.compression, **weights_id(model),
               **({"reduce": options.reduce} if options.reduce != 1 else {}),  # old sidecars stay valid
@@ -147,7 +152,7 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
                           index_map=out / f"{stack.name}_index.png" if index_maps else None,
                           depth_preview=out / f"{stack.name}_depth.png" if previews else None,
                           overwrite=template.overwrite or resume)
-            entry = _run_one(stack.name, job, model, progress)
+            entry = _run_one(stack.name, job, model, progress, device)
             if entry["status"] == "ok" or not output.exists():  # the sidecar describes the output that exists
                 write_text_atomic(sidecar, json.dumps({**entry, **hashes, "params": params}, indent=1) + "\n")
         results.append(entry)
@@ -163,9 +168,9 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
     return report
 
 
-def _run_one(name: str, job: StackJob, model: GACN, progress) -> dict[str, Any]:
+def _run_one(name: str, job: StackJob, model: GACN | None, progress, device: str | torch.device) -> dict[str, Any]:
     try:
-        report = run_stack(job, model, progress=progress)
+        report = run_stack(job, model, device=device, progress=progress)
         return {"name": name, "status": "ok", **report}
     except FocusFuseError as exc:
         return {"name": name, "status": "failed", "error": str(exc).splitlines()[0]}

@@ -82,21 +82,22 @@ def check_stack_job(job: StackJob, refs: Sequence[FrameRef | np.ndarray]) -> tup
     return z_step, unit
 
 
-def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
-              align_progress: Callable[[int, int], None] | None = None,
+def run_stack(job: StackJob, model: GACN | None, *, device: str | torch.device = "auto",
+              progress: Progress | None = None, align_progress: Callable[[int, int], None] | None = None,
               method: FusionMethod | None = None) -> dict[str, Any]:
-    """Fuse ``job`` with ``model`` (on its device) and write its outputs (all or none); returns the report.
-    ``method`` replaces GACN (the report still names ``model``'s weights)."""
+    """Fuse ``job`` with ``model`` (GACN's weights, on their device; None for a method without weights, run
+    on ``device``) and write its outputs (all or none); returns the report. ``method`` replaces the job's
+    method (the report still names ``model``'s weights)."""
     refs = frame_refs(list(job.inputs))
     z_step, unit = check_stack_job(job, refs)
     options = job.options
-    device = model.device
+    device = model.device if model is not None else select_backend(device).device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     reference = refs[len(refs) // 2]
     metadata = read_metadata(reference.path) if isinstance(reference, FrameRef) else ImageMetadata()
     metadata = dataclasses.replace(metadata, description=provenance(model, options.strategy, len(refs),
-                                                                    options.reduce))
+                                                                    options.reduce, options.method))
     stream_index = is_tiff(job.index_map) and job.depth_smooth == 0
     keep_index = (job.index_map is not None and not stream_index) or job.depth_preview is not None \
         or job.height_map is not None
@@ -126,7 +127,8 @@ def run_stack(job: StackJob, model: GACN, *, progress: Progress | None = None,
     h, w = result.shape
     return {
         "output": str(job.output), "inputs": len(refs), "frames_used": len(result.frames),
-        "skipped": result.skipped, "width": w, "height": h, "strategy": options.strategy, "align": options.align,
+        "skipped": result.skipped, "width": w, "height": h, "method": options.method,
+        "strategy": options.strategy, "align": options.align,
         "reduce": options.reduce, "edge_fill": options.edge_fill, "tiles": result.tiles,
         "crop_box": list(result.box) if result.box else None, "device": str(device),
         "seconds": round(time.perf_counter() - start, 3), **peak_memory_mb(device), **weights_id(model),
