@@ -46,6 +46,15 @@ def test_stack_on_the_device_matches_the_cpu(good_model, device, strategy):
     assert _close(cpu.fused, dev.fused) and np.mean(cpu.index_map == dev.index_map) >= 0.99
 
 
+def test_wavelet_on_the_device_matches_the_cpu(device):
+    frames = _frames(n=5, h=500, w=520, seed=3)
+    cpu = fuse_stack(frames, method="wavelet", device="cpu", align="none")
+    dev = fuse_stack(frames, method="wavelet", device=device, align="none")
+    tiled = fuse_stack(frames, method="wavelet", device=device, align="none", tile_size=256)
+    assert tiled.tiles > 1 and _close(cpu.fused, dev.fused) and _close(dev.fused, tiled.fused)
+    assert np.mean(cpu.index_map == dev.index_map) >= 0.999 and np.mean(dev.index_map == tiled.index_map) >= 0.999
+
+
 def test_tiles_on_the_device_match_the_whole_image(good_model, device):
     frames = _frames(n=4, h=300, w=280)
     whole = fuse_stack(frames, weights=good_model, device=device, align="none", tile_size=0)

@@ -6,7 +6,7 @@ from typing import Any
 
 from ...backends.base import Backend
 from ..base import ReadRegion
-from . import ACTIVITY_SIZE, LEVELS
+from . import ACTIVITY_SIZE, LEVELS, VOTE_SIZE
 from .state import PyramidStack
 
 HALO_MARGIN = 8
@@ -17,7 +17,7 @@ class WaveletMethod:
     the mean of the bases (see :mod:`.state`). ``pair``: keep the choice as the decision map."""
 
     name = "wavelet"
-    description = f"Laplacian pyramid, {LEVELS} levels, most energetic local detail"
+    description = f"Laplacian pyramid, {LEVELS} levels, most energetic local detail with a majority vote"
 
     def __init__(self, backend: Backend, pair: bool = False, levels: int = LEVELS) -> None:
         self.backend = backend
@@ -41,16 +41,16 @@ class WaveletMethod:
         return PyramidStack(self.levels, pair=self.pair)
 
 
-def pyramid_reach(levels: int, window: int = ACTIVITY_SIZE) -> int:
+def pyramid_reach(levels: int, window: int = ACTIVITY_SIZE, vote: int = VOTE_SIZE) -> int:
     """How far (full-resolution pixels) a fused pixel reaches into the frames.
 
     Level l (pixels 2^l apart): a Gaussian pixel reaches 2 (2^l - 1) (5-tap blurs); a detail pixel also
     needs the next level through a bilinear enlargement (1 coarser pixel): 3 * 2^(l+1) - 2; its energy
-    window adds (window // 2) * 2^l; the reconstruction enlarges it back through the finer levels:
-    2^(l+1) - 2. The base (mean of the frames) reaches 2 (2^L - 1) + 2^(L+1) - 2.
+    window adds (window // 2) * 2^l and the vote (vote // 2) * 2^l; the reconstruction enlarges it back
+    through the finer levels: 2^(l+1) - 2. The base (mean of the frames) reaches 2 (2^L - 1) + 2^(L+1) - 2.
     """
     def detail_level(level: int) -> int:
-        return 3 * 2 ** (level + 1) - 2 + (window // 2) * 2 ** level + 2 ** (level + 1) - 2
+        return 3 * 2 ** (level + 1) - 2 + (window // 2 + vote // 2) * 2 ** level + 2 ** (level + 1) - 2
 
     base = 2 * (2 ** levels - 1) + 2 ** (levels + 1) - 2
     return max([base] + [detail_level(level) for level in range(levels)])

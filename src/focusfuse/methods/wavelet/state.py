@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ...frames.refs import match_channels
 from ...ops.color import to_gray
 from ..base import FrameInput
-from . import ACTIVITY_SIZE, LEVELS
+from . import ACTIVITY_SIZE, LEVELS, VOTE_SIZE
 from .pyramid import decompose, reconstruct, reduce
 
 NO_IMAGE = -1.0  # the energy of edge fill: below any frame's (energies are >= 0)
@@ -38,14 +38,18 @@ class PyramidStack:
     """Frames arrive in input order (``add_batch``); ``fused`` and ``index`` hold the result so far.
 
     Per level, a frame's detail coefficients replace the fused ones where their local energy (gray, over
-    ACTIVITY_SIZE windows) beats the best so far; a window rather than single coefficients keeps the
-    choices of neighbouring coefficients consistent. The index map records the choice at the finest level.
+    ``window`` x ``window``) beats the best so far and most of the ``vote`` x ``vote`` coefficients around
+    agree (consistency verification: an isolated win is noise). The index map records the choice at the
+    finest level.
     ``pair``: also keep the choice as the pair's decision map (1 where the first frame was kept).
     """
 
-    def __init__(self, levels: int = LEVELS, pair: bool = False) -> None:
+    def __init__(self, levels: int = LEVELS, pair: bool = False, window: int = ACTIVITY_SIZE,
+                 vote: int = VOTE_SIZE) -> None:
         self.levels = levels
         self.pair = pair
+        self.window = window
+        self.vote = vote
         self.details: list[torch.Tensor] = []
         self.energy: list[torch.Tensor] = []
         self.base_sum: torch.Tensor | None = None
@@ -72,7 +76,7 @@ class PyramidStack:
         self._fused = None
         details, base = decompose(item.frame[None], self.levels)
         masks, share = image_levels(None if item.fill is None else item.fill.has_image, self.levels)
-        energy = [local_energy(to_gray(d)) for d in details]
+        energy = [local_energy(to_gray(d), self.window) for d in details]
         energy = [e if m is None else torch.where(m, e, NO_IMAGE) for e, m in zip(energy, masks)]
         if not self.details:
             self._start(item, details, energy, base, share)
@@ -80,6 +84,9 @@ class PyramidStack:
         for level, (detail, e) in enumerate(zip(details, energy)):
             fused, detail = match_channels(self.details[level], detail)
             wins = e > self.energy[level]
+            if self.vote:
+                wins = F.avg_pool2d(wins.float(), self.vote, stride=1, padding=self.vote // 2,
+                                    count_include_pad=False) > 0.5
             self.details[level] = torch.where(wins, detail, fused)
             self.energy[level] = torch.maximum(self.energy[level], e)
             if level == 0:
