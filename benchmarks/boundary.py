@@ -204,7 +204,8 @@ def parse_variant(text: str) -> tuple[str, dict[str, object]]:
 
 def fuse_with(model, kwargs: dict[str, object]) -> Callable[[list[np.ndarray]], tuple[np.ndarray, np.ndarray]]:
     def run(frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        result = fuse_stack(frames, weights=model, device="cpu", **{"align": "none", **kwargs})
+        weights = model if kwargs.get("method", "gacn") == "gacn" else None  # others: their own (or none)
+        result = fuse_stack(frames, weights=weights, device="cpu", **{"align": "none", **kwargs})
         return result.fused, result.index_map.astype(np.int64)
     return run
 

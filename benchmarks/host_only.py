@@ -52,6 +52,9 @@ class HostOnlyMethod:
     def halo(self) -> int:
         return 40
 
+    def bytes_per_pixel(self) -> int:
+        return 2400  # GACN's on the CPU, so tiles are planned alike
+
     def tile_multiple(self) -> int:
         return 1
 

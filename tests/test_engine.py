@@ -174,7 +174,8 @@ def test_a_memory_limit_tiles_a_pair_and_keeps_the_result(good_model):
     backend = CpuBackend(CPU)
     backend.bytes_per_pixel = 40000  # the budget fits tiles of ~200 px only: the plan must tile
     tiled = fuse_pair(a, b, weights=good_model, device=backend, memory_limit="4G")
-    plan = plan_fusion((400, 420), 3, np.uint8, _method(good_model), backend, FusionOptions(memory_limit="4G"))
+    method = GacnMethod(good_model, backend)  # the network's working set is its backend's
+    plan = plan_fusion((400, 420), 3, np.uint8, method, backend, FusionOptions(memory_limit="4G"))
     assert plan.tiled and 64 <= plan.tile_size < 400
     assert np.abs(whole.fused.astype(int) - tiled.fused).max() <= 1
     assert np.mean(whole.fused != tiled.fused) < 1e-3
@@ -196,7 +197,7 @@ def test_kept_memory_is_handed_back_only_when_it_would_shrink_the_plan(model):
             self.released += 1
 
     backend = KeepingCpu(CPU)
-    method = _method(model, "pair")
+    method = GacnMethod(model, backend, "pair")
     small = _plan((300, 400), 3, np.uint8, method, backend, FusionOptions(memory_limit="4G"), ArrayOutput(), [])
     assert not small.tiled and backend.released == 0  # fits as it is: the kept memory stays for reuse
     backend.bytes_per_pixel = 40000

@@ -55,6 +55,18 @@ def test_wavelet_on_the_device_matches_the_cpu(device):
     assert np.mean(cpu.index_map == dev.index_map) >= 0.999 and np.mean(dev.index_map == tiled.index_map) >= 0.999
 
 
+def test_sesf_on_the_device_matches_the_cpu(device, tmp_path):
+    from focusfuse.methods.sesf.network import SESFNet
+    from focusfuse.methods.sesf.weights import save_sesf_weights
+
+    torch.manual_seed(0)
+    weights = save_sesf_weights(SESFNet().eval(), tmp_path / "sesf.pt")
+    frames = _frames(n=3, h=160, w=170, seed=7)
+    cpu = fuse_stack(frames, method="sesf", weights=weights, device="cpu", align="none")
+    dev = fuse_stack(frames, method="sesf", weights=weights, device=device, align="none")
+    assert _close(cpu.fused, dev.fused) and np.mean(cpu.index_map == dev.index_map) >= 0.999
+
+
 def test_tiles_on_the_device_match_the_whole_image(good_model, device):
     frames = _frames(n=4, h=300, w=280)
     whole = fuse_stack(frames, weights=good_model, device=device, align="none", tile_size=0)

@@ -120,12 +120,9 @@ def _load_model(weights: str | None, device: str, method: str = "gacn"):
     """Resolve the device and load GACN's weights up front, so their errors come before any work (None for a
     method without weights)."""
     from .backends.select import resolve_device
-    from .methods.gacn.weights import load_model
+    from .methods.registry import load_method_weights
 
-    if method != "gacn":
-        resolve_device(device)  # its errors too
-        return None
-    return load_model(weights, resolve_device(device))
+    return load_method_weights(method, weights, resolve_device(device))
 
 
 class OneLineErrorGroup(click.Group):
@@ -173,9 +170,9 @@ def _silence_decoders() -> None:
 
 ALIGN_CHOICE = click.Choice(["auto", "none", "translation", "affine", "homography"])
 STRATEGY_CHOICE = click.Choice(["calibrated", "calibration", "serial"])
-METHOD_CHOICE = click.Choice(["gacn", "wavelet"])
+METHOD_CHOICE = click.Choice(["gacn", "wavelet", "sesf"])
 METHOD_HELP = ("gacn: the network (best boundaries on real pairs); wavelet: a classical Laplacian pyramid, no "
-               "network, many times faster on a CPU. --weights, --strategy and --reduce are GACN's.")
+               "network, many times faster on a CPU; sesf: SESF-Fuse (whole images only). --reduce is GACN's.")
 
 
 def _json_line(event: str, **fields) -> None:
@@ -249,9 +246,9 @@ def stack_options(func: Callable) -> Callable:
     """Options shared by ``stack`` and ``batch``."""
     options = [
         click.option("--method", type=METHOD_CHOICE, default="gacn", show_default=True, help=METHOD_HELP),
-        click.option("--strategy", type=STRATEGY_CHOICE, default="calibrated", show_default=True,
-                     help="calibrated: running champion, N feature passes (best); calibration: the paper's "
-                          "Eq. 18; serial: pairwise, 2(N-1) feature passes."),
+        click.option("--strategy", type=STRATEGY_CHOICE, default=None,
+                     help="gacn and sesf [default: calibrated]. calibrated: running champion, N feature passes "
+                          "(best); calibration: GACN's Eq. 18; serial: pairwise, 2(N-1) feature passes."),
         click.option("--align", type=ALIGN_CHOICE, default="auto", show_default=True,
                      help="Register frames onto the middle one (auto: phase correlation + ECC, affine)."),
         click.option("--crop", is_flag=True, help="Keep only the area valid in all aligned frames."),
@@ -285,7 +282,8 @@ def stack_options(func: Callable) -> Callable:
 @handle_errors
 def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_preview: Path | None,
           height_map: Path | None, z_step: float | None, z_unit: str, align_only: Path | None, as_json: bool,
-          method: str, strategy: str, align: str, crop: bool, depth_smooth: int, overwrite: bool, tile_size: int | None,
+          method: str, strategy: str | None, align: str, crop: bool, depth_smooth: int, overwrite: bool,
+          tile_size: int | None,
           memory_limit: str | None, workers: int | None, reduce: int, compression: str, edge_fill: bool,
           weights: str | None, device: str, quiet: bool) -> None:
     """Fuse a focus stack: a folder, several files, or a multi-page TIFF."""
@@ -338,7 +336,7 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
         if align_only is not None:
             stderr_console().print(f"aligned {len(report['aligned'])} frames -> {align_only}/")
         else:
-            how = strategy if method == "gacn" else method
+            how = options.strategy if method == "gacn" else method
             stderr_console().print(f"fused {report['frames_used']} frames ({report['width']}x{report['height']}, "
                                    f"{how}, align {align}) in {report['seconds']:.1f} s -> {output}")
 
@@ -357,7 +355,7 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
 @common_options
 @handle_errors
 def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_previews: bool, resume: bool,
-          as_json: bool, method: str, strategy: str, align: str, crop: bool, depth_smooth: int, overwrite: bool,
+          as_json: bool, method: str, strategy: str | None, align: str, crop: bool, depth_smooth: int, overwrite: bool,
           tile_size: int | None, memory_limit: str | None, workers: int | None, reduce: int, compression: str,
           edge_fill: bool, weights: str | None, device: str, quiet: bool) -> None:
     """Fuse every stack under ROOT (sub-folders of frames, multi-page TIFFs) into OUTDIR."""
@@ -413,11 +411,12 @@ def _decibels(value: float) -> str:
 @click.option("--scale", type=click.FloatRange(0.1, 1.0), default=0.5, show_default=True,
               help="Scene size relative to the 741x500 original.")
 @click.option("--method", type=METHOD_CHOICE, default="gacn", show_default=True, help=METHOD_HELP)
-@click.option("--strategy", type=click.Choice(["calibrated", "calibration", "serial"]), default="calibrated",
-              show_default=True)
+@click.option("--strategy", type=click.Choice(["calibrated", "calibration", "serial"]), default=None,
+              help="gacn and sesf [default: calibrated].")
 @common_options
 @handle_errors
-def demo(out_dir: Path, n_frames: int, scale: float, method: str, strategy: str, weights: str | None, device: str,
+def demo(out_dir: Path, n_frames: int, scale: float, method: str, strategy: str | None, weights: str | None,
+         device: str,
          quiet: bool) -> None:
     """Fuse a focus stack rendered from a real depth map and score it against the truth."""
     from .backends.select import resolve_device
@@ -436,7 +435,7 @@ def demo(out_dir: Path, n_frames: int, scale: float, method: str, strategy: str,
     w, h = report.size
     console.print(f"demo stack: {report.frames} frames of {w}x{h} (motorcycle scene, layered defocus)")
     console.print(f"best single frame: PSNR {_decibels(report.psnr_best_frame)}")
-    how = strategy if method == "gacn" else method
+    how = (strategy or "calibrated") if method == "gacn" else method
     console.print(f"fused ({how}): PSNR {_decibels(report.psnr_fused)} against the all-in-focus truth, "
                   f"index map {100 * report.index_accuracy:.1f}% correct, {report.seconds:.1f} s")
     console.print(f"images written to {report.out_dir}/")
@@ -448,7 +447,11 @@ def demo(out_dir: Path, n_frames: int, scale: float, method: str, strategy: str,
 @click.option("--segments", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="Folder of label maps NAME.png used as focus masks (else random shapes).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Run folder.")
-@click.option("--epochs", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--method", type=click.Choice(["gacn", "sesf"]), default="gacn", show_default=True,
+              help="gacn: the decision network on generated focus pairs; sesf: SESF-Fuse's autoencoder "
+                   "(unsupervised reconstruction of the images; --segments, --init and the GACN loss options "
+                   "do not apply).")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs [gacn: 50, sesf: 30].")
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True)
 @click.option("--lr-decay", type=click.FloatRange(0, 1), default=0.8, show_default=True, help="Factor every --lr-step epochs.")
@@ -476,12 +479,13 @@ def demo(out_dir: Path, n_frames: int, scale: float, method: str, strategy: str,
 @click.option("--quiet", "-q", is_flag=True)
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 @handle_errors
-def train(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch_size: int, lr: float,
+def train(images: Path, segments: Path | None, out_dir: Path, method: str, epochs: int | None, batch_size: int,
+          lr: float,
           lr_decay: float, lr_step: int, qg_weight: float, symmetric_dice: bool, boundary_weight: float,
           boundary_width: int, samples_per_image: int, crop: int,
           recipe_items: tuple[str, ...], workers: int, seed: int, name: str | None, init_weights: Path | None,
           max_steps: int, resume: bool, overwrite: bool, device: str, quiet: bool) -> None:
-    """Train GACN on focus pairs generated from a folder of images."""
+    """Train GACN on focus pairs generated from a folder of images (or SESF-Fuse's autoencoder on the images)."""
     from .backends.select import resolve_device
     from .train.data import recipe_overrides
     from .train.loop import TrainConfig
@@ -490,6 +494,11 @@ def train(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch
     resolve_device(device)
     if name is not None and (not name or Path(name).name != name or name.startswith(".")):
         raise UsageError(f"--name {name!r}: use a plain name (no folders), e.g. --name microscope-v1")
+    if method == "sesf":
+        _train_sesf(images, out_dir, epochs or 30, batch_size, lr, lr_decay, lr_step, seed, device, max_steps,
+                    name or out_dir.name, overwrite, quiet, segments=segments, init=init_weights, resume=resume)
+        return
+    epochs = epochs or 50
     try:
         recipe = recipe_overrides(recipe_items)
     except ValueError as exc:
@@ -523,6 +532,32 @@ def train(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch
         stderr_console().print(f"best validation loss {summary['best_val_loss']:.4f}: {summary['best']}")
         if summary["installed"]:
             stderr_console().print(f"installed as --weights {Path(summary['installed']).stem} ({summary['installed']})")
+
+
+def _train_sesf(images: Path, out_dir: Path, epochs: int, batch_size: int, lr: float, lr_decay: float, lr_step: int,
+                seed: int, device: str, max_steps: int, name: str, overwrite: bool, quiet: bool, *,
+                segments: Path | None, init: Path | None, resume: bool) -> None:
+    """``train --method sesf``: SESF-Fuse's autoencoder."""
+    from .train.sesf import train_sesf
+
+    for flag, given in (("--segments", segments), ("--init", init), ("--resume", resume)):
+        if given:
+            raise UsageError(f"{flag} applies to GACN training, not to --method sesf")
+    with frame_progress(quiet) as progress:
+        task = progress.add_task("epochs", total=epochs, frame="")
+
+        def report(done: int, total: int, row: dict) -> None:
+            progress.update(task, completed=done, frame=f"val loss {row['val_loss']:.2f}")
+            if not quiet:
+                progress.console.print(f"epoch {done}/{total}: train loss {row['train_loss']:.2f}, "
+                                       f"val loss {row['val_loss']:.2f}")
+
+        summary = train_sesf(images, out_dir, epochs=epochs, batch_size=batch_size, lr=lr, lr_decay=lr_decay,
+                             lr_step=lr_step, seed=seed, device=device, max_steps=max_steps, install_as=name,
+                             replace_installed=overwrite, progress=report)
+    if not quiet:
+        stderr_console().print(f"best validation loss {summary['best_val_loss']:.2f} (epoch {summary['best_epoch']}): "
+                               f"{summary['weights']}; installed as --weights {name}")
 
 
 @main.command()

@@ -21,7 +21,6 @@ from ..methods.gacn.decision import blend, decide_pair
 from ..methods.gacn.model import GACN
 from ..methods.gacn.network import GacnNetwork
 from ..methods import DEFAULT_METHOD
-from ..methods.gacn import DEFAULT_STRATEGY
 from ..ops.color import to_gray
 from .options import FusionOptions
 from .run import AlignProgress, FusionRun, ProgressCallback, run_fusion
@@ -55,7 +54,7 @@ class PairResult:
 
 
 def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, method: str = DEFAULT_METHOD,
-               strategy: str = DEFAULT_STRATEGY,
+               strategy: str | None = None,
                weights: Weights = None, device: str | torch.device | Backend = "auto", align: str = "auto",
                crop: bool = False, tile_size: int | None = None, reduce: int = 1, edge_fill: bool = True,
                memory_limit: int | str | None = None, workers: int | None = None,
@@ -64,14 +63,14 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, method: str = DEFAULT
     """Fuse a focus stack: a list of arrays or paths, a folder, a multi-page TIFF (read lazily), or one
     (Z, Y, X[, C]) array.
 
-    ``method``: gacn (the default) or wavelet (a classical pyramid method, no network: fast on a CPU);
-    ``strategy`` and ``weights`` are GACN's. ``align`` (auto, none, translation, affine, homography) first
-    registers every frame onto the middle frame; frames that cannot be aligned are left out with a warning.
-    ``crop`` keeps only the area valid in all aligned frames. ``tile_size`` bounds memory: the image is
-    processed in tiles of that size (with a halo, and whole-frame channel statistics, so the result equals
-    the untiled one);
-    0 processes it whole; None chooses from the memory budget: ``memory_limit`` (bytes, or a size such
-    as "4G"), by default half the free memory (at most 8 GiB of main memory). ``reduce`` > 1 (an option
+    ``method``: gacn (the default), wavelet (a classical pyramid method, no network, no weights: fast on a
+    CPU) or sesf (SESF-Fuse); ``weights`` and ``strategy`` (default calibrated) are gacn's and sesf's.
+    ``align`` (auto, none, translation, affine, homography) first registers every frame onto the middle
+    frame; frames that cannot be aligned are left out with a warning. ``crop`` keeps only the area valid in
+    all aligned frames. ``tile_size`` bounds memory: the image is processed in tiles of that size (with a
+    halo, and whole-frame channel statistics, so the result equals the untiled one); 0 processes it whole;
+    None chooses from the memory budget: ``memory_limit`` (bytes, or a size such as "4G"), by default half
+    the free memory (at most 8 GiB of main memory). ``reduce`` > 1 (an option
     for speed, not the default) runs the decision path, most of the network's work, at that many times
     lower resolution. ``edge_fill`` (default): constant bands along a frame's edges, as registration by
     other tools leaves them, are replaced by image pixels for the network and never chosen where

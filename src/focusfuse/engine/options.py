@@ -57,10 +57,9 @@ class FusionOptions:
 
     Parameters
     ----------
-    method : str
-        gacn (the default) or wavelet (a classical pyramid method: no network, no weights).
-    strategy : str
-        GACN's stack strategy (calibrated, calibration, serial).
+    strategy : str or None
+        The stack strategy of gacn and sesf: calibrated (running champion; the default), serial, or for
+        GACN also calibration (Eq. 18). The wavelet method has none (None).
     align : str
         auto, none, translation, affine or homography: register every frame onto the reference first.
     crop : bool
@@ -76,24 +75,36 @@ class FusionOptions:
         8 GiB of main memory.
     workers : int or None
         Threads that read, align and prepare frames (None: one per CPU core, at most 8).
+    method : str
+        gacn (the default), wavelet (a classical pyramid method: no network, no weights) or sesf
+        (SESF-Fuse: an autoencoder's features decide).
     """
 
-    strategy: str = DEFAULT_STRATEGY
+    strategy: str | None = None
     align: str = "auto"
-    method: str = DEFAULT_METHOD
     crop: bool = False
     tile_size: int | None = None
     reduce: int = 1
     edge_fill: bool = True
     memory_limit: int | str | None = None
     workers: int | None = None
+    method: str = DEFAULT_METHOD
 
     def __post_init__(self) -> None:
         from ..align.estimate import MODES as ALIGN_MODES
 
         if self.method not in METHOD_NAMES:
             raise UsageError(f"unknown method {self.method!r} (use {', '.join(METHOD_NAMES)})", option="method")
-        if self.strategy not in STRATEGY_NAMES:
+        if self.method == "wavelet":
+            if self.strategy is not None:
+                raise UsageError("strategy applies to the gacn and sesf methods (the wavelet method fuses every "
+                                 "frame the same way)", option="strategy")
+        elif self.strategy is None:
+            object.__setattr__(self, "strategy", DEFAULT_STRATEGY)
+        if self.method == "sesf" and self.strategy not in ("calibrated", "serial"):
+            raise UsageError(f"strategy {self.strategy!r} is GACN's; the sesf method takes calibrated or serial",
+                             option="strategy")
+        if self.strategy is not None and self.strategy not in STRATEGY_NAMES:
             raise UsageError(f"unknown strategy {self.strategy!r} (use {', '.join(STRATEGY_NAMES)})", option="strategy")
         if self.align not in ALIGN_MODES:
             raise UsageError(f"unknown alignment {self.align!r} (use {', '.join(ALIGN_MODES)})", option="align")

@@ -84,9 +84,9 @@ def plan_fusion(shape: tuple[int, int], channels: int, dtype: np.dtype, method: 
     network_budget = host_left if device is None else device
     tile = options.tile_size
     if tile is None:
-        tile = auto_tile_size(height, width, backend.bytes_per_pixel, network_budget, halo)
+        tile = auto_tile_size(height, width, method.bytes_per_pixel(), network_budget, halo)
         if tile is None and explicit and device is None:
-            raise UsageError(f"memory limit {budget >> 20} MiB leaves too little for the network "
+            raise UsageError(f"memory limit {budget >> 20} MiB leaves too little for the fusion "
                              f"({max(network_budget, 0) >> 20} MiB; tiles would be under {SMALLEST_AUTO_TILE} px)",
                              option="memory_limit")
         tile = SMALLEST_AUTO_TILE if tile is None else tile
@@ -97,7 +97,7 @@ def plan_fusion(shape: tuple[int, int], channels: int, dtype: np.dtype, method: 
     crop = max(t.crop.shape[0] * t.crop.shape[1] for t in tiles)
     batch = backend.frames_per_batch(crop, network_budget)
     frame_bytes = crop * channels * (4 + np.dtype(dtype).itemsize)  # staged float32 + the read pixels
-    network_here = crop * backend.bytes_per_pixel * batch if device is None else 0
+    network_here = crop * method.bytes_per_pixel() * batch if device is None else 0
     spare = max(0, host_left - network_here - batch * frame_bytes)  # the batch being worked on is held too
     read_ahead = 0 if in_line else max(1, min(batch + workers, spare // max(frame_bytes, 1)))
     # the alignment pass comes before the network: its frames in flight have what the network will use

@@ -18,11 +18,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import FocusFuseError, UsageError
-from ..io.images import check_output_folder, list_images, natural_key, tiff_page_count, write_text_atomic
 import torch
 
-from ..methods.gacn.model import GACN
+from ..errors import FocusFuseError, UsageError
+from ..io.images import check_output_folder, list_images, natural_key, tiff_page_count, write_text_atomic
 from .report import weights_id
 from .stack_job import StackJob, check_job_settings, run_stack
 
@@ -119,13 +118,14 @@ def _sidecar_matches(sidecar: Path, output: Path, hashes: dict[str, str]) -> boo
     return recorded.get("status") == "ok" and all(recorded.get(k) == v for k, v in hashes.items())
 
 
-def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: StackJob, model: GACN | None, *,
+def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: StackJob, model: Any, *,
               image_format: str = "tif", index_maps: bool = False, previews: bool = False, resume: bool = False,
               on_stack: Callable[[str, str, dict[str, Any]], None] | None = None,
               progress=None, stacks: list[StackSource] | None = None,
               device: str | torch.device = "auto") -> dict[str, Any]:
-    """Fuse every stack under ``root`` into ``out_dir``; returns (and writes) the run report. ``model``: GACN's
-    weights on their device (None for a method without weights, run on ``device``)."""
+    """Fuse every stack under ``root`` into ``out_dir``; returns (and writes) the run report. ``model``: the
+    method's weights on their device (GACN's or SESF-Fuse's; None for a method without weights, run on
+    ``device``)."""
     check_job_settings(template)
     out = Path(out_dir)
     stacks = stacks if stacks is not None else discover_stacks(root, exclude=out)
@@ -168,7 +168,7 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
     return report
 
 
-def _run_one(name: str, job: StackJob, model: GACN | None, progress, device: str | torch.device) -> dict[str, Any]:
+def _run_one(name: str, job: StackJob, model: Any, progress, device: str | torch.device) -> dict[str, Any]:
     try:
         report = run_stack(job, model, device=device, progress=progress)
         return {"name": name, "status": "ok", **report}

@@ -85,21 +85,21 @@ def write_demo_files(out_dir: str | os.PathLike, stack: SyntheticStack, fused: n
 
 
 def run_demo(*, weights=None, device: str = "auto", n_frames: int = 6, scale: float = 0.5, method: str = "gacn",
-             strategy: str = "calibrated", out_dir: str | os.PathLike | None = None,
+             strategy: str | None = None, out_dir: str | os.PathLike | None = None,
              progress=None) -> DemoReport:
-    """Render the demo stack, fuse it with ``method`` (``weights`` and ``strategy``: GACN's), and score the
-    result against the truth."""
+    """Render the demo stack, fuse it with ``method`` (``weights`` and ``strategy``: gacn's and sesf's), and
+    score the result against the truth."""
     import time
 
     from ..backends.select import select_backend
     from ..engine.fuse import run_stack_fusion, stack_result
     from ..engine.options import FusionOptions
     from ..io.images import check_output_folder
-    from ..methods.gacn.weights import load_model
+    from ..methods.registry import load_method_weights
 
     options = FusionOptions(method=method, strategy=strategy)
     backend = select_backend(device)
-    model = load_model(weights, backend.device) if options.method == "gacn" else None
+    model = load_method_weights(options.method, weights, backend.device)
     if out_dir is not None:
         check_output_folder(out_dir, create=True)  # before the work, not after
     stack = demo_stack(n_frames, scale)

@@ -16,19 +16,19 @@ from ..errors import UsageError
 from ..frames.refs import frame_refs, input_paths
 from ..io.images import write_image
 from ..io.metadata import embed_exif_in_tiff, read_metadata
-from ..methods.gacn.model import GACN
 from .outputs import JobOutput, check_map_formats, check_outputs, staged_outputs, write_all, write_map
 from .report import peak_memory_mb, provenance, weights_id
 
 PAIR_OPTIONS = FusionOptions(align="none")
 
 
-def run_pair(image_a: Path, image_b: Path, output: Path, model: GACN | None, *, decision_map: Path | None = None,
+def run_pair(image_a: Path, image_b: Path, output: Path, model: Any, *, decision_map: Path | None = None,
              options: FusionOptions = PAIR_OPTIONS, compression: str | None = None, overwrite: bool = False,
              device: str | torch.device = "auto") -> dict[str, Any]:
     """Fuse two images into ``output`` (and the final decision map, 1 = from A); returns the report.
-    ``options`` as for stacks (alignment registers B onto A; its failure is an error). ``model``: GACN's
-    weights on their device (None for a method without weights, run on ``device``)."""
+    ``options`` as for stacks (alignment registers B onto A; its failure is an error). ``model``: the
+    method's weights on their device, GACN's or SESF-Fuse's (None for a method without weights, run on
+    ``device``)."""
     refs = frame_refs([image_a, image_b])
     if len(refs) != 2:
         raise UsageError("a pair is two single images (fuse a multi-page TIFF as a stack)")

@@ -5,27 +5,31 @@ from __future__ import annotations
 import platform
 import resource
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .. import __version__
-from ..methods.gacn.model import GACN
 from ..methods.gacn.weights import file_sha256
 
 
-def provenance(model: GACN | None, strategy: str, frames: int, reduce: int = 1, method: str = "gacn") -> str:
-    """One line for the output's description: how the image was made (``model``: GACN's, None for a method
-    without weights)."""
-    if method != "gacn" or model is None:
-        return f"focusfuse {__version__} ({method} focus stacking): {frames} frames"
-    weights = Path(model.source).name if model.source else "in-memory weights"
+METHOD_TITLES = {"gacn": "GACN", "sesf": "SESF-Fuse", "wavelet": "Laplacian pyramid"}
+
+
+def provenance(model: Any, strategy: str, frames: int, reduce: int = 1, method: str = "gacn") -> str:
+    """One line for the output's description: how the image was made (``model``: the method's weights, None
+    for a method without weights)."""
+    title = METHOD_TITLES.get(method, method)
+    if model is None:
+        return f"focusfuse {__version__} ({title} focus stacking): {frames} frames"
+    weights = Path(model.source).name if getattr(model, "source", None) else "in-memory weights"
     reduced = f", decision path at 1/{reduce} resolution" if reduce > 1 else ""
-    return (f"focusfuse {__version__} (GACN focus stacking): {frames} frames, strategy {strategy}, "
+    return (f"focusfuse {__version__} ({title} focus stacking): {frames} frames, strategy {strategy}, "
             f"weights {weights}{reduced}")
 
 
-def weights_id(model: GACN | None) -> dict[str, str | None]:
-    if model is not None and model.source and Path(model.source).is_file():
+def weights_id(model: Any) -> dict[str, str | None]:
+    if model is not None and getattr(model, "source", None) and Path(model.source).is_file():
         return {"weights": Path(model.source).name, "weights_sha256": file_sha256(model.source)[:16]}
     return {"weights": None, "weights_sha256": None}
 

@@ -27,7 +27,6 @@ from ..frames.refs import frame_refs, input_paths, require_frames
 from ..io.images import FrameRef, write_image
 from ..io.metadata import ImageMetadata, embed_exif_in_tiff, read_metadata
 from ..methods.base import FusionMethod
-from ..methods.gacn.model import GACN
 from .depth import MAX_DEPTH_SMOOTH, depth_preview, height_map, smooth_index_map, z_spacing_of_inputs
 from .outputs import JobOutput, check_map_formats, check_outputs, is_tiff, staged_outputs, write_all, write_map
 from .report import peak_memory_mb, provenance, weights_id
@@ -82,12 +81,12 @@ def check_stack_job(job: StackJob, refs: Sequence[FrameRef | np.ndarray]) -> tup
     return z_step, unit
 
 
-def run_stack(job: StackJob, model: GACN | None, *, device: str | torch.device = "auto",
+def run_stack(job: StackJob, model: Any, *, device: str | torch.device = "auto",
               progress: Progress | None = None, align_progress: Callable[[int, int], None] | None = None,
               method: FusionMethod | None = None) -> dict[str, Any]:
-    """Fuse ``job`` with ``model`` (GACN's weights, on their device; None for a method without weights, run
-    on ``device``) and write its outputs (all or none); returns the report. ``method`` replaces the job's
-    method (the report still names ``model``'s weights)."""
+    """Fuse ``job`` with ``model`` (the method's weights, GACN's or SESF-Fuse's, on their device; None for a
+    method without weights, run on ``device``) and write its outputs (all or none); returns the report.
+    ``method`` replaces the job's method (the report still names ``model``'s weights)."""
     refs = frame_refs(list(job.inputs))
     z_step, unit = check_stack_job(job, refs)
     options = job.options

@@ -53,6 +53,10 @@ class FusionMethod(Protocol):
         """Pixels of context a tile needs on every side so that tiled results equal untiled ones."""
         ...
 
+    def bytes_per_pixel(self) -> int:
+        """Working memory per pixel of a region while its frames are fused (what sizes the tiles)."""
+        ...
+
     def tile_multiple(self) -> int:
         """Tiles start at multiples of this (1: anywhere)."""
         ...

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from typing import Any
+
+import torch
 
 from ..backends.base import Backend
 from . import METHOD_NAMES
@@ -21,7 +24,13 @@ def make_method(name: str, backend: Backend, *, weights: str | os.PathLike | GAC
     if name == "wavelet":
         from .wavelet.method import WaveletMethod
 
+        refuse_weights(name, weights)
         return WaveletMethod(backend, pair=strategy == "pair")
+    if name == "sesf":
+        from .sesf.method import SesfMethod
+        from .sesf.weights import load_sesf
+
+        return SesfMethod(load_sesf(weights, backend.device), backend, strategy, pair=strategy == "pair")
     if name != "gacn":
         from ..errors import UsageError
 
@@ -29,4 +38,26 @@ def make_method(name: str, backend: Backend, *, weights: str | os.PathLike | GAC
     return GacnMethod(load_model(weights, backend.device), backend, strategy, reduce)
 
 
-__all__ = ["METHODS", "make_method"]
+def load_method_weights(name: str, weights: Any, device: torch.device) -> Any:
+    """The weights of method ``name`` loaded onto ``device`` (GACN or SESF-Fuse), None for a method without
+    weights; loading first lets their errors come before any work."""
+    if name == "gacn":
+        return load_model(weights, device)
+    if name == "sesf":
+        from .sesf.weights import load_sesf
+
+        return load_sesf(weights, device)
+    refuse_weights(name, weights)
+    return None
+
+
+def refuse_weights(name: str, weights: Any) -> None:
+    """A method without weights given some: an error, not silence."""
+    if weights is not None:
+        from ..errors import UsageError
+
+        raise UsageError(f"weights apply to the gacn and sesf methods; the {name} method has none",
+                         option="weights")
+
+
+__all__ = ["METHODS", "make_method", "load_method_weights"]

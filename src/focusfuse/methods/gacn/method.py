@@ -35,6 +35,9 @@ class GacnMethod:
     def halo(self) -> int:
         return halo_for(self.reduce)
 
+    def bytes_per_pixel(self) -> int:
+        return self.net.backend.bytes_per_pixel  # the network's working set, measured per backend
+
     def tile_multiple(self) -> int:
         return self.reduce  # reduced blocks must not straddle tiles
 

@@ -101,7 +101,7 @@ def save_weights(model: GACN, path: str | os.PathLike, metadata: Mapping[str, An
     return path
 
 
-def _load_problem(path: Path, exc: Exception) -> str:
+def load_problem(path: Path, exc: Exception) -> str:
     """What went wrong in ``torch.load``, in a few words (torch's own text runs to a paragraph, and
     suggests loading untrusted pickles)."""
     try:
@@ -126,7 +126,7 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt file
-        raise WeightsError(f"cannot read weights file {path}: {_load_problem(path, exc)}") from exc
+        raise WeightsError(f"cannot read weights file {path}: {load_problem(path, exc)}") from exc
     if not isinstance(payload, Mapping):
         raise WeightsError(f"{path} is not a GACN weights file")
     if payload.get("format") == FORMAT:
@@ -165,15 +165,16 @@ def _candidates(name: str, dirs: list[Path]) -> list[Path]:
     return [d / n for d in dirs for n in names]
 
 
-def resolve_weights(weights: str | os.PathLike | None) -> Path:
+def resolve_weights(weights: str | os.PathLike | None, default_name: str = DEFAULT_WEIGHTS_NAME,
+                    official: str = "the official GACN.pkl checkpoint") -> Path:
     """File path for ``--weights`` (a path, or a name installed by ``focusfuse train`` or shipped with the
-    package) or, without it, the default weights shipped with the package."""
+    package) or, without it, the default weights ``default_name`` shipped with the package."""
     if weights is None:
-        for path in _candidates(DEFAULT_WEIGHTS_NAME, packaged_weights_dirs()):
+        for path in _candidates(default_name, packaged_weights_dirs()):
             if path.is_file():
                 return path
-        raise WeightsError("no default weights are installed; give weights: a focusfuse weights file, or the "
-                           "official GACN.pkl checkpoint", option="weights")
+        raise WeightsError(f"no default weights are installed; give weights: a focusfuse weights file, or "
+                           f"{official}", option="weights")
     path = Path(weights).expanduser()
     if path.is_file():
         return path

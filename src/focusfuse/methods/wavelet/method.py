@@ -10,6 +10,9 @@ from . import ACTIVITY_SIZE, LEVELS, VOTE_SIZE
 from .state import PyramidStack
 
 HALO_MARGIN = 8
+# the fused pyramid and its energies, one frame's pyramid, energies and temporaries (float32, up to 4
+# channels, 4/3 of the pixels over the levels); 6 copies of 4 channels: ~170 B, rounded up
+BYTES_PER_PIXEL = 256
 
 
 class WaveletMethod:
@@ -27,6 +30,9 @@ class WaveletMethod:
     def halo(self) -> int:
         multiple = self.tile_multiple()
         return -(-(pyramid_reach(self.levels) + HALO_MARGIN) // multiple) * multiple
+
+    def bytes_per_pixel(self) -> int:
+        return BYTES_PER_PIXEL
 
     def tile_multiple(self) -> int:
         return 2 ** self.levels  # every level's pixel grid is the whole image's
@@ -54,5 +60,6 @@ def pyramid_reach(levels: int, window: int = ACTIVITY_SIZE, vote: int = VOTE_SIZ
 
     base = 2 * (2 ** levels - 1) + 2 ** (levels + 1) - 2
     return max([base] + [detail_level(level) for level in range(levels)])
+
 
 __all__ = ["WaveletMethod"]

@@ -23,9 +23,20 @@ def reduce(x: torch.Tensor) -> torch.Tensor:
     return binomial_blur(x)[..., ::2, ::2]
 
 
+def _double(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Twice as many samples along ``dim`` by linear interpolation (pixel centres, edges replicated):
+    out[2i] = 3/4 x[i] + 1/4 x[i-1], out[2i+1] = 3/4 x[i] + 1/4 x[i+1]. Element-wise, so every output
+    value is computed the same way whatever the size of ``x`` (tiles equal the whole image bit for bit)."""
+    n = x.shape[dim]
+    before = torch.cat([x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)], dim)
+    after = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim)
+    even, odd = 0.75 * x + 0.25 * before, 0.75 * x + 0.25 * after
+    return torch.stack([even, odd], dim + 1).flatten(dim, dim + 1)
+
+
 def expand(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """Twice the size (bilinear, the pixel grid of :func:`reduce`), cropped to ``shape`` (H, W)."""
-    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)[..., :shape[0], :shape[1]]
+    return _double(_double(x, 2), 3)[..., :shape[0], :shape[1]]
 
 
 def decompose(x: torch.Tensor, levels: int) -> tuple[list[torch.Tensor], torch.Tensor]:

@@ -14,9 +14,6 @@ from ..base import FrameInput
 from . import ACTIVITY_SIZE, LEVELS, VOTE_SIZE
 from .pyramid import decompose, reconstruct, reduce
 
-NO_IMAGE = -1.0  # the energy of edge fill: below any frame's (energies are >= 0)
-
-
 def local_energy(detail: torch.Tensor, size: int = ACTIVITY_SIZE) -> torch.Tensor:
     """Mean of the squared gray detail (B, 1, H, W) over ``size`` x ``size`` windows (the activity measure)."""
     return F.avg_pool2d(detail * detail, size, stride=1, padding=size // 2, count_include_pad=False)
@@ -37,11 +34,14 @@ def image_levels(has_image: torch.Tensor | None, levels: int) -> tuple[list[torc
 class PyramidStack:
     """Frames arrive in input order (``add_batch``); ``fused`` and ``index`` hold the result so far.
 
-    Per level, a frame's detail coefficients replace the fused ones where their local energy (gray, over
-    ``window`` x ``window``) beats the best so far and most of the ``vote`` x ``vote`` coefficients around
-    agree (consistency verification: an isolated win is noise). The index map records the choice at the
-    finest level.
-    ``pair``: also keep the choice as the pair's decision map (1 where the first frame was kept).
+    Per level, a new frame's detail coefficients replace the fused ones where most of the ``vote`` x ``vote``
+    coefficients around beat the best so far by local energy (gray, over ``window`` x ``window``): a
+    majority vote over the energy comparison, the classical consistency verification (an isolated win is
+    noise). The best energy so far is the maximum over the frames (a running champion, as GACN's
+    ``calibrated``), also where the vote kept the older coefficient. Coefficients that edge fill touches
+    never win where the fused pyramid has image there, and always win where it has none. The index map
+    records the choice at the finest level. ``pair``: also keep the choice as the pair's decision map (1
+    where the first frame was kept).
     """
 
     def __init__(self, levels: int = LEVELS, pair: bool = False, window: int = ACTIVITY_SIZE,
@@ -52,8 +52,10 @@ class PyramidStack:
         self.vote = vote
         self.details: list[torch.Tensor] = []
         self.energy: list[torch.Tensor] = []
+        self.has_image: list[torch.Tensor | None] = []  # per level: where the fused coefficients are image's
         self.base_sum: torch.Tensor | None = None
         self.base_weight: torch.Tensor | None = None
+        self.count = 0
         self.index: torch.Tensor | None = None
         self.first: int | None = None
         self.maps: dict[str, torch.Tensor] = {}
@@ -63,7 +65,7 @@ class PyramidStack:
     def fused(self) -> torch.Tensor | None:
         """The fused region (C, h, w) in [0, 1], reconstructed from the fused pyramid."""
         if self._fused is None and self.details:
-            base = self.base_sum / self.base_weight if self.base_weight is not None else self.base_sum / self.count
+            base = self.base_sum / (self.count if self.base_weight is None else self.base_weight)
             self._fused = reconstruct(self.details, base)[0].clamp_(0.0, 1.0)
         return self._fused
 
@@ -72,38 +74,42 @@ class PyramidStack:
             self.add(item)
 
     def add(self, item: FrameInput) -> None:
-        """Take the next frame."""
+        """Take the next frame (its edge fill replaced by image pixels, as the network methods see it)."""
         self._fused = None
-        details, base = decompose(item.frame[None], self.levels)
+        view = item.frame if item.fill is None else item.fill.network
+        details, base = decompose(view[None], self.levels)
         masks, share = image_levels(None if item.fill is None else item.fill.has_image, self.levels)
         energy = [local_energy(to_gray(d), self.window) for d in details]
-        energy = [e if m is None else torch.where(m, e, NO_IMAGE) for e, m in zip(energy, masks)]
         if not self.details:
-            self._start(item, details, energy, base, share)
+            self._start(item, details, energy, masks, base, share)
             return
-        for level, (detail, e) in enumerate(zip(details, energy)):
+        for level, (detail, e, image) in enumerate(zip(details, energy, masks)):
             fused, detail = match_channels(self.details[level], detail)
-            wins = e > self.energy[level]
-            if self.vote:
-                wins = F.avg_pool2d(wins.float(), self.vote, stride=1, padding=self.vote // 2,
-                                    count_include_pad=False) > 0.5
+            wins = majority(e > self.energy[level], self.vote)
+            wins = keep_to_image(wins, self.has_image[level], image)
             self.details[level] = torch.where(wins, detail, fused)
-            self.energy[level] = torch.maximum(self.energy[level], e)
+            self.energy[level] = torch.maximum(self.energy[level], e if image is None else e * image)
+            self.has_image[level] = None if self.has_image[level] is None or image is None else \
+                self.has_image[level] | image
             if level == 0:
                 self.index = torch.where(wins[0, 0], item.index, self.index)
         self.base_sum, base = match_channels(self.base_sum, base)
         self._add_base(base, share)
         if self.pair:
-            self.maps = {"decision": (self.index == self.first).float(), "initial": (self.index == self.first).float()}
+            kept = (self.index == self.first).float()
+            self.maps = {"decision": kept, "initial": kept}
 
     def _start(self, item: FrameInput, details: list[torch.Tensor], energy: list[torch.Tensor],
-               base: torch.Tensor, share: torch.Tensor | None) -> None:
-        self.details, self.energy = details, energy
+               masks: list[torch.Tensor | None], base: torch.Tensor, share: torch.Tensor | None) -> None:
+        self.details, self.has_image = details, masks
+        self.energy = [e if image is None else e * image for e, image in zip(energy, masks)]
         self.index = torch.full(item.frame.shape[-2:], item.index, dtype=torch.int32, device=item.frame.device)
         self.first = item.index
-        self.count = 0
         self.base_sum = torch.zeros_like(base)
         self._add_base(base, share)
+        if self.pair:
+            kept = torch.ones(item.frame.shape[-2:], device=item.frame.device)
+            self.maps = {"decision": kept, "initial": kept}
 
     def _add_base(self, base: torch.Tensor, share: torch.Tensor | None) -> None:
         """Running (image-weighted) sum of the bases; without edge fill every frame weighs 1."""
@@ -118,4 +124,21 @@ class PyramidStack:
         self.base_weight = self.base_weight + weight
 
 
-__all__ = ["PyramidStack", "local_energy", "image_levels"]
+def majority(wins: torch.Tensor, size: int) -> torch.Tensor:
+    """True where more than half of the ``size`` x ``size`` neighbours (inside the image) are True."""
+    if size <= 1:
+        return wins
+    return F.avg_pool2d(wins.float(), size, stride=1, padding=size // 2, count_include_pad=False) > 0.5
+
+
+def keep_to_image(wins: torch.Tensor, fused_image: torch.Tensor | None,
+                  frame_image: torch.Tensor | None) -> torch.Tensor:
+    """A frame's wins limited to where its coefficients are image's, where the fused ones are (None: all)."""
+    if frame_image is not None:
+        wins = wins & frame_image
+    if fused_image is not None:
+        wins = wins | (~fused_image if frame_image is None else frame_image & ~fused_image)
+    return wins
+
+
+__all__ = ["PyramidStack", "local_energy", "image_levels", "majority", "keep_to_image"]

@@ -1,0 +1,82 @@
+"""SESFuseNet: a densely connected encoder with channel squeeze-excitation, and the decoder used in training.
+
+Conv blocks are 3x3 conv (bias) -> ReLU -> BatchNorm, stride 1. Encoder: 1->16, 16->16, 32->16, 48->16, a
+channel SE (reduction 8, no biases) after each; the four outputs concatenate (old first) to 64 channels.
+Decoder: 64->64->32->16->1 conv blocks (the last one's BatchNorm output is the reconstruction). Module names
+follow the published checkpoint's keys (``features``, ``se_f``, ``conv_encode_1``, ``conv_decode_4``, ...).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import GRAY_MEAN, GRAY_STD
+
+
+def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(),
+                         nn.BatchNorm2d(out_channels))
+
+
+class ChannelSE(nn.Module):
+    """x * sigmoid(W2 relu(W1 mean(x))) per channel, reduction 8, no biases."""
+
+    def __init__(self, channels: int = 16, reduction: int = 8) -> None:
+        super().__init__()
+        hidden = channels // reduction
+        self.fc = nn.Sequential(nn.Linear(channels, hidden, bias=False), nn.ReLU(),
+                                nn.Linear(hidden, channels, bias=False), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.fc(x.mean(dim=(2, 3)))[:, :, None, None]
+
+
+class SESFNet(nn.Module):
+    """The encoder (``encode``: 64 feature channels) and the decoder (``forward``: reconstruction)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features, self.se_f = conv_block(1, 16), ChannelSE()
+        self.conv_encode_1, self.se_1 = conv_block(16, 16), ChannelSE()
+        self.conv_encode_2, self.se_2 = conv_block(32, 16), ChannelSE()
+        self.conv_encode_3, self.se_3 = conv_block(48, 16), ChannelSE()
+        self.conv_decode_1 = conv_block(64, 64)
+        self.conv_decode_2 = conv_block(64, 32)
+        self.conv_decode_3 = conv_block(32, 16)
+        self.conv_decode_4 = conv_block(16, 1)
+        self.source: str | None = None  # the weights file it was loaded from
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Deep features (B, 64, H, W) of normalised gray images (B, 1, H, W)."""
+        features = self.se_f(self.features(x))
+        for conv, se in ((self.conv_encode_1, self.se_1), (self.conv_encode_2, self.se_2),
+                         (self.conv_encode_3, self.se_3)):
+            features = torch.cat([features, se(conv(features))], dim=1)
+        return features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.encode(x)
+        for block in (self.conv_decode_1, self.conv_decode_2, self.conv_decode_3, self.conv_decode_4):
+            y = block(y)
+        return y
+
+
+def normalize(gray: torch.Tensor) -> torch.Tensor:
+    """Gray in [0, 1] -> the network's input scale."""
+    return (gray - GRAY_MEAN) / GRAY_STD
+
+
+def sesf_gray(frame: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) in [0, 1] -> (B, 1, H, W) with the published fusion's weights (0.2125, 0.7154, 0.0721)."""
+    if frame.shape[1] == 1:
+        return frame
+    r, g, b = frame[:, 0:1], frame[:, 1:2], frame[:, 2:3]
+    return 0.2125 * r + 0.7154 * g + 0.0721 * b
+
+
+__all__ = ["SESFNet", "ChannelSE", "conv_block", "normalize", "sesf_gray"]

@@ -1,0 +1,152 @@
+"""SESF-Fuse: the network's layout, the fusion rule's steps, weights files, the method, training and the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from focusfuse import fuse_pair, fuse_stack
+from focusfuse.cli import main
+from focusfuse.engine.options import FusionOptions
+from focusfuse.errors import UsageError, WeightsError
+from focusfuse.io.images import read_image, write_image
+from focusfuse.methods.sesf.network import SESFNet
+from focusfuse.methods.sesf.rule import activity, consistency_verification, guided_filter
+from focusfuse.methods.sesf.weights import load_sesf, read_sesf_weights, save_sesf_weights
+
+from conftest import textured
+from test_wavelet import split_focus, to8
+
+
+@pytest.fixture(scope="module")
+def sesf_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("sesf") / "random.pt"
+    save_sesf_weights(SESFNet().eval(), path)
+    return path
+
+
+def test_network_has_the_published_layout():
+    net = SESFNet()
+    assert sum(p.numel() for p in net.parameters()) == 74_803  # the published checkpoint's count
+    keys = list(net.state_dict())
+    for key in ("features.0.weight", "features.2.running_var", "se_f.fc.0.weight", "se_3.fc.2.weight",
+                "conv_encode_3.0.weight", "conv_decode_4.2.num_batches_tracked"):
+        assert key in keys
+    assert net.state_dict()["se_1.fc.0.weight"].shape == (2, 16)
+    assert net.state_dict()["conv_encode_2.0.weight"].shape == (16, 32, 3, 3)
+    x = torch.rand(2, 1, 20, 24)
+    assert net.encode(x).shape == (2, 64, 20, 24) and net(x).shape == (2, 1, 20, 24)
+
+
+def test_activity_differences_against_zero_outside_the_image():
+    features = torch.full((1, 2, 6, 7), 2.0)
+    energy = activity(features, radius=0)[0, 0]
+    assert energy[0, 0] == 2 * (4 + 4)  # both neighbours outside: differences against 0, two channels
+    assert energy[0, 3] == 2 * 4 and energy[3, 0] == 2 * 4 and energy[3, 3] == 0
+    window = activity(features, radius=1)[0, 0]
+    assert window[3, 3] == 0 and window[1, 1] == energy[:3, :3].sum()
+
+
+def test_consistency_verification_removes_small_regions_and_keeps_large_ones():
+    d = np.zeros((100, 100), bool)
+    d[:, :50] = True  # a large region
+    d[80:84, 80:84] = True  # an island of 16 px (< 1% of the image)
+    d[20:23, 20:23] = False  # a hole of 9 px
+    out = consistency_verification(d)
+    assert out[:, 5:45].all() and not out[:, 55:].any()
+    assert not out[80:84, 80:84].any() and out[20:23, 20:23].all()
+
+
+def test_guided_filter_gray_is_he_s_filter():
+    rng = np.random.default_rng(0)
+    guide = torch.from_numpy(rng.random((1, 1, 30, 40)).astype(np.float64) * 255)
+    p = torch.from_numpy((rng.random((1, 1, 30, 40)) > 0.5).astype(np.float64))
+    q = guided_filter(guide, p, radius=2, eps=0.1)[0, 0].numpy()
+
+    def mean(x):  # window mean over in-image pixels
+        out = np.zeros_like(x)
+        for i in range(x.shape[0]):
+            for j in range(x.shape[1]):
+                out[i, j] = x[max(i - 2, 0):i + 3, max(j - 2, 0):j + 3].mean()
+        return out
+
+    g, pp = guide[0, 0].numpy(), p[0, 0].numpy()
+    a = (mean(g * pp) - mean(g) * mean(pp)) / (mean(g * g) - mean(g) ** 2 + 0.1)
+    b = mean(pp) - a * mean(g)
+    assert np.allclose(q, mean(a) * g + mean(b), atol=1e-9)
+
+
+def test_weights_files_of_both_layouts(tmp_path, sesf_weights):
+    state, meta = read_sesf_weights(sesf_weights)
+    bare = tmp_path / "authors.pkl"
+    torch.save(state, bare)  # the authors' checkpoint is a bare state dict with the same keys
+    assert load_sesf(bare).source == str(bare)
+    assert read_sesf_weights(bare)[1]["source"].startswith("the authors'")
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"something": torch.zeros(1)}, wrong)
+    with pytest.raises(WeightsError, match="neither"):
+        load_sesf(wrong)
+
+
+def test_pairs_take_the_sharp_half_and_keep_their_maps(sesf_weights):
+    truth, a, b = split_focus(120, 160)
+    result = fuse_pair(to8(a), to8(b), method="sesf", weights=sesf_weights, device="cpu")
+    assert result.decision_map[:, 10:70].mean() > 0.95 and result.decision_map[:, 90:150].mean() < 0.05
+    assert set(np.unique(result.initial_map)) <= {0.0, 1.0}
+    error = np.abs(result.fused.astype(float) - to8(truth)).mean()
+    assert error < 0.3 * min(np.abs(to8(f).astype(float) - to8(truth)).mean() for f in (a, b))
+
+
+@pytest.mark.parametrize("strategy", ["calibrated", "serial"])
+def test_stacks_16_bit_and_gray(sesf_weights, strategy):
+    truth, a, b = split_focus(100, 140, channels=1)
+    frames = [np.round(f * 65535).astype(np.uint16) for f in (a, (a + b) / 2, b)]
+    result = fuse_stack(frames, method="sesf", strategy=strategy, weights=sesf_weights, device="cpu", align="none")
+    assert result.fused.dtype == np.uint16 and result.fused.shape == a.shape
+    assert np.mean(result.index_map[:, 10:60] == 0) > 0.9 and np.mean(result.index_map[:, 80:130] == 2) > 0.9
+
+
+def test_options_and_tiles_are_refused_clearly(sesf_weights):
+    with pytest.raises(UsageError, match="sesf method takes calibrated or serial") as err:
+        FusionOptions(method="sesf", strategy="calibration")
+    assert err.value.option == "strategy"
+    frames = [np.round(textured(80, 90, s) * 255).astype(np.uint8) for s in range(2)]
+    with pytest.raises(UsageError, match="cannot run in tiles"):
+        fuse_stack(frames, method="sesf", weights=sesf_weights, device="cpu", align="none", tile_size=32)
+
+
+def test_training_writes_loadable_weights(tmp_path):
+    from focusfuse.train.sesf import train_sesf
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for k in range(12):
+        write_image(folder / f"img{k:02d}.png", np.round(textured(40, 48, k, 3) * 255).astype(np.uint8))
+    summary = train_sesf(folder, tmp_path / "run", epochs=2, batch_size=4, size=32, max_steps=1)
+    assert summary["best_epoch"] in (1, 2) and len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 2
+    assert isinstance(load_sesf(summary["weights"]), SESFNet)
+    with pytest.raises(UsageError, match="already holds a run"):
+        train_sesf(folder, tmp_path / "run", epochs=1, batch_size=4, size=32, max_steps=1)
+
+
+def test_cli_pair_and_stack(tmp_path, sesf_weights):
+    _, a, b = split_focus()
+    write_image(tmp_path / "a.png", to8(a))
+    write_image(tmp_path / "b.png", to8(b))
+    runner = CliRunner()
+    r = runner.invoke(main, ["pair", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "f.png"),
+                             "--method", "sesf", "--weights", str(sesf_weights), "--decision-map",
+                             str(tmp_path / "d.png"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert read_image(tmp_path / "d.png").shape == a.shape[:2]
+    r = runner.invoke(main, ["stack", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "s.png"),
+                             "--method", "sesf", "--weights", str(sesf_weights), "--align", "none", "--json"])
+    assert r.exit_code == 0, r.output
+    done = json.loads(r.output.strip().splitlines()[-1])
+    assert done["method"] == "sesf" and done["weights"] == sesf_weights.name
+    r = runner.invoke(main, ["stack", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "t.png"),
+                             "--method", "sesf", "--weights", str(sesf_weights), "--strategy", "calibration"])
+    assert r.exit_code == 2 and "--strategy" in r.stderr and len(r.stderr.strip().splitlines()) == 1
