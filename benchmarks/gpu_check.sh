@@ -63,7 +63,7 @@ echo "== tests marked gpu (device $device)" | tee -a "$out/log.txt"
 
 echo "== speed" | tee -a "$out/log.txt"
 "$python" benchmarks/speed.py --device "$device" --repeats "$repeats" \
-  --cases pair520,pair2700,gacn26,v4,v4none,v4host --json "$out/speed.json" 2>&1 | tee -a "$out/log.txt"
+  --cases pair520,pair2700,gacn26,v4,v4none,v4wavelet,v4host --json "$out/speed.json" 2>&1 | tee -a "$out/log.txt"
 
 echo "== CPU/$device parity on gacn26" | tee -a "$out/log.txt"
 "$python" benchmarks/device_parity.py --device "$device" --json "$out/parity.json" 2>&1 | tee -a "$out/log.txt"

@@ -11,6 +11,7 @@ Cases (each runs in its own process, so peak memory is its own):
              on) in a child process: job time (the report's seconds), wall time, time from process start to
              the first frame, peak RSS and GPU memory
   v4none     the same with --align none
+  v4wavelet  the same with --method wavelet (the classical pyramid method: no network), alignment on
   v4host     the V-4 job with the network replaced by a stand-in of negligible cost (benchmarks/host_only.py):
              the host work a GPU run still pays (reads, alignment, warps, blending, writes)
 
@@ -53,7 +54,7 @@ GACN26 = SHARED / "data" / "test" / "gacn26"
 PAIR520 = GACN26 / "color_lytro_01"
 API520 = GACN26 / "color_lytro_05"
 BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
-CASES = ("pair520", "api520", "pair2700", "pair2700e", "gacn26", "v4", "v4none", "v4host")
+CASES = ("pair520", "api520", "pair2700", "pair2700e", "gacn26", "v4", "v4none", "v4wavelet", "v4host")
 
 
 def peak_rss_mb() -> float:
@@ -184,9 +185,10 @@ def run_case(case: str, weights: str | None, device_name: str, repeats: int, ref
 def run_cli_v4(case: str, weights: str | None, device: str) -> dict:
     """`focusfuse stack` on V-4 in a child process: wall, job, first frame (from process start), peak RSS."""
     align = "none" if case == "v4none" else "auto"
+    method = ["--method", "wavelet"] if case == "v4wavelet" else (["--weights", weights] if weights else [])
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "focusfuse.cli", "stack", str(V4), "-o", str(Path(tmp, "v4.png")), "--json",
-               "--align", align, "--device", device] + (["--weights", weights] if weights else [])
+               "--align", align, "--device", device] + method
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         first = None
@@ -203,7 +205,7 @@ def run_cli_v4(case: str, weights: str | None, device: str) -> dict:
             raise RuntimeError(proc.stderr.read())
     return {"case": case, "ours_s": report["seconds"], "wall_s": wall, "first_frame_s": first,
             "peak_rss_mb": usage.ru_maxrss / 1024, "peak_gpu_mb": report.get("peak_gpu_mb"),
-            "note": f"align {align}, frames used {report['frames_used']}"}
+            "note": f"align {align}, frames used {report['frames_used']}, method {report.get('method', 'gacn')}"}
 
 
 def child(case: str, args: argparse.Namespace) -> dict:
@@ -217,7 +219,7 @@ def child(case: str, args: argparse.Namespace) -> dict:
 
 
 def measure(case: str, args: argparse.Namespace) -> dict:
-    if case in ("v4", "v4none"):
+    if case in ("v4", "v4none", "v4wavelet"):
         row = run_cli_v4(case, args.weights, args.device)
         if case == "v4" and not args.no_reference:
             row["ref_s"] = child("v4ref", args)["ref_s"]
