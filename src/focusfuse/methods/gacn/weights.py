@@ -208,12 +208,18 @@ def load_model(weights: str | os.PathLike | GACN | None = None,
         return model.to(device, memory_format=torch.channels_last).eval()
     path = resolve_weights(weights)
     state, metadata = read_weights(path)
-    model = GACN()
+    model = fitted(GACN(), state, metadata, path, "GACN")
+    return model.to(device, memory_format=torch.channels_last).eval()  # NHWC: faster convolutions
+
+
+def fitted(model: torch.nn.Module, state: Mapping[str, torch.Tensor], metadata: dict[str, Any], path: Path,
+           architecture: str) -> Any:
+    """``model`` with ``state`` loaded (strictly) and its source recorded; a clear error if they do not fit."""
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise WeightsError(f"{path}: weights do not fit the GACN architecture "
-                           f"({str(exc).splitlines()[0]})") from exc
+        raise WeightsError(f"{path}: weights do not fit the {architecture} architecture "
+                           f"({str(exc).splitlines()[0]})", option="weights") from exc
     model.source = str(path)
     model.metadata = metadata
-    return model.to(device, memory_format=torch.channels_last).eval()  # NHWC: faster convolutions
+    return model

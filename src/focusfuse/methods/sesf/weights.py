@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ...errors import WeightsError
-from ..gacn.weights import FORMAT, FORMAT_VERSION, load_problem, resolve_weights
+from ..gacn.weights import FORMAT, FORMAT_VERSION, fitted, load_problem, resolve_weights
 from . import ARCHITECTURE, DEFAULT_WEIGHTS_NAME
 from .network import SESFNet
 
@@ -57,15 +57,7 @@ def load_sesf(weights: str | os.PathLike | SESFNet | None = None, device: torch.
         return model.to(device).eval()
     path = resolve_weights(weights, DEFAULT_WEIGHTS_NAME, "the authors' SESF-Fuse checkpoint")
     state, metadata = read_sesf_weights(path)
-    model = SESFNet()
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise WeightsError(f"{path}: weights do not fit the SESF-Fuse architecture "
-                           f"({str(exc).splitlines()[0]})", option="weights") from exc
-    model.source = str(path)
-    model.metadata = metadata
-    return model.to(device).eval()
+    return fitted(SESFNet(), state, metadata, path, "SESF-Fuse").to(device).eval()
 
 
 __all__ = ["save_sesf_weights", "read_sesf_weights", "load_sesf"]
