@@ -150,3 +150,19 @@ def test_cli_pair_and_stack(tmp_path, sesf_weights):
     r = runner.invoke(main, ["stack", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "t.png"),
                              "--method", "sesf", "--weights", str(sesf_weights), "--strategy", "calibration"])
     assert r.exit_code == 2 and "--strategy" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_memory_limit_too_small_for_the_whole_image_names_the_limit(sesf_weights):
+    from focusfuse.backends.base import Backend
+    from focusfuse.engine.plan import plan_fusion, resident_memory
+    from focusfuse.methods.sesf.method import SesfMethod
+
+    backend = Backend(torch.device("cpu"))
+    method = SesfMethod(load_sesf(sesf_weights), backend)
+    limit = resident_memory() + backend.runtime_reserve + (100 << 20)
+    with pytest.raises(UsageError, match="needs about") as err:
+        plan_fusion((2000, 2000), 3, np.dtype(np.uint8), method, backend, FusionOptions(memory_limit=limit,
+                                                                                        method="sesf"))
+    assert err.value.option == "memory_limit"
+    whole = plan_fusion((2000, 2000), 3, np.dtype(np.uint8), method, backend, FusionOptions(method="sesf"))
+    assert len(whole.tiles) == 1  # no limit given: a method that cannot tile runs whole

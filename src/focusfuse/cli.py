@@ -170,9 +170,10 @@ def _silence_decoders() -> None:
 
 ALIGN_CHOICE = click.Choice(["auto", "none", "translation", "affine", "homography"])
 STRATEGY_CHOICE = click.Choice(["calibrated", "calibration", "serial"])
-METHOD_CHOICE = click.Choice(["gacn", "wavelet", "sesf"])
+METHOD_CHOICE = click.Choice(["gacn", "wavelet", "sesf", "rpsnn"])
 METHOD_HELP = ("gacn: the network (best boundaries on real pairs); wavelet: a classical Laplacian pyramid, no "
-               "network, many times faster on a CPU; sesf: SESF-Fuse (whole images only). --reduce is GACN's.")
+               "network, many times faster on a CPU; sesf: SESF-Fuse (whole images only); rpsnn: R-PSNN, "
+               "regresses the fused image (no maps; heavy). --reduce is GACN's.")
 
 
 def _json_line(event: str, **fields) -> None:
@@ -447,15 +448,17 @@ def demo(out_dir: Path, n_frames: int, scale: float, method: str, strategy: str 
 @click.option("--segments", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="Folder of label maps NAME.png used as focus masks (else random shapes).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Run folder.")
-@click.option("--method", type=click.Choice(["gacn", "sesf"]), default="gacn", show_default=True,
+@click.option("--method", type=click.Choice(["gacn", "sesf", "rpsnn"]), default="gacn", show_default=True,
               help="gacn: the decision network on generated focus pairs; sesf: SESF-Fuse's autoencoder "
-                   "(unsupervised reconstruction of the images; --segments, --init and the GACN loss options "
-                   "do not apply).")
+                   "(unsupervised reconstruction of the images); rpsnn: R-PSNN regressing the all-in-focus "
+                   "image of generated colour pairs (--crop sets the patch size). --init and the GACN loss "
+                   "options apply to gacn only.")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs [gacn: 50, sesf: 30].")
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True)
-@click.option("--lr-decay", type=click.FloatRange(0, 1), default=0.8, show_default=True, help="Factor every --lr-step epochs.")
-@click.option("--lr-step", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="[gacn, sesf: 1e-4; rpsnn: 2e-4]")
+@click.option("--lr-decay", type=click.FloatRange(0, 1), default=None,
+              help="Factor every --lr-step epochs [gacn, sesf: 0.8; rpsnn: 0.5].")
+@click.option("--lr-step", type=click.IntRange(1), default=None, help="[gacn, sesf: 2; rpsnn: 5]")
 @click.option("--qg-weight", type=float, default=1.0, show_default=True, help="lambda in Dice + lambda (1 - Q_g).")
 @click.option("--symmetric-dice", is_flag=True,
               help="Score Dice on both frames' maps, not frame A's only (the loss then ignores the frame order).")
@@ -464,7 +467,7 @@ def demo(out_dir: Path, n_frames: int, scale: float, method: str, strategy: str 
 @click.option("--boundary-width", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Pixels either side of a focus boundary scored by --boundary-weight.")
 @click.option("--samples-per-image", type=click.IntRange(1), default=4, show_default=True)
-@click.option("--crop", type=click.IntRange(32), default=156, show_default=True)
+@click.option("--crop", type=click.IntRange(32), default=None, help="Patch size [gacn: 156; rpsnn: 64].")
 @click.option("--recipe", "recipe_items", multiple=True, metavar="KEY=VALUE",
               help="Change a knob of the pair generator, e.g. max_gain=0.06 (repeatable; see PairRecipe).")
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Data loader processes.")
@@ -495,10 +498,16 @@ def train(images: Path, segments: Path | None, out_dir: Path, method: str, epoch
     if name is not None and (not name or Path(name).name != name or name.startswith(".")):
         raise UsageError(f"--name {name!r}: use a plain name (no folders), e.g. --name microscope-v1")
     if method == "sesf":
-        _train_sesf(images, out_dir, epochs or 30, batch_size, lr, lr_decay, lr_step, seed, device, max_steps,
-                    name or out_dir.name, overwrite, quiet, segments=segments, init=init_weights, resume=resume)
+        _train_sesf(images, out_dir, epochs or 30, batch_size, lr or 1e-4, lr_decay or 0.8, lr_step or 2, seed,
+                    device, max_steps, name or out_dir.resolve().name, overwrite, quiet, segments=segments, init=init_weights,
+                    resume=resume)
         return
-    epochs = epochs or 50
+    if method == "rpsnn":
+        _train_rpsnn(images, segments, out_dir, epochs or 59, batch_size, lr or 2e-4, lr_decay, lr_step or 5,
+                     crop or 64, seed, device, max_steps, name or out_dir.resolve().name, overwrite, quiet, init=init_weights,
+                     resume=resume)
+        return
+    epochs, lr, lr_decay, lr_step, crop = epochs or 50, lr or 1e-4, lr_decay or 0.8, lr_step or 2, crop or 156
     try:
         recipe = recipe_overrides(recipe_items)
     except ValueError as exc:
@@ -532,6 +541,32 @@ def train(images: Path, segments: Path | None, out_dir: Path, method: str, epoch
         stderr_console().print(f"best validation loss {summary['best_val_loss']:.4f}: {summary['best']}")
         if summary["installed"]:
             stderr_console().print(f"installed as --weights {Path(summary['installed']).stem} ({summary['installed']})")
+
+
+def _train_rpsnn(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch_size: int, lr: float,
+                 lr_decay: float | None, lr_step: int, crop: int, seed: int, device: str, max_steps: int, name: str,
+                 overwrite: bool, quiet: bool, *, init: Path | None, resume: bool) -> None:
+    """``train --method rpsnn``: R-PSNN on generated colour pairs."""
+    from .train.rpsnn import train_rpsnn
+
+    for flag, given in (("--init", init), ("--resume", resume), ("--lr-decay", lr_decay not in (None, 0.5))):
+        if given:
+            raise UsageError(f"{flag} applies to GACN training, not to --method rpsnn (its lr halves every --lr-step)")
+    with frame_progress(quiet) as progress:
+        task = progress.add_task("epochs", total=epochs, frame="")
+
+        def report(done: int, total: int, row: dict) -> None:
+            progress.update(task, completed=done, frame=f"val PSNR {row['val_psnr']:.2f} dB")
+            if not quiet:
+                progress.console.print(f"epoch {done}/{total}: train MSE {row['train_mse']:.5f}, "
+                                       f"val PSNR {row['val_psnr']:.2f} dB")
+
+        summary = train_rpsnn(images, out_dir, segments=segments, epochs=epochs, batch_size=batch_size, lr=lr,
+                              lr_step=lr_step, size=crop, seed=seed, device=device, max_steps=max_steps,
+                              install_as=name, replace_installed=overwrite, progress=report)
+    if not quiet:
+        stderr_console().print(f"best validation MSE {summary['best_val_mse']:.5f} (epoch {summary['best_epoch']}): "
+                               f"{summary['weights']}; installed as --weights {name}")
 
 
 def _train_sesf(images: Path, out_dir: Path, epochs: int, batch_size: int, lr: float, lr_decay: float, lr_step: int,

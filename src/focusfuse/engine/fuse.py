@@ -20,7 +20,7 @@ from ..methods.registry import make_method
 from ..methods.gacn.decision import blend, decide_pair
 from ..methods.gacn.model import GACN
 from ..methods.gacn.network import GacnNetwork
-from ..methods import DEFAULT_METHOD
+from ..methods import DEFAULT_METHOD, WITHOUT_MAPS
 from ..ops.color import to_gray
 from .options import FusionOptions
 from .run import AlignProgress, FusionRun, ProgressCallback, run_fusion
@@ -46,11 +46,12 @@ class StackResult:
 
 @dataclass
 class PairResult:
-    """Fused image (caller's dtype and layout), final and initial decision maps (float32 HxW, 1 = A)."""
+    """Fused image (caller's dtype and layout), final and initial decision maps (float32 HxW, 1 = A; None for
+    a method that regresses pixels)."""
 
     fused: np.ndarray
-    decision_map: np.ndarray
-    initial_map: np.ndarray
+    decision_map: np.ndarray | None
+    initial_map: np.ndarray | None
 
 
 def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, method: str = DEFAULT_METHOD,
@@ -100,7 +101,8 @@ def run_stack_fusion(refs: Sequence, options: FusionOptions, *, weights: Weights
 
 def stack_result(run: FusionRun, options: FusionOptions) -> StackResult:
     window = run.window
-    return StackResult(fused=run.sink.fused, index_map=run.sink.index, strategy=options.strategy, frames=run.frames,
+    index = None if options.method in WITHOUT_MAPS else run.sink.index
+    return StackResult(fused=run.sink.fused, index_map=index, strategy=options.strategy, frames=run.frames,
                        alignment=run.alignment, skipped=run.skipped or [],
                        box=None if window is None else (window.x0, window.y0, window.x1, window.y1),
                        shape=run.sink.shape, tiles=len(run.plan.tiles) if run.plan else 1)
@@ -122,6 +124,8 @@ def fuse_pair(a: FrameLike, b: FrameLike, *, weights: Weights = None, device: st
     if len(refs) != 2:
         raise UsageError("fuse_pair takes exactly two single frames (use fuse_stack for more)")
     run = run_pair_fusion(refs, options, weights=weights, device=device, output=ArrayOutput(("decision", "initial")))
+    if options.method in WITHOUT_MAPS:
+        return PairResult(run.sink.fused, None, None)
     return PairResult(run.sink.fused, run.sink.maps["decision"], run.sink.maps["initial"])
 
 

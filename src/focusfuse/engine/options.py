@@ -95,10 +95,10 @@ class FusionOptions:
 
         if self.method not in METHOD_NAMES:
             raise UsageError(f"unknown method {self.method!r} (use {', '.join(METHOD_NAMES)})", option="method")
-        if self.method == "wavelet":
+        if self.method in ("wavelet", "rpsnn"):
             if self.strategy is not None:
-                raise UsageError("strategy applies to the gacn and sesf methods (the wavelet method fuses every "
-                                 "frame the same way)", option="strategy")
+                raise UsageError(f"strategy applies to the gacn and sesf methods (the {self.method} method fuses "
+                                 "every frame the same way)", option="strategy")
         elif self.strategy is None:
             object.__setattr__(self, "strategy", DEFAULT_STRATEGY)
         if self.method == "sesf" and self.strategy not in ("calibrated", "serial"):

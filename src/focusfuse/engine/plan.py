@@ -93,7 +93,13 @@ def plan_fusion(shape: tuple[int, int], channels: int, dtype: np.dtype, method: 
     tile = -(-tile // multiple) * multiple
     tiles = tuple(tile_grid(height, width, tile, halo=halo))
     if len(tiles) > 1 and (problem := method.tiling_problem()) is not None:
-        raise UsageError(problem, option="tile_size")
+        if options.tile_size is not None:
+            raise UsageError(problem, option="tile_size")
+        if explicit:
+            need = (height * width * method.bytes_per_pixel() + fixed) >> 20
+            raise UsageError(f"memory limit {budget >> 20} MiB: this image needs about {need} MiB whole, and "
+                             f"{problem.split(' (')[0].split(';')[0]}", option="memory_limit")
+        tiles = tuple(tile_grid(height, width, 0, halo=halo))  # no limit given: the image whole
     crop = max(t.crop.shape[0] * t.crop.shape[1] for t in tiles)
     batch = backend.frames_per_batch(crop, network_budget)
     frame_bytes = crop * channels * (4 + np.dtype(dtype).itemsize)  # staged float32 + the read pixels

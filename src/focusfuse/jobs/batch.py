@@ -22,6 +22,7 @@ import torch
 
 from ..errors import FocusFuseError, UsageError
 from ..io.images import check_output_folder, list_images, natural_key, tiff_page_count, write_text_atomic
+from ..methods import WITHOUT_MAPS
 from .report import weights_id
 from .stack_job import StackJob, check_job_settings, run_stack
 
@@ -127,6 +128,9 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
     method's weights on their device (GACN's or SESF-Fuse's; None for a method without weights, run on
     ``device``)."""
     check_job_settings(template)
+    if (index_maps or previews) and template.options.method in WITHOUT_MAPS:
+        raise UsageError(f"the {template.options.method} method regresses pixels: it has no index maps or depth "
+                         "previews to write", option="index_maps")
     out = Path(out_dir)
     stacks = stacks if stacks is not None else discover_stacks(root, exclude=out)
     check_batch_output(root, out, stacks)

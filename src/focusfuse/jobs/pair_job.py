@@ -15,6 +15,7 @@ from ..engine.options import FusionOptions
 from ..errors import UsageError
 from ..frames.refs import frame_refs, input_paths
 from ..io.images import write_image
+from ..methods import WITHOUT_MAPS
 from ..io.metadata import embed_exif_in_tiff, read_metadata
 from .outputs import JobOutput, check_map_formats, check_outputs, staged_outputs, write_all, write_map
 from .report import peak_memory_mb, provenance, weights_id
@@ -34,6 +35,9 @@ def run_pair(image_a: Path, image_b: Path, output: Path, model: Any, *, decision
         raise UsageError("a pair is two single images (fuse a multi-page TIFF as a stack)")
     check_outputs([p for p in (output, decision_map) if p is not None], overwrite, input_paths(refs))
     check_map_formats(decision_map=decision_map)
+    if decision_map is not None and options.method in WITHOUT_MAPS:
+        raise UsageError(f"the {options.method} method regresses pixels: it has no decision map to write",
+                         option="decision_map")
     backend = select_backend(model.device if model is not None else device)
     metadata = dataclasses.replace(read_metadata(image_a), description=provenance(model, "pair", 2, options.reduce,
                                                                                   options.method))

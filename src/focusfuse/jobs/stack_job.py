@@ -26,6 +26,7 @@ from ..errors import UsageError
 from ..frames.refs import frame_refs, input_paths, require_frames
 from ..io.images import FrameRef, write_image
 from ..io.metadata import ImageMetadata, embed_exif_in_tiff, read_metadata
+from ..methods import WITHOUT_MAPS
 from ..methods.base import FusionMethod
 from .depth import MAX_DEPTH_SMOOTH, depth_preview, height_map, smooth_index_map, z_spacing_of_inputs
 from .outputs import JobOutput, check_map_formats, check_outputs, is_tiff, staged_outputs, write_all, write_map
@@ -56,7 +57,11 @@ class StackJob:
 
 
 def check_job_settings(job: StackJob) -> None:
-    """The job's own settings (not its files): depth smoothing radius and focus step."""
+    """The job's own settings (not its files): map outputs the method has, depth smoothing radius, focus step."""
+    maps = [p for p in (job.index_map, job.depth_preview, job.height_map) if p is not None]
+    if maps and job.options.method in WITHOUT_MAPS:
+        raise UsageError(f"the {job.options.method} method regresses pixels: it has no index map to write "
+                         f"({maps[0].name})", option="index_map")
     check_int(job.depth_smooth, "depth smoothing radius", 0, MAX_DEPTH_SMOOTH, option="depth_smooth")
     if job.z_step is not None and not (isinstance(job.z_step, (int, float)) and math.isfinite(job.z_step)
                                        and job.z_step != 0):

@@ -31,6 +31,11 @@ def make_method(name: str, backend: Backend, *, weights: str | os.PathLike | GAC
         from .sesf.weights import load_sesf
 
         return SesfMethod(load_sesf(weights, backend.device), backend, strategy, pair=strategy == "pair")
+    if name == "rpsnn":
+        from .rpsnn.method import RpsnnMethod
+        from .rpsnn.weights import load_rpsnn
+
+        return RpsnnMethod(load_rpsnn(weights, backend.device), backend, pair=strategy == "pair")
     if name != "gacn":
         from ..errors import UsageError
 
@@ -39,7 +44,7 @@ def make_method(name: str, backend: Backend, *, weights: str | os.PathLike | GAC
 
 
 def load_method_weights(name: str, weights: Any, device: torch.device) -> Any:
-    """The weights of method ``name`` loaded onto ``device`` (GACN or SESF-Fuse), None for a method without
+    """The weights of method ``name`` loaded onto ``device`` (GACN, SESF-Fuse, R-PSNN), None for a method without
     weights; loading first lets their errors come before any work."""
     if name == "gacn":
         return load_model(weights, device)
@@ -47,6 +52,10 @@ def load_method_weights(name: str, weights: Any, device: torch.device) -> Any:
         from .sesf.weights import load_sesf
 
         return load_sesf(weights, device)
+    if name == "rpsnn":
+        from .rpsnn.weights import load_rpsnn
+
+        return load_rpsnn(weights, device)
     refuse_weights(name, weights)
     return None
 
@@ -56,7 +65,7 @@ def refuse_weights(name: str, weights: Any) -> None:
     if weights is not None:
         from ..errors import UsageError
 
-        raise UsageError(f"weights apply to the gacn and sesf methods; the {name} method has none",
+        raise UsageError(f"weights apply to the gacn, sesf and rpsnn methods; the {name} method has none",
                          option="weights")
 
 

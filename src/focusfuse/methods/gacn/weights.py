@@ -199,6 +199,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 def load_model(weights: str | os.PathLike | GACN | None = None,
                device: torch.device | str = "cpu") -> GACN:
     """A GACN in eval mode on ``device`` from a path, an installed name, the default, or a model."""
+    if isinstance(weights, torch.nn.Module) and not isinstance(weights, GACN):
+        raise WeightsError(f"{type(weights).__name__} weights given to the GACN method", option="weights")
     if isinstance(weights, GACN):
         ready = not weights.training and weights.device == torch.device(device) and all(
             p.is_contiguous(memory_format=torch.channels_last) for p in weights.parameters() if p.ndim == 4)

@@ -1,0 +1,73 @@
+"""Weights files of the networks other than GACN (SESF-Fuse, R-PSNN): our format or the authors' bare state dict.
+
+Our format is GACN's (``{"format": "focusfuse-weights", "architecture": ..., "state_dict": ..., "metadata":
+...}``); the authors' checkpoints are bare state dicts whose keys our modules reproduce, so they load as
+they are. Everything loads with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import WeightsError
+from .gacn.weights import FORMAT, FORMAT_VERSION, fitted, load_problem, resolve_weights
+
+
+def save_network_weights(model: nn.Module, path: str | os.PathLike, architecture: str,
+                         metadata: Mapping[str, Any] | None = None) -> Path:
+    """Save weights in our format (atomically: temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **(metadata or {})}
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "architecture": architecture,
+                "state_dict": state, "metadata": meta}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_network_weights(path: str | os.PathLike, architecture: str, authors_keys: Sequence[str],
+                         title: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, metadata) from our format (``architecture``) or the authors' checkpoint (a bare state dict
+    holding ``authors_keys``); ``title`` names the network in errors."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt file
+        raise WeightsError(f"cannot read weights file {path}: {load_problem(path, exc)}", option="weights") from exc
+    if not isinstance(payload, Mapping):
+        raise WeightsError(f"{path} is not a {title} weights file", option="weights")
+    if payload.get("format") == FORMAT:
+        if payload.get("architecture") != architecture:
+            raise WeightsError(f"{path} holds architecture {payload.get('architecture')!r}, {title} needs "
+                               f"{architecture!r}", option="weights")
+        return dict(payload["state_dict"]), dict(payload.get("metadata", {}))
+    if all(key in payload for key in authors_keys):
+        return dict(payload), {"source": f"the authors' {title} checkpoint layout"}
+    raise WeightsError(f"{path} is neither a focusfuse {title} weights file nor a {title} checkpoint",
+                       option="weights")
+
+
+def load_network(network: type[nn.Module], weights: Any, device: torch.device | str, *, architecture: str,
+                 default_name: str, authors_keys: Sequence[str], title: str) -> Any:
+    """A ``network`` in eval mode on ``device`` from a path, an installed name, the default, or a model."""
+    if isinstance(weights, nn.Module):
+        if not isinstance(weights, network):
+            raise WeightsError(f"{type(weights).__name__} weights given to the {title} method", option="weights")
+        model = weights if not weights.training and weights.device == torch.device(device) else copy.deepcopy(weights)
+        return model.to(device).eval()
+    path = resolve_weights(weights, default_name, f"the authors' {title} checkpoint")
+    state, metadata = read_network_weights(path, architecture, authors_keys, title)
+    return fitted(network(), state, metadata, path, title).to(device).eval()
+
+
+__all__ = ["save_network_weights", "read_network_weights", "load_network"]

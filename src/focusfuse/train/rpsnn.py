@@ -1,0 +1,141 @@
+"""``focusfuse train --method rpsnn``: R-PSNN regressing the all-in-focus image (MSE) from generated pairs.
+
+Pairs come from colour crops of the training images: a random subset of the labelled segments (or of random
+shapes) is the near layer; frames A and B focus near and far through the layered disk-PSF model of
+:mod:`focusfuse.evaluation.synthetic` (a defocused near layer spreads over the far one), so the target is the
+sharp crop itself. Adam (lr 2e-4, halved every ``lr_step`` epochs), as published; the patch size and the
+number of pairs are ours (the paper's generator is not published).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import UsageError
+from ..evaluation.synthetic import layered_defocus
+from ..io.images import read_image
+from ..methods.rpsnn.network import RPSNN
+from ..methods.rpsnn.weights import save_rpsnn_weights
+from .data import random_shapes_mask, segment_mask, split_images
+
+Progress = Callable[[int, int, dict[str, float]], None]
+
+
+def colour_pair(image: np.ndarray, segments: np.ndarray | None, size: int, rng: np.random.Generator,
+                blur: tuple[float, float] = (1.5, 6.0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(A, B, truth) float32 (3, size, size): a random crop, its near layer focused in A and far in B."""
+    h, w = image.shape[:2]
+    y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    crop = image[y:y + size, x:x + size].astype(np.float32) / 255.0
+    if crop.ndim == 2:
+        crop = np.repeat(crop[:, :, None], 3, axis=2)
+    crop = crop[:, :, :3]
+    near = segment_mask(segments[y:y + size, x:x + size], rng) if segments is not None else \
+        random_shapes_mask(size, size, rng)
+    r_far, r_near = rng.uniform(*blur, size=2)
+    a = layered_defocus(crop, near, focus=1.0, blur_per_unit=float(r_far), layers=2)
+    b = layered_defocus(crop, near, focus=0.0, blur_per_unit=float(r_near), layers=2)
+    if rng.random() < 0.5:
+        a, b = b, a
+    return tuple(np.ascontiguousarray(v.transpose(2, 0, 1)) for v in (a, b, crop))  # type: ignore[return-value]
+
+
+def make_pairs(paths: list[Path], segments_dir: Path | None, count: int, size: int, seed: int) -> torch.Tensor:
+    """(count, 3, 3, size, size): A, B and the truth of ``count`` pairs spread over the images."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(count):
+        path = paths[k % len(paths)]
+        image = read_image(path)
+        seg_path = None if segments_dir is None else segments_dir / (path.stem + ".png")
+        segments = read_image(seg_path) if seg_path is not None and seg_path.exists() else None
+        if min(image.shape[:2]) < size:
+            raise UsageError(f"{path}: smaller than the {size} px patches", option="crop")
+        out.append(np.stack(colour_pair(image, segments, size, rng)))
+    return torch.from_numpy(np.stack(out))
+
+
+def train_rpsnn(images: str | Path, out: str | Path, *, segments: str | Path | None = None, epochs: int = 59,
+                batch_size: int = 8, lr: float = 2e-4, lr_step: int = 5, size: int = 64, pairs_per_image: int = 1,
+                seed: int = 0, device: str = "auto", max_steps: int = 0, install_as: str | None = None,
+                replace_installed: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+    """Train R-PSNN on pairs generated from ``images`` (every 10th image held out: fixed validation pairs);
+    ``out`` gets ``best.pt`` (lowest validation MSE) and ``log.jsonl``. Returns a summary."""
+    from ..backends.select import resolve_device
+    from ..methods.gacn.weights import user_weights_dir
+
+    installed = None if install_as is None else user_weights_dir() / f"{install_as}.pt"
+    if installed is not None and installed.exists() and not replace_installed:
+        raise UsageError(f"weights named {install_as!r} are installed already ({installed}); choose another name "
+                         "or replace them", option="name")
+    training, validation = split_images(images)
+    if len(training) < 1 or not validation:
+        raise UsageError(f"{images}: need training images and at least one held out for validation (every 10th "
+                         f"image); found {len(training) + len(validation)}", option="images")
+    out = Path(out)
+    if (out / "best.pt").exists():
+        raise UsageError(f"{out} already holds a run (best.pt); choose another --out", option="out")
+    out.mkdir(parents=True, exist_ok=True)
+    target = resolve_device(device)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    segments_dir = None if segments is None else Path(segments)
+    val_set = make_pairs(validation, segments_dir, len(validation), size, seed + 100_000)  # fixed, apart
+    model = RPSNN().to(target)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_step, gamma=0.5)
+    best, best_epoch, started = float("inf"), -1, time.perf_counter()
+    for epoch in range(epochs):
+        train_set = make_pairs(training, segments_dir, len(training) * pairs_per_image, size, seed + epoch)
+        order = torch.randperm(len(train_set))
+        steps = len(train_set) // batch_size if max_steps == 0 else min(max_steps, len(train_set) // batch_size)
+        model.train()
+        total = 0.0
+        for step in range(max(steps, 1)):
+            batch = train_set[order[step * batch_size:(step + 1) * batch_size]].to(target)
+            loss = F.mse_loss(model(batch[:, 0], batch[:, 1]), batch[:, 2])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+        used_lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        model.eval()
+        with torch.inference_mode():
+            val = sum(F.mse_loss(model(v[None, 0].to(target), v[None, 1].to(target)).clamp(0, 1),
+                                 v[None, 2].to(target)).item() for v in val_set) / len(val_set)
+        row = {"epoch": epoch + 1, "train_mse": total / max(steps, 1), "val_mse": val,
+               "val_psnr": float(10 * np.log10(1.0 / max(val, 1e-12))), "lr": used_lr,
+               "seconds": round(time.perf_counter() - started, 1)}
+        with open(out / "log.jsonl", "a") as log:
+            log.write(json.dumps(row) + "\n")
+        if val < best:
+            best, best_epoch = val, epoch + 1
+            save_rpsnn_weights(model, out / "best.pt", {"epoch": best_epoch, "val_mse": val, "images": str(images),
+                                                        "size": size, "batch_size": batch_size, "lr": lr,
+                                                        "epochs": epochs, "seed": seed})
+        if progress is not None:
+            progress(epoch + 1, epochs, row)
+    if installed is not None:
+        installed.parent.mkdir(parents=True, exist_ok=True)
+        tmp = installed.with_name(f".{installed.name}.tmp")
+        shutil.copyfile(out / "best.pt", tmp)
+        os.replace(tmp, installed)
+    return {"best_epoch": best_epoch, "best_val_mse": best, "weights": str(out / "best.pt"),
+            "installed": None if installed is None else str(installed),
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+__all__ = ["train_rpsnn", "colour_pair", "make_pairs"]
