@@ -9,10 +9,7 @@ number of pairs are ours (the paper's generator is not published).
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +25,7 @@ from ..io.images import read_image
 from ..methods.rpsnn.network import RPSNN
 from ..methods.rpsnn.weights import save_rpsnn_weights
 from .data import random_shapes_mask, segment_mask, split_images
+from .runs import install, install_target, log_epoch, new_run_folder
 
 Progress = Callable[[int, int, dict[str, float]], None]
 
@@ -73,20 +71,15 @@ def train_rpsnn(images: str | Path, out: str | Path, *, segments: str | Path | N
     """Train R-PSNN on pairs generated from ``images`` (every 10th image held out: fixed validation pairs);
     ``out`` gets ``best.pt`` (lowest validation MSE) and ``log.jsonl``. Returns a summary."""
     from ..backends.select import resolve_device
-    from ..methods.gacn.weights import user_weights_dir
 
-    installed = None if install_as is None else user_weights_dir() / f"{install_as}.pt"
-    if installed is not None and installed.exists() and not replace_installed:
-        raise UsageError(f"weights named {install_as!r} are installed already ({installed}); choose another name "
-                         "or replace them", option="name")
     training, validation = split_images(images)
     if len(training) < 1 or not validation:
         raise UsageError(f"{images}: need training images and at least one held out for validation (every 10th "
                          f"image); found {len(training) + len(validation)}", option="images")
-    out = Path(out)
-    if (out / "best.pt").exists():
-        raise UsageError(f"{out} already holds a run (best.pt); choose another --out", option="out")
-    out.mkdir(parents=True, exist_ok=True)
+    if (Path(out) / "best.pt").exists():
+        new_run_folder(out)  # its error: the run comes first
+    installed = install_target(install_as, replace_installed)
+    out = new_run_folder(out)
     target = resolve_device(device)
     random.seed(seed)
     np.random.seed(seed)
@@ -119,8 +112,7 @@ def train_rpsnn(images: str | Path, out: str | Path, *, segments: str | Path | N
         row = {"epoch": epoch + 1, "train_mse": total / max(steps, 1), "val_mse": val,
                "val_psnr": float(10 * np.log10(1.0 / max(val, 1e-12))), "lr": used_lr,
                "seconds": round(time.perf_counter() - started, 1)}
-        with open(out / "log.jsonl", "a") as log:
-            log.write(json.dumps(row) + "\n")
+        log_epoch(out, row)
         if val < best:
             best, best_epoch = val, epoch + 1
             save_rpsnn_weights(model, out / "best.pt", {"epoch": best_epoch, "val_mse": val, "images": str(images),
@@ -128,13 +120,8 @@ def train_rpsnn(images: str | Path, out: str | Path, *, segments: str | Path | N
                                                         "epochs": epochs, "seed": seed})
         if progress is not None:
             progress(epoch + 1, epochs, row)
-    if installed is not None:
-        installed.parent.mkdir(parents=True, exist_ok=True)
-        tmp = installed.with_name(f".{installed.name}.tmp")
-        shutil.copyfile(out / "best.pt", tmp)
-        os.replace(tmp, installed)
     return {"best_epoch": best_epoch, "best_val_mse": best, "weights": str(out / "best.pt"),
-            "installed": None if installed is None else str(installed),
+            "installed": install(out / "best.pt", installed),
             "seconds": round(time.perf_counter() - started, 1)}
 
 

@@ -8,10 +8,7 @@ tensors. Adam, lr x decay every ``lr_step`` epochs. The epoch with the lowest va
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +23,7 @@ from ..errors import UsageError
 from ..methods.sesf.network import SESFNet, normalize
 from ..methods.sesf.weights import save_sesf_weights
 from .data import split_images
+from .runs import install, install_target, log_epoch, new_run_folder
 
 Progress = Callable[[int, int, dict[str, float]], None]
 
@@ -68,21 +66,15 @@ def train_sesf(images: str | Path, out: str | Path, *, epochs: int = 30, batch_s
     gets ``best.pt`` (our weights format) and ``log.jsonl``; the best weights are installed as ``install_as``
     (for ``--weights NAME``) when given. Returns a summary."""
     from ..backends.select import resolve_device
-    from ..methods.gacn.weights import user_weights_dir
-
-    installed = None if install_as is None else user_weights_dir() / f"{install_as}.pt"
-    if installed is not None and installed.exists() and not replace_installed:
-        raise UsageError(f"weights named {install_as!r} are installed already ({installed}); choose another name "
-                         "or replace them", option="name")
 
     training, validation = split_images(images)
     if len(training) < batch_size or not validation:
         raise UsageError(f"{images}: need at least {batch_size} training images and one for validation (every "
                          f"10th image is held out); found {len(training) + len(validation)}", option="images")
-    out = Path(out)
-    if (out / "best.pt").exists():
-        raise UsageError(f"{out} already holds a run (best.pt); choose another --out", option="out")
-    out.mkdir(parents=True, exist_ok=True)
+    if (Path(out) / "best.pt").exists():
+        new_run_folder(out)  # its error: the run comes first
+    installed = install_target(install_as, replace_installed)
+    out = new_run_folder(out)
     target = resolve_device(device)
     random.seed(seed)
     np.random.seed(seed)
@@ -114,8 +106,7 @@ def train_sesf(images: str | Path, out: str | Path, *, epochs: int = 30, batch_s
                       for v in val_set) / len(val_set)
         row = {"epoch": epoch + 1, "train_loss": total / max(steps, 1), "val_loss": val,
                "lr": used_lr, "seconds": round(time.perf_counter() - started, 1)}
-        with open(out / "log.jsonl", "a") as log:
-            log.write(json.dumps(row) + "\n")
+        log_epoch(out, row)
         if val < best:
             best, best_epoch = val, epoch + 1
             save_sesf_weights(model, out / "best.pt", {"epoch": best_epoch, "val_loss": val, "images": str(images),
@@ -123,13 +114,8 @@ def train_sesf(images: str | Path, out: str | Path, *, epochs: int = 30, batch_s
                                                        "ssim_weight": ssim_weight, "epochs": epochs, "seed": seed})
         if progress is not None:
             progress(epoch + 1, epochs, row)
-    if installed is not None:
-        installed.parent.mkdir(parents=True, exist_ok=True)
-        tmp = installed.with_name(f".{installed.name}.tmp")
-        shutil.copyfile(out / "best.pt", tmp)
-        os.replace(tmp, installed)
     return {"best_epoch": best_epoch, "best_val_loss": best, "weights": str(out / "best.pt"),
-            "installed": None if installed is None else str(installed),
+            "installed": install(out / "best.pt", installed),
             "seconds": round(time.perf_counter() - started, 1)}
 
 

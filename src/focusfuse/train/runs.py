@@ -1,0 +1,53 @@
+"""Run folders and installed weights shared by the SESF-Fuse and R-PSNN trainings."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+
+
+def install_target(install_as: str | None, replace: bool) -> Path | None:
+    """Where the best weights will be installed as ``install_as`` (None: not installed); refused before any
+    work when weights of that name exist and ``replace`` is not set."""
+    from ..methods.gacn.weights import user_weights_dir
+
+    if install_as is None:
+        return None
+    target = user_weights_dir() / f"{install_as}.pt"
+    if target.exists() and not replace:
+        raise UsageError(f"weights named {install_as!r} are installed already ({target}); choose another name "
+                         "or replace them", option="name")
+    return target
+
+
+def new_run_folder(out: str | Path) -> Path:
+    """The run folder, created; refused when it already holds a run."""
+    out = Path(out)
+    if (out / "best.pt").exists():
+        raise UsageError(f"{out} already holds a run (best.pt); choose another --out", option="out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def log_epoch(out: Path, row: dict[str, Any]) -> None:
+    with open(out / "log.jsonl", "a") as log:
+        log.write(json.dumps(row) + "\n")
+
+
+def install(best: Path, target: Path | None) -> str | None:
+    """Copy the best weights to ``target`` atomically; returns where (None: not installed)."""
+    if target is None:
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(best, tmp)
+    os.replace(tmp, target)
+    return str(target)
+
+
+__all__ = ["install_target", "new_run_folder", "log_epoch", "install"]
