@@ -9,7 +9,6 @@ number of pairs are ours (the paper's generator is not published).
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,8 @@ from ..io.images import read_image
 from ..methods.rpsnn.network import RPSNN
 from ..methods.rpsnn.weights import save_rpsnn_weights
 from .data import random_shapes_mask, segment_mask, split_images
-from .runs import install, install_target, log_epoch, new_run_folder
+from .loop import seed_everything
+from .runs import install, log_epoch, start_run
 
 Progress = Callable[[int, int, dict[str, float]], None]
 
@@ -76,14 +76,9 @@ def train_rpsnn(images: str | Path, out: str | Path, *, segments: str | Path | N
     if len(training) < 1 or not validation:
         raise UsageError(f"{images}: need training images and at least one held out for validation (every 10th "
                          f"image); found {len(training) + len(validation)}", option="images")
-    if (Path(out) / "best.pt").exists():
-        new_run_folder(out)  # its error: the run comes first
-    installed = install_target(install_as, replace_installed)
-    out = new_run_folder(out)
+    out, installed = start_run(out, install_as, replace_installed)
     target = resolve_device(device)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    seed_everything(seed)
     segments_dir = None if segments is None else Path(segments)
     val_set = make_pairs(validation, segments_dir, len(validation), size, seed + 100_000)  # fixed, apart
     model = RPSNN().to(target)

@@ -25,13 +25,15 @@ def install_target(install_as: str | None, replace: bool) -> Path | None:
     return target
 
 
-def new_run_folder(out: str | Path) -> Path:
-    """The run folder, created; refused when it already holds a run."""
+def start_run(out: str | Path, install_as: str | None, replace: bool) -> tuple[Path, Path | None]:
+    """(the run folder, created; where its best weights will be installed), after refusing a folder that
+    already holds a run and then an installed name that is taken."""
     out = Path(out)
     if (out / "best.pt").exists():
         raise UsageError(f"{out} already holds a run (best.pt); choose another --out", option="out")
+    target = install_target(install_as, replace)
     out.mkdir(parents=True, exist_ok=True)
-    return out
+    return out, target
 
 
 def log_epoch(out: Path, row: dict[str, Any]) -> None:
@@ -50,4 +52,4 @@ def install(best: Path, target: Path | None) -> str | None:
     return str(target)
 
 
-__all__ = ["install_target", "new_run_folder", "log_epoch", "install"]
+__all__ = ["install_target", "start_run", "log_epoch", "install"]

@@ -8,7 +8,6 @@ tensors. Adam, lr x decay every ``lr_step`` epochs. The epoch with the lowest va
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,8 @@ from ..errors import UsageError
 from ..methods.sesf.network import SESFNet, normalize
 from ..methods.sesf.weights import save_sesf_weights
 from .data import split_images
-from .runs import install, install_target, log_epoch, new_run_folder
+from .loop import seed_everything
+from .runs import install, log_epoch, start_run
 
 Progress = Callable[[int, int, dict[str, float]], None]
 
@@ -71,14 +71,9 @@ def train_sesf(images: str | Path, out: str | Path, *, epochs: int = 30, batch_s
     if len(training) < batch_size or not validation:
         raise UsageError(f"{images}: need at least {batch_size} training images and one for validation (every "
                          f"10th image is held out); found {len(training) + len(validation)}", option="images")
-    if (Path(out) / "best.pt").exists():
-        new_run_folder(out)  # its error: the run comes first
-    installed = install_target(install_as, replace_installed)
-    out = new_run_folder(out)
+    out, installed = start_run(out, install_as, replace_installed)
     target = resolve_device(device)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    seed_everything(seed)
     train_set = torch.stack([load_gray(p, size) for p in training])
     val_set = torch.stack([load_gray(p, size) for p in validation])
     model = SESFNet().to(target)
