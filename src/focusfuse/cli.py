@@ -262,6 +262,18 @@ def stack_options(func: Callable) -> Callable:
     return func
 
 
+def cluster_options(tasks: str, paths: str) -> Callable[[Callable], Callable]:
+    """--dask-workers and --scheduler: ``tasks`` run on a Dask cluster's workers (the dask extra)."""
+    def decorate(func: Callable) -> Callable:
+        func = click.option("--scheduler", default=None, metavar="ADDRESS",
+                            help=f"Fuse {tasks} on the workers of an existing Dask cluster (e.g. tcp://host:8786); "
+                                 f"they must see {paths} at the same paths.")(func)
+        return click.option("--dask-workers", type=int, default=None, metavar="N",
+                            help=f"Fuse {tasks} as tasks on a local Dask cluster of N worker processes (needs the "
+                                 "dask extra: pip install 'focusfuse[dask]').")(func)
+    return decorate
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Fused image (required "
@@ -277,14 +289,16 @@ def stack_options(func: Callable) -> Callable:
 @click.option("--align-only", type=click.Path(path_type=Path), default=None,
               help="Only align: write the registered frames into this folder, no fusion.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable progress and report on stdout.")
+@cluster_options("the tiles of a tiled run (after alignment and the whole-frame statistics, here)",
+                 "the frames and the output")
 @stack_options
 @size_options
 @common_options
 @handle_errors
 def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_preview: Path | None,
           height_map: Path | None, z_step: float | None, z_unit: str, align_only: Path | None, as_json: bool,
-          method: str, strategy: str | None, align: str, crop: bool, depth_smooth: int, overwrite: bool,
-          tile_size: int | None,
+          dask_workers: int | None, scheduler: str | None, method: str, strategy: str | None, align: str, crop: bool,
+          depth_smooth: int, overwrite: bool, tile_size: int | None,
           memory_limit: str | None, workers: int | None, reduce: int, compression: str, edge_fill: bool,
           weights: str | None, device: str, quiet: bool) -> None:
     """Fuse a focus stack: a folder, several files, or a multi-page TIFF."""
@@ -294,6 +308,9 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
     from .jobs.aligned_frames import write_aligned_frames
     from .jobs.stack_job import StackJob, check_stack_job, run_stack
 
+    from .cluster.connect import check_cluster_options, cluster_client
+
+    check_cluster_options(dask_workers, scheduler)
     if output is None and align_only is None:
         raise UsageError("missing -o/--output (the fused image)")
     if output is not None and align_only is not None:
@@ -310,8 +327,10 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
                        compression=None if compression == "none" else compression)
         check_stack_job(job, refs)
         model = _load_model(weights, device, method)
+    if align_only is not None and (dask_workers is not None or scheduler is not None):
+        raise UsageError("--align-only runs here: drop --dask-workers/--scheduler")
     quiet = quiet or as_json
-    with frame_progress(quiet) as progress:
+    with frame_progress(quiet) as progress, cluster_client(dask_workers, scheduler) as client:
         align_task = progress.add_task("aligning", total=len(refs), frame="", visible=align != "none")
         fuse_task = progress.add_task("fusing", total=len(refs), frame="")
 
@@ -330,7 +349,7 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
                                           workers=workers, memory_limit=options.memory_limit, progress=on_frame,
                                           align_progress=on_align)
         else:
-            report = run_stack(job, model, device=device, progress=on_frame, align_progress=on_align)
+            report = run_stack(job, model, device=device, progress=on_frame, align_progress=on_align, client=client)
     if as_json:
         _json_line("done", **report)
     elif not quiet:
@@ -351,18 +370,23 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
 @click.option("--depth-previews", is_flag=True, help="Also write NAME_depth.png per stack.")
 @click.option("--resume", is_flag=True, help="Skip stacks whose output and sidecar match inputs and parameters.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable progress on stdout.")
+@cluster_options("the stacks", "ROOT and OUTDIR")
 @stack_options
 @size_options
 @common_options
 @handle_errors
 def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_previews: bool, resume: bool,
-          as_json: bool, method: str, strategy: str | None, align: str, crop: bool, depth_smooth: int, overwrite: bool,
+          as_json: bool, dask_workers: int | None, scheduler: str | None, method: str, strategy: str | None,
+          align: str, crop: bool, depth_smooth: int, overwrite: bool,
           tile_size: int | None, memory_limit: str | None, workers: int | None, reduce: int, compression: str,
           edge_fill: bool, weights: str | None, device: str, quiet: bool) -> None:
     """Fuse every stack under ROOT (sub-folders of frames, multi-page TIFFs) into OUTDIR."""
+    from .cluster.connect import check_cluster_options, cluster_client
     from .engine.options import FusionOptions
     from .jobs.batch import REPORT_NAME, check_batch_output, discover_stacks, run_batch
     from .jobs.stack_job import StackJob, check_job_settings
+
+    check_cluster_options(dask_workers, scheduler)
 
     options = FusionOptions(method=method, strategy=strategy, align=align, crop=crop, tile_size=tile_size,
                             reduce=reduce, edge_fill=edge_fill, memory_limit=memory_limit, workers=workers)
@@ -373,9 +397,10 @@ def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_
     check_batch_output(root, out_dir, stacks)
     model = _load_model(weights, device, method)
     quiet = quiet or as_json
-    with frame_progress(quiet) as progress:
+    on_cluster = dask_workers is not None or scheduler is not None
+    with frame_progress(quiet) as progress, cluster_client(dask_workers, scheduler) as client:
         stack_task = progress.add_task("stacks", total=len(stacks), frame="")
-        frame_task = progress.add_task("frames", total=1, frame="")
+        frame_task = progress.add_task("frames", total=1, frame="", visible=not on_cluster)
 
         def on_stack(status: str, name: str, info: dict) -> None:
             if status == "start":
@@ -390,6 +415,7 @@ def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_
 
         report = run_batch(root, out_dir, template, model, image_format=image_format, index_maps=index_maps,
                            previews=depth_previews, resume=resume, on_stack=on_stack, stacks=stacks, device=device,
+                           client=client,
                            progress=lambda d, t, n: progress.update(frame_task, completed=d, total=t, frame=n))
     if as_json:
         _json_line("done", ok=report["ok"], skipped=report["skipped"], failed=report["failed"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from ..errors import UsageError
 from ..frames.refs import FrameLike, frame_refs, match_channels, require_frames
 from ..io.sinks import ArrayOutput, Output
 from ..methods.base import FusionMethod
-from ..methods.registry import make_method
+from ..methods.registry import load_method_weights, make_method
 from ..methods.gacn.decision import blend, decide_pair
 from ..methods.gacn.model import GACN
 from ..methods.gacn.network import GacnNetwork
@@ -60,7 +61,7 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, method: str = DEFAULT
                crop: bool = False, tile_size: int | None = None, reduce: int = 1, edge_fill: bool = True,
                memory_limit: int | str | None = None, workers: int | None = None,
                progress: ProgressCallback | None = None, align_progress: AlignProgress | None = None,
-               output: Output | None = None) -> StackResult:
+               output: Output | None = None, client: Any = None) -> StackResult:
     """Fuse a focus stack: a list of arrays or paths, a folder, a multi-page TIFF (read lazily), or one
     (Z, Y, X[, C]) array.
 
@@ -77,26 +78,39 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, method: str = DEFAULT
     other tools leaves them, are replaced by image pixels for the network and never chosen where
     another frame has pixels. ``workers``: threads that read and prepare frames (default: one per core,
     at most 8). ``output`` may direct the result elsewhere than into arrays (e.g. a streamed TIFF).
+    ``client``: a Dask client whose workers fuse the tiles of a tiled run (alignment and the whole-frame
+    statistics run here first; the result is the same); each worker loads the weights once, onto its own
+    ``device``.
     """
     options = FusionOptions(method=method, strategy=strategy, align=align, crop=crop, tile_size=tile_size,
                             reduce=reduce, edge_fill=edge_fill, memory_limit=memory_limit, workers=workers)
     refs = frame_refs(frames)
     require_frames(refs)
     return stack_result(run_stack_fusion(refs, options, weights=weights, device=device, progress=progress,
-                                         align_progress=align_progress, output=output), options)
+                                         align_progress=align_progress, output=output, client=client), options)
 
 
 def run_stack_fusion(refs: Sequence, options: FusionOptions, *, weights: Weights = None,
                      device: str | torch.device | Backend = "auto", progress: ProgressCallback | None = None,
                      align_progress: AlignProgress | None = None, output: Output | None = None,
-                     method: FusionMethod | None = None) -> FusionRun:
+                     method: FusionMethod | None = None, client: Any = None) -> FusionRun:
     """A stack fusion with validated ``options`` (what ``fuse_stack`` and the stack job run); ``method``
-    replaces GACN with ``weights`` (e.g. a stand-in that measures the host work alone)."""
+    replaces GACN with ``weights`` (e.g. a stand-in that measures the host work alone); ``client``: a Dask
+    client whose workers fuse the tiles."""
     backend = select_backend(device)
+    remote = None
+    if client is not None:
+        from ..cluster.connect import require_distributed
+        from ..cluster.tiles import ClusterTiles
+
+        require_distributed()
+        weights = load_method_weights(options.method, weights, backend.device)  # once here, then once per worker
+        remote = ClusterTiles(client, weights, options.method, device if isinstance(device, str) else backend.device)
     if method is None:
         method = make_method(options.method, backend, weights=weights, strategy=options.strategy,
                              reduce=options.reduce)
-    return run_fusion(refs, method, backend, options, output=output, progress=progress, align_progress=align_progress)
+    return run_fusion(refs, method, backend, options, output=output, progress=progress, align_progress=align_progress,
+                      remote=remote)
 
 
 def stack_result(run: FusionRun, options: FusionOptions) -> StackResult:

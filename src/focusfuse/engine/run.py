@@ -8,30 +8,28 @@ worker threads reading, warping and staging the next frames while the network wo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from ..align.estimate import StackAlignment
 from ..backends.base import Backend
-from ..box import Box, Tile
+from ..box import Box
 from ..errors import UsageError
-from ..frames.fill import FrameFill, image_mask
 from ..frames.sources import FrameSource
 from ..io.images import FrameRef
 from ..io.sinks import ArrayOutput, Output, Sink
-from ..methods.base import FrameInput, FusionMethod
-from ..ops.color import from_tensor
+from ..methods.base import FusionMethod
 from .alignment import AlignProgress, align_frames, crop_window
 from .options import FusionOptions
 from .plan import Plan, plan_fusion
-from .prefetch import batches, prefetched
 from .sources import decode_bytes, opened_frames, prepared_source
+from .tiles import TileResult, TileWork, fuse_tile
 
 ProgressCallback = Callable[[int, int, str], None]
 KEPT_MEMORY_TO_RELEASE = 64 << 20  # freed memory kept by the allocator worth handing back before planning
@@ -49,26 +47,16 @@ class FusionRun:
     plan: Plan | None = None
 
 
-@dataclass
-class _Staged:
-    """A frame region prepared by a worker: ready for :meth:`Backend.upload`."""
-
-    position: int  # in the list of frames fused
-    index: int  # in the input list
-    name: str
-    pixels: Any
-    fill_pixels: Any = None
-    fill_area: Box | None = None
-
-
 def run_fusion(refs: Sequence[np.ndarray | FrameRef], method: FusionMethod, backend: Backend,
                options: FusionOptions, *, output: Output | None = None, reference: int | None = None,
                require_alignment: bool = False, progress: ProgressCallback | None = None,
-               align_progress: AlignProgress | None = None) -> FusionRun:
+               align_progress: AlignProgress | None = None, remote: RemoteTiles | None = None) -> FusionRun:
     """Fuse the frames ``refs`` with ``method`` on ``backend`` (options already validated).
 
     ``reference``: the frame the others are registered onto (default: the middle one).
     ``require_alignment``: a frame that cannot be aligned is an error (pairs) instead of being left out.
+    ``remote``: where the tiles of a tiled run are fused (default: here), after the alignment and the
+    whole-frame statistics passes, which run here.
     """
     output = output or ArrayOutput()
     with opened_frames(refs) as opened, ExitStack() as stack:
@@ -91,7 +79,12 @@ def run_fusion(refs: Sequence[np.ndarray | FrameRef], method: FusionMethod, back
         frames = [(i, prepared_source(sources[i], alignment, i, window, options.edge_fill)) for i in used]
         for _, source in frames:
             source.expect_reads(many=plan.tiled or alignment is not None)
-        sink = _fuse(frames, method, backend, plan, output, channels, dtype, executor, progress)
+        work = None
+        if remote is not None:
+            def work(plan: Plan, statistics: list[Any]) -> Iterator[TileResult]:
+                return remote.fused_tiles(TileWork(list(refs), used, alignment, window, options, plan, statistics,
+                                                   dtype))
+        sink = _fuse(frames, method, backend, plan, output, channels, dtype, executor, progress, work)
     return FusionRun(sink, [source.name for _, source in frames], alignment,
                      [] if aligned is None else aligned.skipped, window, plan)
 
@@ -138,8 +131,10 @@ class _Progress:
 
 def _fuse(frames: list[tuple[int, FrameSource]], method: FusionMethod, backend: Backend, plan: Plan, output: Output,
           channels: int, dtype: np.dtype, executor: ThreadPoolExecutor | None,
-          progress: ProgressCallback | None) -> Sink:
-    """Tiles outer, frames inner; the sink of the result."""
+          progress: ProgressCallback | None,
+          remote: Callable[[Plan, list[Any]], Iterator[TileResult]] | None = None) -> Sink:
+    """Tiles outer, frames inner (here, or by ``remote`` given the plan and the statistics); the sink of the
+    result."""
     height, width = plan.shape
     counter = _Progress(progress, len(frames) * (len(plan.tiles) + (1 if plan.tiled else 0)))
     statistics: list[Any] = [None] * len(frames)
@@ -150,43 +145,21 @@ def _fuse(frames: list[tuple[int, FrameSource]], method: FusionMethod, backend: 
             counter.step(f"{source.name} (statistics)")
     sink = output.open(height, width, channels, dtype, plan.tiled)
     try:
-        for tile in plan.tiles:
-            if plan.tiled:  # hand back what the last tile (or run) freed: this tile's shapes differ
-                backend.release_memory()
-            state = method.new_state()
-            staged = prefetched(range(len(frames)), lambda k, box=tile.crop: _stage(k, frames[k], box, backend),
-                                executor, plan.read_ahead)
-            with closing(staged):  # on an error, frames still being prepared are cancelled at once
-                for batch in batches(staged, plan.batch):
-                    state.add_batch([_upload(item, tile, backend, statistics[item.position]) for item in batch])
-                    for item in batch:
-                        counter.step(item.name)
-            _write(sink, state, tile, dtype)
+        if remote is not None and plan.tiled:  # after the statistics pass the tiles are independent
+            with closing(remote(plan, statistics)) as cores:  # an error here cancels the tiles still running
+                for tile, done in zip(plan.tiles, cores):
+                    sink.write(tile.core, done.fused, done.index, done.maps)
+                    for _ in frames:
+                        counter.step(f"tile {tile.core.y0},{tile.core.x0}")
+        else:
+            for tile in plan.tiles:
+                done = fuse_tile(frames, method, backend, plan, tile, statistics, executor, dtype, counter.step)
+                sink.write(tile.core, done.fused, done.index, done.maps)
         sink.close()
     except BaseException:
         sink.abort()
         raise
     return sink
-
-
-def _stage(position: int, frame: tuple[int, FrameSource], box: Box, backend: Backend) -> _Staged:
-    """Worker thread: the frame's pixels in ``box`` (registered, cropped), its edge fill there, staged."""
-    index, source = frame
-    pixels = source.read(box)
-    fill = source.fill_in(box, pixels)
-    if fill is None:
-        return _Staged(position, index, source.name, backend.stage(pixels))
-    network, area = fill
-    return _Staged(position, index, source.name, backend.stage(pixels), backend.stage(network), area)
-
-
-def _upload(item: _Staged, tile: Tile, backend: Backend, statistics: Any) -> FrameInput:
-    """Network side: the staged frame on the device, as the method takes it."""
-    frame = backend.upload(item.pixels)
-    fill = None
-    if item.fill_area is not None:
-        fill = FrameFill(backend.upload(item.fill_pixels), image_mask(item.fill_area, tile.crop.shape, backend.device))
-    return FrameInput(item.index, frame, fill, statistics)
 
 
 def _network_input(source: FrameSource, box: Box, backend: Backend) -> torch.Tensor:
@@ -196,12 +169,13 @@ def _network_input(source: FrameSource, box: Box, backend: Backend) -> torch.Ten
     return backend.upload(backend.stage(pixels if fill is None else fill[0]))
 
 
-def _write(sink: Sink, state: Any, tile: Tile, dtype: np.dtype) -> None:
-    """The tile's core from the state into the sink."""
-    rows, cols = tile.core.within(tile.crop)
-    maps = {name: values[rows, cols].float().cpu().numpy() for name, values in state.maps.items()}
-    index = state.index[rows, cols].to(torch.int32).cpu().numpy().astype(np.uint16)
-    sink.write(tile.core, from_tensor(state.fused[:, rows, cols], dtype), index, maps)
+class RemoteTiles(Protocol):
+    """Fuses a tiled run's tiles elsewhere (e.g. as tasks on a cluster's workers) once the whole-frame
+    statistics are known."""
+
+    def fused_tiles(self, work: TileWork) -> Iterator[TileResult]:
+        """The cores of ``work.plan.tiles``, in plan order."""
+        ...
 
 
-__all__ = ["FusionRun", "run_fusion"]
+__all__ = ["FusionRun", "run_fusion", "RemoteTiles"]

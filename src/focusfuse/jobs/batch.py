@@ -13,6 +13,7 @@ import json
 import os
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch
 from ..errors import FocusFuseError, UsageError
 from ..io.images import check_output_folder, list_images, natural_key, tiff_page_count, write_text_atomic
 from ..methods import WITHOUT_MAPS
+from .outputs import remove_stale_partials
 from .report import weights_id
 from .stack_job import StackJob, check_job_settings, run_stack
 
@@ -119,21 +121,72 @@ def _sidecar_matches(sidecar: Path, output: Path, hashes: dict[str, str]) -> boo
     return recorded.get("status") == "ok" and all(recorded.get(k) == v for k, v in hashes.items())
 
 
+@dataclass(frozen=True)
+class BatchStack:
+    """One stack's work in a batch: its job, and its sidecar with the hashes and parameters it records."""
+
+    name: str
+    job: StackJob
+    sidecar: Path
+    hashes: dict[str, str]
+    params: dict[str, Any]
+    run_id: str = ""  # on a cluster: the batch run's id, recorded in the sidecar (a retried task finds its work)
+
+
+def run_batch_stack(stack: BatchStack, model: Any, progress=None,
+                    device: str | torch.device = "auto") -> dict[str, Any]:
+    """Fuse one stack of a batch and write its sidecar (in this process, or on a cluster's worker): its entry.
+    Temporary files an earlier attempt left when its process was killed are removed first; a stack this run
+    already finished (its task re-run because the worker holding its result died) is not fused again."""
+    if stack.run_id:
+        done = _finished_in_run(stack)
+        if done is not None:
+            return done
+    remove_stale_partials(stack.job.outputs())
+    entry = _run_one(stack.name, stack.job, model, progress, device)
+    output = stack.job.output
+    if entry["status"] == "ok" or not output.exists():  # the sidecar describes the output that exists
+        run = {"run_id": stack.run_id} if stack.run_id else {}
+        write_text_atomic(stack.sidecar, json.dumps({**entry, **stack.hashes, "params": stack.params, **run},
+                                                    indent=1) + "\n")
+    return entry
+
+
+def _finished_in_run(stack: BatchStack) -> dict[str, Any] | None:
+    """The entry of a stack that this batch run (``stack.run_id``) already fused, from its sidecar; else None."""
+    try:
+        recorded = json.loads(stack.sidecar.read_text())
+    except (OSError, ValueError):
+        return None
+    if recorded.get("run_id") != stack.run_id or recorded.get("status") != "ok" or not stack.job.output.exists():
+        return None
+    keep = set(recorded) - set(stack.hashes) - {"params", "run_id"}
+    return {key: recorded[key] for key in recorded if key in keep}
+
+
 def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: StackJob, model: Any, *,
               image_format: str = "tif", index_maps: bool = False, previews: bool = False, resume: bool = False,
               on_stack: Callable[[str, str, dict[str, Any]], None] | None = None,
               progress=None, stacks: list[StackSource] | None = None,
-              device: str | torch.device = "auto") -> dict[str, Any]:
+              device: str | torch.device = "auto", client: Any = None) -> dict[str, Any]:
     """Fuse every stack under ``root`` into ``out_dir``; returns (and writes) the run report. ``model``: the
     method's weights on their device (GACN's or SESF-Fuse's; None for a method without weights, run on
-    ``device``)."""
+    ``device``). ``client``: a Dask client whose workers fuse the stacks as tasks (each worker loads the
+    weights once, onto its own ``device``; the outputs are the same); the folders must be visible to them."""
     check_job_settings(template)
     if (index_maps or previews) and template.options.method in WITHOUT_MAPS:
         raise UsageError(f"the {template.options.method} method regresses pixels: it has no index maps or depth "
                          "previews to write", option="index_maps")
+    if client is not None:
+        from ..cluster.connect import require_distributed
+
+        require_distributed()
     out = Path(out_dir)
     stacks = stacks if stacks is not None else discover_stacks(root, exclude=out)
     check_batch_output(root, out, stacks)
+    if client is not None:  # workers elsewhere do not share this process's working folder
+        out = out.resolve()
+        stacks = [replace(s, inputs=tuple(p.resolve() for p in s.inputs)) for s in stacks]
     options = template.options
     params = {**({"method": options.method} if options.method != "gacn" else {}),  # old sidecars stay valid
               "strategy": options.strategy, "align": options.align, "crop": options.crop,
@@ -142,26 +195,37 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
               **({"reduce": options.reduce} if options.reduce != 1 else {}),  # old sidecars stay valid
               **({} if options.edge_fill else {"edge_fill": False})}
     started = time.perf_counter()
-    results = []
+    entries: dict[str, dict[str, Any]] = {}
+    work: list[BatchStack] = []
+    run_id = uuid.uuid4().hex if client is not None else ""
     for number, stack in enumerate(stacks, start=1):
         output = out / f"{stack.name}.{image_format}"
         sidecar = out / f"{stack.name}.json"
         hashes = {"inputs_hash": inputs_hash(stack.inputs), "params_hash": params_hash(params)}
+        job = replace(template, inputs=list(stack.inputs), output=output,
+                      index_map=out / f"{stack.name}_index.png" if index_maps else None,
+                      depth_preview=out / f"{stack.name}_depth.png" if previews else None,
+                      overwrite=template.overwrite or resume)
+        item = BatchStack(stack.name, job, sidecar, hashes, params, run_id)
         if on_stack is not None:
             on_stack("start", stack.name, {"number": number, "total": len(stacks)})
         if resume and _sidecar_matches(sidecar, output, hashes):
-            entry = {"name": stack.name, "status": "skipped", "output": str(output)}
+            entries[stack.name] = {"name": stack.name, "status": "skipped", "output": str(output)}
+        elif client is None:
+            entries[stack.name] = run_batch_stack(item, model, progress, device)
         else:
-            job = replace(template, inputs=list(stack.inputs), output=output,
-                          index_map=out / f"{stack.name}_index.png" if index_maps else None,
-                          depth_preview=out / f"{stack.name}_depth.png" if previews else None,
-                          overwrite=template.overwrite or resume)
-            entry = _run_one(stack.name, job, model, progress, device)
-            if entry["status"] == "ok" or not output.exists():  # the sidecar describes the output that exists
-                write_text_atomic(sidecar, json.dumps({**entry, **hashes, "params": params}, indent=1) + "\n")
-        results.append(entry)
+            work.append(item)
+            continue
         if on_stack is not None:
-            on_stack(entry["status"], stack.name, entry)
+            on_stack(entries[stack.name]["status"], stack.name, entries[stack.name])
+    if work:
+        from ..cluster.stacks import fuse_stacks_on_cluster
+
+        for name, entry in fuse_stacks_on_cluster(client, work, model, options.method, device):
+            entries[name] = entry
+            if on_stack is not None:
+                on_stack(entry["status"], name, entry)
+    results = [entries[stack.name] for stack in stacks]
     report = {
         "root": str(root), "output_dir": str(out), "stacks": results,
         "ok": sum(r["status"] == "ok" for r in results), "skipped": sum(r["status"] == "skipped" for r in results),

@@ -3,6 +3,7 @@ renamed together at the end (all outputs or none)."""
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,8 @@ from ..io.metadata import ImageMetadata, tiff_write_kwargs
 from ..io.sinks import ArraySink, TiffSink, array_bytes
 
 from ..errors import FocusFuseError, UsageError
-from ..io.images import EIGHT_BIT_ONLY, TIFF_SUFFIXES, check_output_file, check_output_path, partial_path, write_image
+from ..io.images import (EIGHT_BIT_ONLY, TIFF_SUFFIXES, check_output_file, check_output_path, final_name,
+                         partial_path, write_image)
 
 
 STREAMED_BAND_ROWS = 2048  # held-memory estimate of a streamed TIFF: about four bands of at most this many rows
@@ -77,6 +79,19 @@ class StagedOutputs:
             if isinstance(exc, FocusFuseError) and str(tmp) in str(exc):
                 return type(exc)(str(exc).replace(str(tmp), str(target)))
         return None
+
+
+def remove_stale_partials(outputs: Sequence[Path]) -> list[Path]:
+    """Remove the temporary files other processes left for ``outputs`` when they were killed mid-write (a batch
+    re-run, or a stack retried after its worker died); returns what was removed."""
+    removed = []
+    for output in outputs:
+        mine = partial_path(output).name
+        for stale in output.parent.glob(f".{glob.escape(output.stem)}.partial-*{glob.escape(output.suffix)}"):
+            if stale.name != mine and final_name(stale) == output.name:
+                stale.unlink(missing_ok=True)
+                removed.append(stale)
+    return removed
 
 
 def is_tiff(path: Path | None) -> bool:
@@ -158,4 +173,4 @@ class JobOutput:
 
 
 __all__ = ["JobOutput", "write_all", "staged_outputs", "check_outputs", "write_map", "StagedOutputs", "is_tiff",
-           "check_map_formats", "MAP_SUFFIXES"]
+           "check_map_formats", "MAP_SUFFIXES", "remove_stale_partials"]

@@ -88,10 +88,11 @@ def check_stack_job(job: StackJob, refs: Sequence[FrameRef | np.ndarray]) -> tup
 
 def run_stack(job: StackJob, model: Any, *, device: str | torch.device = "auto",
               progress: Progress | None = None, align_progress: Callable[[int, int], None] | None = None,
-              method: FusionMethod | None = None) -> dict[str, Any]:
+              method: FusionMethod | None = None, client: Any = None) -> dict[str, Any]:
     """Fuse ``job`` with ``model`` (the method's weights, GACN's or SESF-Fuse's, on their device; None for a
     method without weights, run on ``device``) and write its outputs (all or none); returns the report.
-    ``method`` replaces the job's method (the report still names ``model``'s weights)."""
+    ``method`` replaces the job's method (the report still names ``model``'s weights). ``client``: a Dask
+    client whose workers fuse the tiles of a tiled run (see :func:`focusfuse.fuse_stack`)."""
     refs = frame_refs(list(job.inputs))
     z_step, unit = check_stack_job(job, refs)
     options = job.options
@@ -110,7 +111,7 @@ def run_stack(job: StackJob, model: Any, *, device: str | torch.device = "auto",
         output = JobOutput(job.output, staged, metadata, compression=job.compression,
                            index_path=job.index_map if stream_index else None, keep_index=keep_index)
         run = run_stack_fusion(refs, options, weights=model, device=select_backend(device), progress=progress,
-                               align_progress=align_progress, output=output, method=method)
+                               align_progress=align_progress, output=output, method=method, client=client)
         result = stack_result(run, options)
         index = None if result.index_map is None else smooth_index_map(result.index_map, job.depth_smooth)
         writes: list[Callable[[], object]] = []

@@ -1,0 +1,208 @@
+"""Scale-out on Dask: a real LocalCluster of 2 worker processes fuses a batch's stacks, or one stack's tiles, with
+the same bytes as one process; resume, a killed worker, a stack that kills its workers, and a missing Dask."""
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from focusfuse.cli import main
+from focusfuse.io.images import write_image
+
+from conftest import textured
+
+distributed = pytest.importorskip("distributed", reason="needs the dask extra (pip install 'focusfuse[dask]')")
+
+from focusfuse import fuse_stack  # noqa: E402
+from focusfuse.cluster.connect import cluster_client, local_cluster_threads  # noqa: E402
+from focusfuse.cluster.stacks import fuse_stacks_on_cluster  # noqa: E402
+from focusfuse.engine.options import FusionOptions  # noqa: E402
+from focusfuse.jobs.batch import run_batch  # noqa: E402
+from focusfuse.jobs.stack_job import StackJob  # noqa: E402
+from focusfuse.methods.gacn.weights import load_model  # noqa: E402
+
+pytestmark = pytest.mark.cluster
+WORKERS = 2
+
+
+@pytest.fixture(scope="module")
+def client():
+    with cluster_client(WORKERS) as client:
+        yield client
+
+
+@pytest.fixture
+def same_threads():
+    """Run this process's network with a local worker's thread count: CPU convolutions sum in an order that
+    depends on it, and byte-identity is promised for equal counts."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(local_cluster_threads(WORKERS))
+    yield
+    torch.set_num_threads(before)
+
+
+def _scene_stack(folder: Path, seed: int, frames: int = 3, h: int = 96, w: int = 120) -> None:
+    """A small stack: each frame sharp in its own vertical band, blurred elsewhere (so every frame is chosen)."""
+    import cv2
+
+    folder.mkdir(parents=True)
+    sharp = textured(h, w, seed, 3)
+    for i in range(frames):
+        frame = cv2.GaussianBlur(sharp, (0, 0), 2.5)
+        band = slice(i * w // frames, (i + 1) * w // frames)
+        frame[:, band] = sharp[:, band]
+        write_image(folder / f"z{i}.png", np.round(frame * 255).astype(np.uint8))
+
+
+@pytest.fixture
+def root(tmp_path):
+    root = tmp_path / "stacks"
+    for k in range(5):
+        _scene_stack(root / f"s{k}", seed=k)
+    return root
+
+
+def _template(**options) -> StackJob:
+    return StackJob(inputs=[], output=Path(), options=FusionOptions(align="none", **options))
+
+
+def _outputs(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.tif"))}
+
+
+def test_batch_on_the_cluster_writes_the_bytes_of_a_single_process_batch(root, tmp_path, client, model, same_threads):
+    single = run_batch(root, tmp_path / "single", _template(), model, device="cpu")
+    spread = run_batch(root, tmp_path / "spread", _template(), model, device="cpu", client=client)
+    assert [s["status"] for s in spread["stacks"]] == ["ok"] * 5
+    assert [s["name"] for s in spread["stacks"]] == [s["name"] for s in single["stacks"]]  # the stacks' order
+    assert _outputs(tmp_path / "spread") == _outputs(tmp_path / "single") and len(_outputs(tmp_path / "single")) == 5
+    sidecar = json.loads((tmp_path / "spread" / "s3.json").read_text())
+    assert sidecar["status"] == "ok" and sidecar["inputs_hash"] and sidecar["params_hash"]
+
+
+def test_resume_on_the_cluster_skips_finished_stacks(root, tmp_path, client, model):
+    out = tmp_path / "out"
+    run_batch(root, out, _template(), model, device="cpu", client=client)
+    first = (out / "s1.tif").stat().st_mtime_ns
+    (root / "s2" / "z0.png").write_bytes((root / "s2" / "z0.png").read_bytes())  # touched: s2 changed
+    again = run_batch(root, out, _template(), model, device="cpu", client=client, resume=True)
+    status = {s["name"]: s["status"] for s in again["stacks"]}
+    assert status == {"s0": "skipped", "s1": "skipped", "s2": "ok", "s3": "skipped", "s4": "skipped"}
+    assert (out / "s1.tif").stat().st_mtime_ns == first
+
+
+def test_a_worker_killed_mid_batch_loses_nothing(root, tmp_path, client, model, same_threads):
+    for k in range(5, 9):  # more stacks than workers, so that work is still running after the first one ends
+        _scene_stack(root / f"s{k}", seed=k, frames=4, h=160, w=200)
+    reference = run_batch(root, tmp_path / "single", _template(), model, device="cpu")
+    killed = []
+
+    def kill_a_busy_worker(status: str, name: str, info: dict) -> None:
+        if status != "ok" or killed:
+            return
+        busy = [address for address, keys in client.processing().items() if keys]
+        pids = client.run(os.getpid, workers=busy[:1]) if busy else {}
+        for pid in pids.values():
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    report = run_batch(root, tmp_path / "spread", _template(), model, device="cpu", client=client,
+                       on_stack=kill_a_busy_worker)
+    assert killed, "no worker was busy after the first stack finished"
+    assert report["failed"] == 0 and report["ok"] == len(reference["stacks"])
+    assert _outputs(tmp_path / "spread") == _outputs(tmp_path / "single")
+    assert not list((tmp_path / "spread").glob("*.partial*"))  # the killed worker's staged file is not kept
+    client.wait_for_workers(WORKERS, timeout=60)  # the nanny restarted it (for the tests after this one)
+
+
+def crash_on_s1(stack, weights, device):
+    """A stack task that kills its worker process for stack s1 (as an out-of-memory kill would)."""
+    from focusfuse.cluster.stacks import fuse_batch_stack
+
+    if stack.name == "s1":
+        os._exit(3)
+    return fuse_batch_stack(stack, weights, device)
+
+
+def test_a_stack_that_kills_its_workers_is_reported_failed_and_the_rest_go_on(root, tmp_path, client, model):
+    from focusfuse.jobs.batch import BatchStack
+
+    out = tmp_path / "out"
+    out.mkdir()
+    stacks = [BatchStack(f"s{k}", StackJob(inputs=sorted((root / f"s{k}").glob("*.png")), output=out / f"s{k}.tif",
+                                           options=FusionOptions(align="none")), out / f"s{k}.json", {}, {},
+                         run_id="this-run")
+              for k in range(3)]
+    entries = dict(fuse_stacks_on_cluster(client, stacks, model, "gacn", "cpu", task=crash_on_s1))
+    assert entries["s1"]["status"] == "failed" and "died" in entries["s1"]["error"]
+    assert entries["s0"]["status"] == entries["s2"]["status"] == "ok", entries
+    assert (out / "s0.tif").exists() and (out / "s2.tif").exists() and not (out / "s1.tif").exists()
+    client.wait_for_workers(WORKERS, timeout=60)
+
+
+def test_one_stack_split_into_tiles_over_the_workers_equals_one_process(tmp_path, client, good_model, same_threads):
+    _scene_stack(tmp_path / "big", seed=11, frames=3, h=300, w=400)
+    frames = sorted((tmp_path / "big").glob("*.png"))
+    single = fuse_stack(frames, weights=good_model, device="cpu", tile_size=128, align="none")
+    spread = fuse_stack(frames, weights=good_model, device="cpu", tile_size=128, align="none", client=client)
+    assert spread.tiles == single.tiles > 4
+    assert np.array_equal(spread.fused, single.fused) and np.array_equal(spread.index_map, single.index_map)
+    assert len(np.unique(single.index_map)) == 3
+
+
+def test_stack_command_streams_the_same_tiled_tiff_from_the_workers(tmp_path, weights_file, same_threads):
+    _scene_stack(tmp_path / "big", seed=12, frames=3, h=300, w=400)
+    args = ["stack", str(tmp_path / "big"), "--align", "none", "--tile-size", "128", "--weights", str(weights_file),
+            "--device", "cpu", "-q", "--index-map"]
+    one = CliRunner().invoke(main, [*args, str(tmp_path / "one_index.tif"), "-o", str(tmp_path / "one.tif")])
+    two = CliRunner().invoke(main, [*args, str(tmp_path / "two_index.tif"), "-o", str(tmp_path / "two.tif"),
+                                    "--dask-workers", str(WORKERS)])
+    assert one.exit_code == 0 and two.exit_code == 0, (one.output, two.output)
+    assert (tmp_path / "one.tif").read_bytes() == (tmp_path / "two.tif").read_bytes()
+    assert (tmp_path / "one_index.tif").read_bytes() == (tmp_path / "two_index.tif").read_bytes()
+
+
+def test_batch_command_on_a_local_cluster(root, tmp_path, weights_file):
+    r = CliRunner().invoke(main, ["batch", str(root), "-o", str(tmp_path / "out"), "--align", "none", "--weights",
+                                  str(weights_file), "--device", "cpu", "--json", "--dask-workers", str(WORKERS)])
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(line) for line in r.output.splitlines() if line.startswith("{")]
+    assert sum(line.get("status") == "ok" for line in lines) == 5 and lines[-1]["ok"] == 5
+    assert len(_outputs(tmp_path / "out")) == 5
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--dask-workers", "2", "--scheduler", "tcp://127.0.0.1:8786"], "not both"),
+    (["--dask-workers", "0"], "at least 1"),
+])
+def test_cluster_options_are_checked_before_any_work(root, tmp_path, extra, message):
+    r = CliRunner().invoke(main, ["batch", str(root), "-o", str(tmp_path / "out"), *extra])
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_dask_the_options_give_one_clear_line(root, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if the extra were not installed
+    for command in (["batch", str(root), "-o", str(tmp_path / "out")],
+                    ["stack", str(root / "s0"), "-o", str(tmp_path / "f.tif")]):
+        r = CliRunner().invoke(main, [*command, "--dask-workers", "2"])
+        assert r.exit_code == 2 and "focusfuse[dask]" in r.output and len(r.output.strip().splitlines()) == 1
+    with pytest.raises(Exception, match=r"focusfuse\[dask\]"):
+        run_batch(root, tmp_path / "out", _template(), load_model(None, "cpu"), client=object())
+
+
+def test_the_default_cli_starts_no_cluster(root, tmp_path, weights_file, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # no Dask needed without the options
+    started = time.perf_counter()
+    r = CliRunner().invoke(main, ["batch", str(root), "-o", str(tmp_path / "out"), "--align", "none", "--weights",
+                                  str(weights_file), "--device", "cpu", "-q"])
+    assert r.exit_code == 0, r.output
+    assert time.perf_counter() - started < 60
+    assert len(_outputs(tmp_path / "out")) == 5
