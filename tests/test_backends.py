@@ -14,17 +14,25 @@ CHILD = """
 import sys, torch
 from focusfuse.backends.malloc import free_heap_bytes, keep_freed_memory, release_free_memory
 applied = keep_freed_memory() if sys.argv[1] == "keep" else None
-x = torch.empty(64 << 20, dtype=torch.uint8).fill_(1)  # 64 MB: mmap'ed and unmapped at free unless kept
-del x
+def allocate():
+    x = torch.empty(64 << 20, dtype=torch.uint8).fill_(1)  # 64 MB: mmap'ed and unmapped at free unless kept
+    del x
+if sys.argv[2] == "thread":  # a thread made after the setting shares the main heap (mallinfo2 counts only that)
+    import threading
+    thread = threading.Thread(target=allocate)
+    thread.start()
+    thread.join()
+else:
+    allocate()
 kept = free_heap_bytes()
 release_free_memory()
 print(applied, kept, free_heap_bytes())
 """
 
 
-def _child(mode: str) -> list[str]:
+def _child(mode: str, where: str = "main") -> list[str]:
     """Run CHILD in a fresh process (the malloc setting is process-wide): [applied, kept, after_release]."""
-    run = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, check=True)
+    run = subprocess.run([sys.executable, "-c", CHILD, mode, where], capture_output=True, text=True, check=True)
     return run.stdout.split()
 
 
@@ -37,6 +45,8 @@ def test_kept_memory_stays_in_the_heap_until_released():
         assert int(kept) >= 64 << 20  # the freed block is kept for the next tensor
         _, kept_by_default, _ = _child("default")
         assert int(kept_by_default) < 64 << 20  # without the setting it goes back to the system at free
+        _, kept_in_thread, _ = _child("keep", "thread")
+        assert int(kept_in_thread) >= 64 << 20  # a fusion in a worker thread keeps its memory too
     else:
         assert applied == "False"
 

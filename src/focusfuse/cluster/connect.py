@@ -45,6 +45,14 @@ def local_cluster_threads(workers: int) -> int:
     return max(1, cpus // workers)
 
 
+def local_worker_environment(workers: int) -> dict[str, str]:
+    """Environment of a local worker process, set before it starts: the cores shared out between ``workers``
+    processes, and one malloc arena (tasks run in worker threads: see backends/malloc.py)."""
+    threads = str(local_cluster_threads(workers))
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
+            "MALLOC_ARENA_MAX": "1"}
+
+
 @contextmanager
 def cluster_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
     """A Dask client: on a new local cluster of ``workers`` processes (closed at the end), or connected to the
@@ -64,7 +72,12 @@ def cluster_client(workers: int | None = None, scheduler: str | None = None) -> 
     distributed = require_distributed()
     import dask
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
+    settings = {"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}
+    if workers is not None:
+        spawn = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+        settings["distributed.nanny.pre-spawn-environ"] = {**spawn, **local_worker_environment(workers)}
+        settings["distributed.worker.profile.enabled"] = False  # its stack sampling slows Python-heavy tasks
+    with dask.config.set(settings):
         if scheduler is not None:
             try:
                 client = distributed.Client(scheduler, timeout="20s")
@@ -74,11 +87,9 @@ def cluster_client(workers: int | None = None, scheduler: str | None = None) -> 
             with client:
                 yield client
             return
-        threads = str(local_cluster_threads(workers))
-        environment = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
         try:
             cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                               memory_limit=0, dashboard_address=None, env=environment)
+                                               memory_limit=0, dashboard_address=None)
         except (RuntimeError, OSError) as exc:
             raise FocusFuseError(f"could not start a local Dask cluster ({str(exc).splitlines()[0]}); from a script, "
                                  "start it under `if __name__ == '__main__':`") from None
