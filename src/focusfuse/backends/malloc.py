@@ -46,9 +46,9 @@ def keep_freed_memory() -> bool:
 
     Threads made after this share the main heap (one arena): a thread's own arena maps large blocks afresh
     whatever the setting (it cannot grow past 64 MB), and a fusion in such a thread (a GUI's worker, a Dask
-    task) paid the page faults again (3.4 -> 5.8 s for a 10-frame 520x520 stack on 2 cores). Threads that allocated before keep their
-    arena; a process can start with ``MALLOC_ARENA_MAX=1`` in its environment (focusfuse's local Dask
-    workers do).
+    task) paid the page faults again (3.4 -> 5.8 s for a 10-frame 520x520 stack on 2 cores). Threads that
+    allocated before keep their arena; a process can start with ``MALLOC_ARENA_MAX=1`` in its environment
+    (focusfuse's local Dask workers do).
     """
     libc = _glibc()
     if libc is None:
