@@ -17,7 +17,7 @@ applied = keep_freed_memory() if sys.argv[1] == "keep" else None
 def allocate():
     x = torch.empty(64 << 20, dtype=torch.uint8).fill_(1)  # 64 MB: mmap'ed and unmapped at free unless kept
     del x
-if sys.argv[2] == "thread":  # a thread made after the setting shares the main heap (mallinfo2 counts only that)
+if sys.argv[2] == "thread":  # a thread made after the setting shares the main heap, which keeps the block
     import threading
     thread = threading.Thread(target=allocate)
     thread.start()

@@ -142,3 +142,18 @@ def test_unusable_output_folders_are_refused_before_any_work(root, tmp_path, wei
     r = _batch(root, out, weights_file)
     assert r.exit_code == 2 and len(r.stderr.splitlines()) == 1 and message in r.stderr, r.stderr
     assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing written, no folder made
+
+
+def test_batch_from_python_takes_the_cli_options(root, tmp_path, model):
+    import focusfuse
+    from focusfuse.errors import UsageError
+
+    seen = []
+    report = focusfuse.batch(root, tmp_path / "out", weights=model, device="cpu", align="none", index_maps=True,
+                             on_stack=lambda status, name, info: seen.append((status, name)))
+    assert (report["ok"], report["failed"]) == (3, 1)
+    assert ("start", "alpha") in seen and ("ok", "gamma") in seen
+    assert (tmp_path / "out" / "alpha_index.png").exists()
+    with pytest.raises(UsageError, match="compression"):
+        focusfuse.batch(root, tmp_path / "other", weights=model, compression="lzw")
+    assert not (tmp_path / "other").exists()

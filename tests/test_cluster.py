@@ -4,8 +4,6 @@ the same bytes as one process; resume, a killed worker, a stack that kills its w
 import json
 import os
 import signal
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,6 @@ from focusfuse.cluster.stacks import fuse_stacks_on_cluster  # noqa: E402
 from focusfuse.engine.options import FusionOptions  # noqa: E402
 from focusfuse.jobs.batch import run_batch  # noqa: E402
 from focusfuse.jobs.stack_job import StackJob  # noqa: E402
-from focusfuse.methods.gacn.weights import load_model  # noqa: E402
 
 pytestmark = pytest.mark.cluster
 WORKERS = 2
@@ -77,9 +74,19 @@ def _outputs(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.glob("*.tif"))}
 
 
+def _keys_run(client, run) -> list[str]:
+    """The keys of the tasks the workers ran during ``run()``."""
+    with distributed.get_task_stream(client) as stream:
+        run()
+    return [str(task["key"]) for task in stream.data]
+
+
 def test_batch_on_the_cluster_writes_the_bytes_of_a_single_process_batch(root, tmp_path, client, model, same_threads):
     single = run_batch(root, tmp_path / "single", _template(), model, device="cpu")
-    spread = run_batch(root, tmp_path / "spread", _template(), model, device="cpu", client=client)
+    spread = {}
+    keys = _keys_run(client, lambda: spread.update(run_batch(root, tmp_path / "spread", _template(), model,
+                                                             device="cpu", client=client)))
+    assert sum("focusfuse-stack-s" in key for key in keys) == 5  # each stack a task on a worker
     assert [s["status"] for s in spread["stacks"]] == ["ok"] * 5
     assert [s["name"] for s in spread["stacks"]] == [s["name"] for s in single["stacks"]]  # the stacks' order
     assert _outputs(tmp_path / "spread") == _outputs(tmp_path / "single") and len(_outputs(tmp_path / "single")) == 5
@@ -88,11 +95,13 @@ def test_batch_on_the_cluster_writes_the_bytes_of_a_single_process_batch(root, t
 
 
 def test_resume_on_the_cluster_skips_finished_stacks(root, tmp_path, client, model):
+    import focusfuse
+
     out = tmp_path / "out"
-    run_batch(root, out, _template(), model, device="cpu", client=client)
+    focusfuse.batch(root, out, weights=model, device="cpu", align="none", client=client)
     first = (out / "s1.tif").stat().st_mtime_ns
     (root / "s2" / "z0.png").write_bytes((root / "s2" / "z0.png").read_bytes())  # touched: s2 changed
-    again = run_batch(root, out, _template(), model, device="cpu", client=client, resume=True)
+    again = focusfuse.batch(root, out, weights=model, device="cpu", align="none", client=client, resume=True)
     status = {s["name"]: s["status"] for s in again["stacks"]}
     assert status == {"s0": "skipped", "s1": "skipped", "s2": "ok", "s3": "skipped", "s4": "skipped"}
     assert (out / "s1.tif").stat().st_mtime_ns == first
@@ -151,8 +160,12 @@ def test_one_stack_split_into_tiles_over_the_workers_equals_one_process(tmp_path
     _scene_stack(tmp_path / "big", seed=11, frames=3, h=300, w=400)
     frames = sorted((tmp_path / "big").glob("*.png"))
     single = fuse_stack(frames, weights=good_model, device="cpu", tile_size=128, align="none")
-    spread = fuse_stack(frames, weights=good_model, device="cpu", tile_size=128, align="none", client=client)
-    assert spread.tiles == single.tiles > 4
+    spread = []
+    keys = _keys_run(client, lambda: spread.append(fuse_stack(frames, weights=good_model, device="cpu",
+                                                              tile_size=128, align="none", client=client)))
+    spread = spread[0]
+    assert sum("fuse_band_task" in key for key in keys) == 3  # the bands of the 3x4 tile grid, on the workers
+    assert spread.tiles == single.tiles == 12
     assert np.array_equal(spread.fused, single.fused) and np.array_equal(spread.index_map, single.index_map)
     assert len(np.unique(single.index_map)) == 3
 
@@ -178,31 +191,17 @@ def test_batch_command_on_a_local_cluster(root, tmp_path, weights_file):
     assert len(_outputs(tmp_path / "out")) == 5
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--dask-workers", "2", "--scheduler", "tcp://127.0.0.1:8786"], "not both"),
-    (["--dask-workers", "0"], "at least 1"),
-])
-def test_cluster_options_are_checked_before_any_work(root, tmp_path, extra, message):
-    r = CliRunner().invoke(main, ["batch", str(root), "-o", str(tmp_path / "out"), *extra])
-    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
-    assert not (tmp_path / "out").exists()
+def test_a_recomputed_stack_task_returns_what_its_run_already_wrote(root, tmp_path):
+    from focusfuse.jobs.batch import BatchStack, run_batch_stack
 
-
-def test_without_dask_the_options_give_one_clear_line(root, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "distributed", None)  # as if the extra were not installed
-    for command in (["batch", str(root), "-o", str(tmp_path / "out")],
-                    ["stack", str(root / "s0"), "-o", str(tmp_path / "f.tif")]):
-        r = CliRunner().invoke(main, [*command, "--dask-workers", "2"])
-        assert r.exit_code == 2 and "focusfuse[dask]" in r.output and len(r.output.strip().splitlines()) == 1
-    with pytest.raises(Exception, match=r"focusfuse\[dask\]"):
-        run_batch(root, tmp_path / "out", _template(), load_model(None, "cpu"), client=object())
-
-
-def test_the_default_cli_starts_no_cluster(root, tmp_path, weights_file, monkeypatch):
-    monkeypatch.setitem(sys.modules, "distributed", None)  # no Dask needed without the options
-    started = time.perf_counter()
-    r = CliRunner().invoke(main, ["batch", str(root), "-o", str(tmp_path / "out"), "--align", "none", "--weights",
-                                  str(weights_file), "--device", "cpu", "-q"])
-    assert r.exit_code == 0, r.output
-    assert time.perf_counter() - started < 60
-    assert len(_outputs(tmp_path / "out")) == 5
+    out = tmp_path / "out"
+    out.mkdir()
+    job = StackJob(inputs=sorted((root / "s0").glob("*.png")), output=out / "s0.tif", options=FusionOptions())
+    (out / "s0.tif").write_bytes(b"fused by the first attempt")
+    (out / "s0.json").write_text(json.dumps({"name": "s0", "status": "ok", "seconds": 1.0, "inputs_hash": "h",
+                                             "params": {}, "run_id": "run-1"}))
+    again = BatchStack("s0", job, out / "s0.json", {"inputs_hash": "h"}, {}, run_id="run-1")
+    assert run_batch_stack(again, None, device="cpu") == {"name": "s0", "status": "ok", "seconds": 1.0}
+    other_run = BatchStack("s0", job, out / "s0.json", {"inputs_hash": "h"}, {}, run_id="run-2")
+    entry = run_batch_stack(other_run, None, device="cpu")  # not this run's work: fused again, and refused
+    assert entry["status"] == "failed" and "exists" in entry["error"]

@@ -166,3 +166,14 @@ def test_a_memory_limit_too_small_for_the_whole_image_names_the_limit(sesf_weigh
     assert err.value.option == "memory_limit"
     whole = plan_fusion((2000, 2000), 3, np.dtype(np.uint8), method, backend, FusionOptions(method="sesf"))
     assert len(whole.tiles) == 1  # no limit given: a method that cannot tile runs whole
+
+
+@pytest.mark.parametrize("method, extra", [("sesf", ["--boundary-weight", "1"]), ("sesf", ["--crop", "64"]),
+                                           ("rpsnn", ["--recipe", "max_gain=0.1"]), ("rpsnn", ["--symmetric-dice"])])
+def test_gacn_training_options_are_refused_for_other_methods(tmp_path, method, extra):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    r = CliRunner().invoke(main, ["train", "--images", str(folder), "--out", str(tmp_path / "run"), "--method", method,
+                                  *extra])
+    assert r.exit_code == 2 and extra[0] in r.stderr and "--method gacn" in r.stderr
+    assert not (tmp_path / "run").exists()

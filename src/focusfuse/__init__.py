@@ -3,11 +3,13 @@
 The pipeline, one package per step: :mod:`~focusfuse.io` (read/write, metadata) -> :mod:`~focusfuse.frames`
 (frames, sources, edge fill) -> :mod:`~focusfuse.align` -> :mod:`~focusfuse.methods` (GACN: features,
 decisions, strategies) on a :mod:`~focusfuse.backends` backend (CPU, CUDA) -> :mod:`~focusfuse.engine`
-(plan, read-ahead, tiles) -> :mod:`~focusfuse.jobs` (files in, files out) ; see docs/architecture.md.
+(plan, read-ahead, tiles) -> :mod:`~focusfuse.jobs` (files in, files out), scaled out by
+:mod:`~focusfuse.cluster` (Dask); see docs/architecture.md.
 
     >>> import focusfuse
     >>> result = focusfuse.fuse_pair("a.png", "b.png")          # doctest: +SKIP
     >>> stack = focusfuse.fuse_stack("frames/", strategy="calibrated")  # doctest: +SKIP
+    >>> report = focusfuse.batch("stacks/", "fused/", client=dask_client)  # doctest: +SKIP
 
 Importing the package loads nothing heavy: each name below is imported when first used.
 """
@@ -25,7 +27,7 @@ _EXPORTS = {
     "FusionOptions": "engine.options", "parse_memory_size": "engine.options",
     # jobs, files in, files out (what the CLI runs)
     "StackJob": "jobs.stack_job", "run_stack": "jobs.stack_job", "run_pair": "jobs.pair_job",
-    "run_batch": "jobs.batch", "discover_stacks": "jobs.batch", "write_aligned_frames": "jobs.aligned_frames",
+    "batch": "jobs.batch", "run_batch": "jobs.batch", "discover_stacks": "jobs.batch", "write_aligned_frames": "jobs.aligned_frames",
     "run_demo": "jobs.demo", "height_map": "jobs.depth", "depth_preview": "jobs.depth",
     "smooth_index_map": "jobs.depth",
     # scoring

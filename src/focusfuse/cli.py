@@ -290,7 +290,7 @@ def cluster_options(tasks: str, paths: str) -> Callable[[Callable], Callable]:
               help="Only align: write the registered frames into this folder, no fusion.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable progress and report on stdout.")
 @cluster_options("the tiles of a tiled run (after alignment and the whole-frame statistics, here)",
-                 "the frames and the output")
+                 "the frames")
 @stack_options
 @size_options
 @common_options
@@ -357,6 +357,9 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
             stderr_console().print(f"aligned {len(report['aligned'])} frames -> {align_only}/")
         else:
             how = options.strategy if method == "gacn" else method
+            if client is not None and report["tiles"] == 1:
+                stderr_console().print("note: the image was fused whole, in this process (no tiles to spread over "
+                                       "the workers; --tile-size sets them)")
             stderr_console().print(f"fused {report['frames_used']} frames ({report['width']}x{report['height']}, "
                                    f"{how}, align {align}) in {report['seconds']:.1f} s -> {output}")
 
@@ -425,6 +428,25 @@ def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_
                      f"in {report['seconds']:.1f} s; report: {out_dir / REPORT_NAME}")
     if report["failed"]:
         sys.exit(1)
+
+
+GACN_ONLY_TRAINING = {"qg_weight": "--qg-weight", "symmetric_dice": "--symmetric-dice",
+                      "boundary_weight": "--boundary-weight", "boundary_width": "--boundary-width",
+                      "samples_per_image": "--samples-per-image", "recipe_items": "--recipe", "workers": "--workers"}
+
+
+def _refuse_gacn_only_training_options(method: str) -> None:
+    """Options of GACN's training given with another method: an error, not silence."""
+    if method == "gacn":
+        return
+    from click.core import ParameterSource
+
+    context = click.get_current_context()
+    flags = {**GACN_ONLY_TRAINING, **({"crop": "--crop"} if method == "sesf" else {})}
+    given = [flag for name, flag in flags.items()
+             if context.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)]
+    if given:
+        raise UsageError(f"{given[0]} applies to GACN's training (--method gacn), not to --method {method}")
 
 
 def _decibels(value: float) -> str:
@@ -523,6 +545,7 @@ def train(images: Path, segments: Path | None, out_dir: Path, method: str, epoch
     resolve_device(device)
     if name is not None and (not name or Path(name).name != name or name.startswith(".")):
         raise UsageError(f"--name {name!r}: use a plain name (no folders), e.g. --name microscope-v1")
+    _refuse_gacn_only_training_options(method)
     if method == "sesf":
         _train_sesf(images, out_dir, epochs or 30, batch_size, lr or 1e-4, lr_decay or 0.8, lr_step or 2, seed,
                     device, max_steps, name or out_dir.resolve().name, overwrite, quiet, segments=segments, init=init_weights,

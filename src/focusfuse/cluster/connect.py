@@ -97,10 +97,30 @@ def cluster_client(workers: int | None = None, scheduler: str | None = None) -> 
             yield client
 
 
+def check_client(client: Any, timeout: float = 60) -> None:
+    """Refuse, before any work, a client that is not a running Dask client or whose cluster has no worker
+    within ``timeout`` seconds (a run would wait forever)."""
+    distributed = require_distributed()
+    if not isinstance(client, distributed.Client):
+        raise UsageError(f"client: expected a dask.distributed Client, got {type(client).__name__}", option="client")
+    if client.status != "running":
+        raise UsageError(f"client: the Dask client is {client.status}, not running", option="client")
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except (TimeoutError, OSError):
+        raise UsageError(f"client: the Dask cluster has no worker (waited {timeout:.0f} s)", option="client") from None
+
+
 def worker_count(client: Any) -> int:
     """How many workers the client's cluster has now (at least 1)."""
     return max(1, len(client.scheduler_info().get("workers", {})))
 
 
-__all__ = ["cluster_client", "check_cluster_options", "require_distributed", "worker_count", "INSTALL_HINT",
-           "ALLOWED_FAILURES"]
+def worker_threads(client: Any) -> int:
+    """How many tasks the client's workers run at once now (their threads; at least 1)."""
+    workers = client.scheduler_info().get("workers", {})
+    return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+
+
+__all__ = ["cluster_client", "check_cluster_options", "check_client", "require_distributed", "worker_count",
+           "worker_threads", "INSTALL_HINT", "ALLOWED_FAILURES"]

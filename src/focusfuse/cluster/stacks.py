@@ -4,10 +4,12 @@ stack's outputs and sidecar itself, so a worker that dies loses no finished stac
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import CancelledError
 from typing import Any
 
-from ..jobs.batch import BatchStack, run_batch_stack
-from .weights import register_weights, unregister_weights, worker_weights
+from ..jobs.batch import BatchStack, record_stack, run_batch_stack
+from .connect import worker_threads
+from .weights import weights_on_workers, worker_weights
 
 StackTask = Callable[[BatchStack, str, str], dict[str, Any]]
 
@@ -19,38 +21,63 @@ def fuse_batch_stack(stack: BatchStack, weights: str, device: str) -> dict[str, 
 
 def fuse_stacks_on_cluster(client: Any, stacks: Sequence[BatchStack], model: Any, method: str, device: Any, *,
                            task: StackTask = fuse_batch_stack) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(name, entry) of every stack, as they finish on ``client``'s workers. A stack whose workers died as many
-    times as the scheduler allows (``distributed.scheduler.allowed-failures``) is reported as failed; the
-    others go on."""
+    """(name, entry) of every stack, as they finish on ``client``'s workers.
+
+    Only as many stacks as the workers have threads are submitted at a time (the next when one ends): a worker
+    that dies then takes down only the stack it was fusing, which is retried elsewhere; a stack whose workers
+    died as many times as the scheduler allows (``distributed.scheduler.allowed-failures``) is reported as
+    failed and the others go on. Closing the generator early cancels the stacks still running.
+    """
     from distributed import as_completed
 
-    name = register_weights(client, method, model, str(device))
-    try:
-        futures = {client.submit(task, stack, name, str(device), pure=False, key=f"focusfuse-stack-{stack.name}-"
-                                 f"{name[-12:]}"): stack for stack in stacks}
-        for future in as_completed(futures):
-            stack = futures[future]
-            entry = _entry(future, stack)
-            future.release()  # nothing left on the worker to lose
-            yield stack.name, entry
-    finally:
-        unregister_weights(client, name)
+    with weights_on_workers(client, method, model, str(device)) as weights:
+        todo = iter(stacks)
+        running: dict[Any, BatchStack] = {}
+
+        def submit_next() -> Any:
+            stack = next(todo, None)
+            if stack is None:
+                return None
+            future = client.submit(task, stack, weights, str(device), pure=False,
+                                   key=f"focusfuse-stack-{stack.name}-{weights[-12:]}")
+            running[future] = stack
+            return future
+
+        first = [f for f in (submit_next() for _ in range(max(1, worker_threads(client)))) if f is not None]
+        finished = as_completed(first)
+        try:
+            for future in finished:
+                stack = running.pop(future)
+                entry = _entry(future, stack)
+                future.release()  # nothing left on the worker to lose
+                following = submit_next()
+                if following is not None:
+                    finished.add(following)
+                yield stack.name, entry
+        finally:
+            client.cancel(list(running))
 
 
 def _entry(future: Any, stack: BatchStack) -> dict[str, Any]:
-    """The stack's entry from its finished task; a task that killed its workers or failed outside the job's own
-    error handling is a failed stack."""
+    """The stack's entry from its finished task. A task that killed its workers, was cancelled or failed outside
+    the job's own error handling is a failed stack, recorded in its sidecar like any other."""
     from distributed import KilledWorker
 
     try:
         return future.result()
     except KilledWorker:
-        return {"name": stack.name, "status": "failed",
-                "error": "worker processes died while fusing it, on every retry (out of memory, or a crash); "
-                         "the other stacks went on"}
+        error = ("worker processes died while fusing it, on every retry (out of memory, or a crash); the other "
+                 "stacks went on")
+    except CancelledError:
+        error = "its task was cancelled (the cluster lost it, or is shutting down)"
     except Exception as exc:  # noqa: BLE001 - one broken stack must not end the batch
-        return {"name": stack.name, "status": "failed",
-                "error": f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}"}
+        error = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}"
+    entry = {"name": stack.name, "status": "failed", "error": error}
+    try:
+        record_stack(stack, entry)
+    except OSError:
+        pass  # the report still holds it
+    return entry
 
 
 __all__ = ["fuse_stacks_on_cluster", "fuse_batch_stack"]

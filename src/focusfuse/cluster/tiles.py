@@ -1,24 +1,28 @@
 """One huge stack's tiles as Dask tasks: after this process's alignment and whole-frame statistics passes, each
-tile is fused on a worker (the same code and bytes as here) and the cores come back in order for the sink."""
+band of tiles (a row of the grid) is fused on a worker (the same code and bytes as here) and the cores come back
+in order for the sink."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import CancelledError
 from typing import Any
 
 from ..engine.tiles import TileResult, TileWork, fuse_work_tiles, on_device
 from ..errors import FocusFuseError
 from ..io.images import FrameRef
-from .connect import worker_count
-from .weights import register_weights, unregister_weights, worker_weights
+from .connect import worker_threads
+from .weights import weights_on_workers, worker_weights
 
-TASKS_AHEAD_PER_WORKER = 2  # tiles submitted ahead of the one the sink waits for: bounds the memory of results
+BANDS_AHEAD_PER_THREAD = 2  # bands submitted ahead of the one the sink waits for: bounds the results held
 
 
-def fuse_tile_task(work: TileWork, number: int, weights: str, device: str) -> TileResult:
-    """The task: tile ``number`` of ``work`` fused on a worker with the weights its plugin loaded there."""
+def fuse_band_task(work: TileWork, numbers: list[int], weights: str, device: str) -> list[TileResult]:
+    """The task: tiles ``numbers`` of ``work`` (one band: each frame read once for all of them, as far as its
+    format allows) fused on a worker with the weights its plugin loaded there."""
     from ..backends.select import select_backend
     from ..methods.registry import make_method
 
@@ -26,7 +30,13 @@ def fuse_tile_task(work: TileWork, number: int, weights: str, device: str) -> Ti
     options = work.options
     method = make_method(options.method, backend, weights=worker_weights(weights), strategy=options.strategy,
                          reduce=options.reduce)
-    return fuse_work_tiles(work, [number], method, backend)[0]
+    return fuse_work_tiles(work, numbers, method, backend)
+
+
+def tile_bands(work: TileWork) -> list[list[int]]:
+    """The plan's tile numbers grouped by band (tiles whose cores share their rows), in order."""
+    tiles = work.plan.tiles
+    return [list(group) for _, group in itertools.groupby(range(len(tiles)), key=lambda n: tiles[n].core.y0)]
 
 
 class ClusterTiles:
@@ -40,38 +50,39 @@ class ClusterTiles:
         client = self.client
         refs = [dataclasses.replace(r, path=r.path.resolve()) if isinstance(r, FrameRef) else r for r in work.refs]
         work = dataclasses.replace(work, refs=refs, statistics=[on_device(s, "cpu") for s in work.statistics])
-        name = register_weights(client, self.method, self.model, self.device)
+        bands = iter(tile_bands(work))
         pending: deque = deque()
-        try:
-            shared = client.scatter(work, broadcast=True, hash=False)  # once per worker, not once per tile
-            ahead = TASKS_AHEAD_PER_WORKER * worker_count(client)
-            numbers = iter(range(len(work.plan.tiles)))
-            for number in numbers:
-                pending.append(client.submit(fuse_tile_task, shared, number, name, self.device, pure=False))
-                if len(pending) >= ahead:
-                    break
-            while pending:
-                future = pending.popleft()
-                result = _tile_result(future)
-                future.release()
-                next_number = next(numbers, None)
-                if next_number is not None:
-                    pending.append(client.submit(fuse_tile_task, shared, next_number, name, self.device, pure=False))
-                yield result
-        finally:
-            client.cancel(list(pending))
-            unregister_weights(client, name)
+        with weights_on_workers(client, self.method, self.model, self.device) as weights:
+            shared = client.scatter(work, broadcast=True, hash=False)  # once per worker, not once per band
+            try:
+                def submit_next() -> None:
+                    band = next(bands, None)
+                    if band is not None:
+                        pending.append(client.submit(fuse_band_task, shared, band, weights, self.device, pure=False))
+
+                for _ in range(BANDS_AHEAD_PER_THREAD * worker_threads(client)):
+                    submit_next()
+                while pending:
+                    future = pending.popleft()
+                    cores = _band_result(future)
+                    future.release()
+                    submit_next()
+                    yield from cores
+            finally:
+                client.cancel([*pending, shared])
 
 
-def _tile_result(future: Any) -> TileResult:
-    """A finished tile task's core; a tile whose workers kept dying is an error of the run."""
+def _band_result(future: Any) -> list[TileResult]:
+    """A finished band task's cores; a band whose workers kept dying, or that the cluster lost, fails the run."""
     from distributed import KilledWorker
 
     try:
         return future.result()
     except KilledWorker:
-        raise FocusFuseError("worker processes died while fusing a tile, on every retry (out of memory, or a "
-                             "crash)") from None
+        raise FocusFuseError("worker processes died while fusing a band of tiles, on every retry (out of memory, "
+                             "or a crash)") from None
+    except CancelledError:
+        raise FocusFuseError("a band of tiles was cancelled (the Dask cluster lost it, or is shutting down)") from None
 
 
-__all__ = ["ClusterTiles", "fuse_tile_task"]
+__all__ = ["ClusterTiles", "fuse_band_task", "tile_bands"]

@@ -100,10 +100,13 @@ def run_stack_fusion(refs: Sequence, options: FusionOptions, *, weights: Weights
     backend = select_backend(device)
     remote = None
     if client is not None:
-        from ..cluster.connect import require_distributed
+        from ..cluster.connect import check_client
+
+        check_client(client)  # before any import of Dask's modules, and before the alignment pass
+        if method is not None:
+            raise UsageError("a replaced method runs in this process only: no client", option="client")
         from ..cluster.tiles import ClusterTiles
 
-        require_distributed()
         weights = load_method_weights(options.method, weights, backend.device)  # once here, then once per worker
         remote = ClusterTiles(client, weights, options.method, device if isinstance(device, str) else backend.device)
     if method is None:

@@ -15,6 +15,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -144,12 +145,17 @@ def run_batch_stack(stack: BatchStack, model: Any, progress=None,
             return done
     remove_stale_partials(stack.job.outputs())
     entry = _run_one(stack.name, stack.job, model, progress, device)
-    output = stack.job.output
-    if entry["status"] == "ok" or not output.exists():  # the sidecar describes the output that exists
+    record_stack(stack, entry)
+    return entry
+
+
+def record_stack(stack: BatchStack, entry: dict[str, Any]) -> None:
+    """Write the stack's sidecar: its entry, hashes and parameters (a failure only where no output exists,
+    since the sidecar describes the output that exists)."""
+    if entry["status"] == "ok" or not stack.job.output.exists():
         run = {"run_id": stack.run_id} if stack.run_id else {}
         write_text_atomic(stack.sidecar, json.dumps({**entry, **stack.hashes, "params": stack.params, **run},
                                                     indent=1) + "\n")
-    return entry
 
 
 def _finished_in_run(stack: BatchStack) -> dict[str, Any] | None:
@@ -178,9 +184,9 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
         raise UsageError(f"the {template.options.method} method regresses pixels: it has no index maps or depth "
                          "previews to write", option="index_maps")
     if client is not None:
-        from ..cluster.connect import require_distributed
+        from ..cluster.connect import check_client
 
-        require_distributed()
+        check_client(client)
     out = Path(out_dir)
     stacks = stacks if stacks is not None else discover_stacks(root, exclude=out)
     check_batch_output(root, out, stacks)
@@ -221,10 +227,11 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
     if work:
         from ..cluster.stacks import fuse_stacks_on_cluster
 
-        for name, entry in fuse_stacks_on_cluster(client, work, model, options.method, device):
-            entries[name] = entry
-            if on_stack is not None:
-                on_stack(entry["status"], name, entry)
+        with closing(fuse_stacks_on_cluster(client, work, model, options.method, device)) as finished:
+            for name, entry in finished:  # an error here (or Ctrl-C) cancels the stacks still running
+                entries[name] = entry
+                if on_stack is not None:
+                    on_stack(entry["status"], name, entry)
     results = [entries[stack.name] for stack in stacks]
     report = {
         "root": str(root), "output_dir": str(out), "stacks": results,
@@ -234,6 +241,31 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
     }
     write_text_atomic(out / REPORT_NAME, json.dumps(report, indent=1) + "\n")
     return report
+
+
+def batch(root: str | os.PathLike, out_dir: str | os.PathLike, *, method: str = "gacn", weights: Any = None,
+          device: str = "auto", strategy: str | None = None, align: str = "auto", crop: bool = False,
+          image_format: str = "tif", index_maps: bool = False, previews: bool = False, resume: bool = False,
+          overwrite: bool = False, depth_smooth: int = 0, compression: str | None = None,
+          tile_size: int | None = None, reduce: int = 1, edge_fill: bool = True,
+          memory_limit: int | str | None = None, workers: int | None = None, client: Any = None,
+          on_stack: Callable[[str, str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Fuse every stack under ``root`` (sub-folders of frames, multi-page TIFFs) into ``out_dir``: what
+    ``focusfuse batch`` does, returning its report. Options as in :func:`focusfuse.fuse_stack`; ``client``: a
+    Dask client whose workers fuse the stacks (see :func:`run_batch`); ``on_stack(status, name, info)`` is
+    called as each stack starts and ends."""
+    from ..backends.select import resolve_device
+    from ..engine.options import FusionOptions
+    from ..methods.registry import load_method_weights
+
+    options = FusionOptions(method=method, strategy=strategy, align=align, crop=crop, tile_size=tile_size,
+                            reduce=reduce, edge_fill=edge_fill, memory_limit=memory_limit, workers=workers)
+    template = StackJob(inputs=[], output=Path(), options=options, depth_smooth=depth_smooth, overwrite=overwrite,
+                        compression=compression)
+    check_job_settings(template)
+    model = load_method_weights(method, weights, resolve_device(device))
+    return run_batch(root, out_dir, template, model, image_format=image_format, index_maps=index_maps,
+                     previews=previews, resume=resume, on_stack=on_stack, device=device, client=client)
 
 
 def _run_one(name: str, job: StackJob, model: Any, progress, device: str | torch.device) -> dict[str, Any]:

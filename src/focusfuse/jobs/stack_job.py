@@ -63,6 +63,8 @@ def check_job_settings(job: StackJob) -> None:
         raise UsageError(f"the {job.options.method} method regresses pixels: it has no index map to write "
                          f"({maps[0].name})", option="index_map")
     check_int(job.depth_smooth, "depth smoothing radius", 0, MAX_DEPTH_SMOOTH, option="depth_smooth")
+    if job.compression not in (None, "zlib"):
+        raise UsageError(f"compression {job.compression!r}: use None or 'zlib'", option="compression")
     if job.z_step is not None and not (isinstance(job.z_step, (int, float)) and math.isfinite(job.z_step)
                                        and job.z_step != 0):
         raise UsageError(f"focus step {job.z_step}: the step between frames must be a non-zero number",
