@@ -2,12 +2,13 @@
 
 Two cases, inputs generated (no shared data needed):
 - stacks: 8 stacks of 10 RGB frames of 520x520 (gacn26's size) through ``batch``;
-- pair: a 12000x12000 16-bit RGB pair (tiled BigTIFF frames, as in large.py) through ``stack`` with tiles.
+- pair: a 12000x12000 16-bit RGB pair (tiled BigTIFF frames, as in large.py) through ``stack``, tiled under a
+  memory limit (the same for the single process and for each worker).
 Each run happens in a fresh child process (its own peak RSS); on a cluster the workers' peaks are read from them
 before it closes. Outputs of both runs are compared byte for byte.
 
     python benchmarks/cluster.py stacks --weights W [--workers 2] [--markdown docs/benchmarks.md]
-    python benchmarks/cluster.py pair --size 12000 --weights W [--workers 2]
+    python benchmarks/cluster.py pair --size 12000 --weights W [--workers 2] [--memory-limit 4G]
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def make_stacks(root: Path, stacks: int = 8, frames: int = 10, size: int = 520) 
             cv2.imwrite(str(folder / f"z{k:02d}.png"), (tile >> 8).astype(np.uint8)[..., ::-1])
 
 
-def measure(case: str, inputs: Path, out: Path, weights: str, workers: int, tile_size: int) -> dict:
+def measure(case: str, inputs: Path, out: Path, weights: str, workers: int, memory_limit: str) -> dict:
     """In the child: run the case (on a local cluster of ``workers`` processes, or here for 0)."""
     from focusfuse.cluster.connect import cluster_client
     from focusfuse.engine.options import FusionOptions
@@ -66,16 +67,17 @@ def measure(case: str, inputs: Path, out: Path, weights: str, workers: int, tile
             assert report["ok"] == len(report["stacks"]), report
         else:
             job = StackJob(inputs=sorted(inputs.glob("*.tif")), output=out / "fused.tif", compression="zlib",
-                           options=FusionOptions(align="none", tile_size=tile_size))
-            run_stack(job, model, device="cpu", client=client)
+                           options=FusionOptions(align="none", memory_limit=memory_limit))
+            report = run_stack(job, model, device="cpu", client=client)
         seconds = time.perf_counter() - start
         workers_peak = list(client.run(peak_rss_mb).values()) if client is not None else []
-    return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "workers_peak_rss_mb": workers_peak}
+    return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "workers_peak_rss_mb": workers_peak,
+            "tiles": report.get("tiles")}
 
 
-def run_child(case: str, inputs: Path, out: Path, weights: str, workers: int, tile_size: int) -> dict:
+def run_child(case: str, inputs: Path, out: Path, weights: str, workers: int, memory_limit: str) -> dict:
     cmd = [sys.executable, __file__, "_measure", case, "--inputs", str(inputs), "--out", str(out), "--weights",
-           weights, "--workers", str(workers), "--tile-size", str(tile_size)]
+           weights, "--workers", str(workers), "--memory-limit", memory_limit]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip()[-2000:])
@@ -102,14 +104,14 @@ def main() -> None:
     parser.add_argument("--weights", required=True)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--size", type=int, default=12000)
-    parser.add_argument("--tile-size", type=int, default=2048)
+    parser.add_argument("--memory-limit", default="4G", help="per process, for the pair")
     parser.add_argument("--inputs", type=Path)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args()
     if args.case == "_measure":
-        print(json.dumps(measure(args.what, args.inputs, args.out, args.weights, args.workers, args.tile_size)))
+        print(json.dumps(measure(args.what, args.inputs, args.out, args.weights, args.workers, args.memory_limit)))
         return
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
@@ -121,12 +123,12 @@ def main() -> None:
         else:
             for k, focus in enumerate((0.3, 0.7)):
                 write_frame(inputs / f"z{k}.tif", args.size, focus)
-            what = f"a {args.size}x{args.size} 16-bit RGB pair, `stack` in tiles of {args.tile_size}"
+            what = f"a {args.size}x{args.size} 16-bit RGB pair, `stack` with --memory-limit {args.memory_limit}"
         runs = {}
         for workers in (0, args.workers):
             out = Path(tmp, f"out{workers}")
             out.mkdir()
-            runs[workers] = run_child(args.case, inputs, out, args.weights, workers, args.tile_size)
+            runs[workers] = run_child(args.case, inputs, out, args.weights, workers, args.memory_limit)
             print(workers, runs[workers], flush=True)
         same = compare(Path(tmp, "out0"), Path(tmp, f"out{args.workers}"))
     one, many = runs[0], runs[args.workers]

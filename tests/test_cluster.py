@@ -205,3 +205,12 @@ def test_a_recomputed_stack_task_returns_what_its_run_already_wrote(root, tmp_pa
     other_run = BatchStack("s0", job, out / "s0.json", {"inputs_hash": "h"}, {}, run_id="run-2")
     entry = run_batch_stack(other_run, None, device="cpu")  # not this run's work: fused again, and refused
     assert entry["status"] == "failed" and "exists" in entry["error"]
+
+
+def test_local_workers_share_this_machines_memory(client):
+    from focusfuse.backends.base import host_available_memory
+    from focusfuse.cluster.connect import local_workers, shared_memory_limit
+
+    assert local_workers(client) == WORKERS
+    limit = shared_memory_limit(client)
+    assert 0 < limit <= host_available_memory() * 3 // 4 // (WORKERS + 1) + (64 << 20)

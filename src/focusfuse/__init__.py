@@ -27,7 +27,8 @@ _EXPORTS = {
     "FusionOptions": "engine.options", "parse_memory_size": "engine.options",
     # jobs, files in, files out (what the CLI runs)
     "StackJob": "jobs.stack_job", "run_stack": "jobs.stack_job", "run_pair": "jobs.pair_job",
-    "batch": "jobs.batch", "run_batch": "jobs.batch", "discover_stacks": "jobs.batch", "write_aligned_frames": "jobs.aligned_frames",
+    "batch": "jobs.batch", "run_batch": "jobs.batch",
+    "discover_stacks": "jobs.batch", "write_aligned_frames": "jobs.aligned_frames",
     "run_demo": "jobs.demo", "height_map": "jobs.depth", "depth_preview": "jobs.depth",
     "smooth_index_map": "jobs.depth",
     # scoring

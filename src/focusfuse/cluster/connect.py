@@ -111,6 +111,31 @@ def check_client(client: Any, timeout: float = 60) -> None:
         raise UsageError(f"client: the Dask cluster has no worker (waited {timeout:.0f} s)", option="client") from None
 
 
+def local_workers(client: Any) -> int:
+    """How many of the client's workers run on this machine (their memory is this machine's too)."""
+    import socket
+
+    here = {"127.0.0.1", "localhost", "::1", socket.gethostname()}
+    try:
+        here.add(socket.gethostbyname(socket.gethostname()))
+    except OSError:
+        pass
+    workers = client.scheduler_info().get("workers", {})
+    return sum(1 for info in workers.values() if str(info.get("host", "")) in here)
+
+
+def shared_memory_limit(client: Any) -> int | None:
+    """A memory limit for each process of a run whose workers share this machine with it: three quarters of the
+    available memory split between them and this process (at most the usual 8 GiB each); None when no worker
+    runs here (each machine then plans with its own memory)."""
+    from ..backends.base import GIB, host_available_memory
+
+    sharing = local_workers(client)
+    if sharing == 0:
+        return None
+    return min(8 * GIB, host_available_memory() * 3 // 4 // (sharing + 1))
+
+
 def worker_count(client: Any) -> int:
     """How many workers the client's cluster has now (at least 1)."""
     return max(1, len(client.scheduler_info().get("workers", {})))
@@ -122,5 +147,6 @@ def worker_threads(client: Any) -> int:
     return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
 
 
-__all__ = ["cluster_client", "check_cluster_options", "check_client", "require_distributed", "worker_count",
+__all__ = ["cluster_client", "check_cluster_options", "check_client", "local_workers", "shared_memory_limit",
+           "require_distributed", "worker_count",
            "worker_threads", "INSTALL_HINT", "ALLOWED_FAILURES"]

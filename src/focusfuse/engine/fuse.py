@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -105,8 +105,11 @@ def run_stack_fusion(refs: Sequence, options: FusionOptions, *, weights: Weights
         check_client(client)  # before any import of Dask's modules, and before the alignment pass
         if method is not None:
             raise UsageError("a replaced method runs in this process only: no client", option="client")
+        from ..cluster.connect import shared_memory_limit
         from ..cluster.tiles import ClusterTiles
 
+        if options.memory_limit is None and (limit := shared_memory_limit(client)) is not None:
+            options = replace(options, memory_limit=limit)  # tiles sized so that the workers here fit beside us
         weights = load_method_weights(options.method, weights, backend.device)  # once here, then once per worker
         remote = ClusterTiles(client, weights, options.method, device if isinstance(device, str) else backend.device)
     if method is None:

@@ -146,6 +146,7 @@ def _fuse(frames: list[tuple[int, FrameSource]], method: FusionMethod, backend: 
     sink = output.open(height, width, channels, dtype, plan.tiled)
     try:
         if remote is not None and plan.tiled:  # after the statistics pass the tiles are independent
+            backend.release_memory()  # what the statistics pass freed: the workers may share this machine
             with closing(remote(plan, statistics)) as cores:  # an error here cancels the tiles still running
                 for tile, done in zip(plan.tiles, cores):
                     sink.write(tile.core, done.fused, done.index, done.maps)

@@ -191,6 +191,10 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
     stacks = stacks if stacks is not None else discover_stacks(root, exclude=out)
     check_batch_output(root, out, stacks)
     if client is not None:  # workers elsewhere do not share this process's working folder
+        from ..cluster.connect import shared_memory_limit
+
+        if template.options.memory_limit is None and (limit := shared_memory_limit(client)) is not None:
+            template = replace(template, options=replace(template.options, memory_limit=limit))  # workers here
         out = out.resolve()
         stacks = [replace(s, inputs=tuple(p.resolve() for p in s.inputs)) for s in stacks]
     options = template.options
