@@ -442,7 +442,11 @@ def _refuse_gacn_only_training_options(method: str) -> None:
     from click.core import ParameterSource
 
     context = click.get_current_context()
-    flags = {**GACN_ONLY_TRAINING, **({"crop": "--crop"} if method == "sesf" else {})}
+    flags = dict(GACN_ONLY_TRAINING)
+    if method == "sesf":
+        flags["crop"] = "--crop"
+    else:
+        del flags["samples_per_image"]  # R-PSNN: pairs made per image and epoch
     given = [flag for name, flag in flags.items()
              if context.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)]
     if given:
@@ -514,7 +518,8 @@ def demo(out_dir: Path, n_frames: int, scale: float, method: str, strategy: str 
               help="Add this weight times a Dice of the pixels near each focus boundary (0: the paper's loss).")
 @click.option("--boundary-width", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Pixels either side of a focus boundary scored by --boundary-weight.")
-@click.option("--samples-per-image", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--samples-per-image", type=click.IntRange(1), default=None,
+              help="Training pairs made from each image per epoch [gacn: 4; rpsnn: 1].")
 @click.option("--crop", type=click.IntRange(32), default=None, help="Patch size [gacn: 156; rpsnn: 64].")
 @click.option("--recipe", "recipe_items", multiple=True, metavar="KEY=VALUE",
               help="Change a knob of the pair generator, e.g. max_gain=0.06 (repeatable; see PairRecipe).")
@@ -553,10 +558,11 @@ def train(images: Path, segments: Path | None, out_dir: Path, method: str, epoch
         return
     if method == "rpsnn":
         _train_rpsnn(images, segments, out_dir, epochs or 59, batch_size, lr or 2e-4, lr_decay, lr_step or 5,
-                     crop or 64, seed, device, max_steps, name or out_dir.resolve().name, overwrite, quiet, init=init_weights,
-                     resume=resume)
+                     crop or 64, seed, device, max_steps, name or out_dir.resolve().name, overwrite, quiet,
+                     init=init_weights, resume=resume, pairs_per_image=samples_per_image or 1)
         return
     epochs, lr, lr_decay, lr_step, crop = epochs or 50, lr or 1e-4, lr_decay or 0.8, lr_step or 2, crop or 156
+    samples_per_image = samples_per_image or 4
     try:
         recipe = recipe_overrides(recipe_items)
     except ValueError as exc:
@@ -594,7 +600,7 @@ def train(images: Path, segments: Path | None, out_dir: Path, method: str, epoch
 
 def _train_rpsnn(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch_size: int, lr: float,
                  lr_decay: float | None, lr_step: int, crop: int, seed: int, device: str, max_steps: int, name: str,
-                 overwrite: bool, quiet: bool, *, init: Path | None, resume: bool) -> None:
+                 overwrite: bool, quiet: bool, *, init: Path | None, resume: bool, pairs_per_image: int) -> None:
     """``train --method rpsnn``: R-PSNN on generated colour pairs."""
     from .train.rpsnn import train_rpsnn
 
@@ -612,7 +618,8 @@ def _train_rpsnn(images: Path, segments: Path | None, out_dir: Path, epochs: int
 
         summary = train_rpsnn(images, out_dir, segments=segments, epochs=epochs, batch_size=batch_size, lr=lr,
                               lr_step=lr_step, size=crop, seed=seed, device=device, max_steps=max_steps,
-                              install_as=name, replace_installed=overwrite, progress=report)
+                              install_as=name, replace_installed=overwrite, progress=report,
+                              pairs_per_image=pairs_per_image)
     if not quiet:
         stderr_console().print(f"best validation MSE {summary['best_val_mse']:.5f} (epoch {summary['best_epoch']}): "
                                f"{summary['weights']}; installed as --weights {name}")

@@ -67,9 +67,12 @@ def make_pairs(paths: list[Path], segments_dir: Path | None, count: int, size: i
 def train_rpsnn(images: str | Path, out: str | Path, *, segments: str | Path | None = None, epochs: int = 59,
                 batch_size: int = 8, lr: float = 2e-4, lr_step: int = 5, size: int = 64, pairs_per_image: int = 1,
                 seed: int = 0, device: str = "auto", max_steps: int = 0, install_as: str | None = None,
-                replace_installed: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+                replace_installed: bool = False, progress: Progress | None = None,
+                mixed_precision: bool | None = None) -> dict[str, Any]:
     """Train R-PSNN on pairs generated from ``images`` (every 10th image held out: fixed validation pairs);
-    ``out`` gets ``best.pt`` (lowest validation MSE) and ``log.jsonl``. Returns a summary."""
+    ``out`` gets ``best.pt`` (lowest validation MSE, measured in float32) and ``log.jsonl``. Returns a summary.
+    ``mixed_precision``: the forward pass in bfloat16 (autocast; weights and optimizer stay float32), by
+    default where the device computes it natively (a CUDA GPU, a CPU with AVX-512 BF16: about 2x faster)."""
     from ..backends.select import resolve_device
 
     training, validation = split_images(images)
@@ -78,6 +81,8 @@ def train_rpsnn(images: str | Path, out: str | Path, *, segments: str | Path | N
                          f"image); found {len(training) + len(validation)}", option="images")
     out, installed = start_run(out, install_as, replace_installed)
     target = resolve_device(device)
+    if mixed_precision is None:
+        mixed_precision = native_bfloat16(target)
     seed_everything(seed)
     segments_dir = None if segments is None else Path(segments)
     val_set = make_pairs(validation, segments_dir, len(validation), size, seed + 100_000)  # fixed, apart
@@ -93,7 +98,9 @@ def train_rpsnn(images: str | Path, out: str | Path, *, segments: str | Path | N
         total = 0.0
         for step in range(max(steps, 1)):
             batch = train_set[order[step * batch_size:(step + 1) * batch_size]].to(target)
-            loss = F.mse_loss(model(batch[:, 0], batch[:, 1]), batch[:, 2])
+            with torch.autocast(target.type, dtype=torch.bfloat16, enabled=mixed_precision):
+                fused = model(batch[:, 0], batch[:, 1])
+            loss = F.mse_loss(fused.float(), batch[:, 2])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -104,7 +111,7 @@ def train_rpsnn(images: str | Path, out: str | Path, *, segments: str | Path | N
         with torch.inference_mode():
             val = sum(F.mse_loss(model(v[None, 0].to(target), v[None, 1].to(target)).clamp(0, 1),
                                  v[None, 2].to(target)).item() for v in val_set) / len(val_set)
-        row = {"epoch": epoch + 1, "train_mse": total / max(steps, 1), "val_mse": val,
+        row = {"epoch": epoch + 1, "train_mse": total / max(steps, 1), "val_mse": val, "bf16": mixed_precision,
                "val_psnr": float(10 * np.log10(1.0 / max(val, 1e-12))), "lr": used_lr,
                "seconds": round(time.perf_counter() - started, 1)}
         log_epoch(out, row)
@@ -120,4 +127,15 @@ def train_rpsnn(images: str | Path, out: str | Path, *, segments: str | Path | N
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-__all__ = ["train_rpsnn", "colour_pair", "make_pairs"]
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (a CUDA GPU that supports it, a CPU with AVX-512 BF16)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return "avx512_bf16" in fh.read()
+    except OSError:
+        return False
+
+
+__all__ = ["train_rpsnn", "colour_pair", "make_pairs", "native_bfloat16"]
