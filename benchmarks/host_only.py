@@ -49,7 +49,7 @@ class HostOnlyMethod:
     name = "host-only"
     description = "host-only stand-in (running mean)"
 
-    def halo(self) -> int:
+    def halo(self, frames: int = 2) -> int:
         return 40
 
     def bytes_per_pixel(self) -> int:

@@ -72,9 +72,39 @@ def test_a_tiled_pair_equals_the_untiled_one(rpsnn_weights):
     whole = fuse_pair(a, b, method="rpsnn", weights=rpsnn_weights, device="cpu", tile_size=0)
     tiled = fuse_pair(a, b, method="rpsnn", weights=rpsnn_weights, device="cpu", tile_size=96)
     assert np.abs(whole.fused.astype(int) - tiled.fused).max() <= 1
-    with pytest.raises(UsageError, match="cannot run in tiles"):
-        fuse_stack(frames(3, 200, 180), method="rpsnn", weights=rpsnn_weights, device="cpu", align="none",
-                   tile_size=96)
+
+
+@pytest.mark.slow
+def test_a_tiled_stack_equals_the_untiled_one(rpsnn_weights):
+
+    stack = [f.astype(np.uint16) * 257 for f in frames(3, 600, 40)]  # tall and narrow: tiles of 64 whose crops
+    # (halo 87) are real parts of the image; 16 bits, so that a halo too small shows
+    whole = fuse_stack(stack, method="rpsnn", weights=rpsnn_weights, device="cpu", align="none", tile_size=0)
+    tiled = fuse_stack(stack, method="rpsnn", weights=rpsnn_weights, device="cpu", align="none", tile_size=64)
+    assert tiled.tiles == 10 and whole.tiles == 1
+    assert np.abs(whole.fused.astype(int) - tiled.fused).max() <= 1
+
+
+def test_the_cascade_needs_a_halo_growing_with_the_frames():
+    from focusfuse.backends.base import Backend
+    from focusfuse.methods.rpsnn.method import RpsnnMethod
+
+    torch.manual_seed(0)
+    net = RPSNN().eval()
+    stack = [torch.from_numpy(textured(300, 40, s, 3)).permute(2, 0, 1)[None].float() for s in range(3)]
+
+    def cascade(frames, rows):
+        with torch.inference_mode():
+            out = frames[0][..., :rows, :]
+            for frame in frames[1:]:
+                out = net(out, frame[..., :rows, :])
+        return out
+
+    whole = cascade(stack, 300)
+    halo = RpsnnMethod(None, Backend(torch.device("cpu"))).halo
+    core = 100
+    assert torch.equal(cascade(stack, core + halo(3))[..., :core, :], whole[..., :core, :])
+    assert not torch.equal(cascade(stack, core + halo(2))[..., :core, :], whole[..., :core, :])  # a pair's is short
 
 
 def test_maps_and_strategies_are_refused(rpsnn_weights, tmp_path):

@@ -56,7 +56,7 @@ def default_workers() -> int:
 
 
 def plan_fusion(shape: tuple[int, int], channels: int, dtype: np.dtype, method: FusionMethod, backend: Backend,
-                options: FusionOptions, *, held_bytes: int = 0, decode_bytes: int = 0) -> Plan:
+                options: FusionOptions, *, held_bytes: int = 0, decode_bytes: int = 0, frames: int = 2) -> Plan:
     """The plan for fusing frames of ``shape`` (H, W) with ``channels`` of ``dtype``.
 
     Main memory: the budget (``options.memory_limit``, else what the process holds plus half the memory
@@ -65,7 +65,8 @@ def plan_fusion(shape: tuple[int, int], channels: int, dtype: np.dtype, method: 
     at the same time; on the CPU the rest is the network's, at the backend's bytes per pixel, which gives
     the tile size (unless ``options.tile_size`` sets it); on CUDA the network has half the free device
     memory and the rest of main memory bounds the frames prepared ahead. With an explicit limit, a run
-    that cannot keep it is refused; without one, it runs in the smallest tiles.
+    that cannot keep it is refused; without one, it runs in the smallest tiles. ``frames``: how many frames
+    are fused (the halo of a method whose reach grows with them).
     """
     height, width = shape
     resident = resident_memory()
@@ -73,7 +74,7 @@ def plan_fusion(shape: tuple[int, int], channels: int, dtype: np.dtype, method: 
     budget = backend.host_budget(options.memory_limit, resident)
     workers = default_workers() if options.workers is None else options.workers
     in_line = workers == 0 or backend.network_on_host  # frames prepared in the network's thread
-    halo, multiple = method.halo(), method.tile_multiple()
+    halo, multiple = method.halo(frames), method.tile_multiple()
     fixed = resident + backend.runtime_reserve + held_bytes + (1 if in_line else workers) * decode_bytes
     host_left = budget - fixed
     if explicit and host_left <= 0:

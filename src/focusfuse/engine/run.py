@@ -109,10 +109,11 @@ def _plan_with_outputs(shape: tuple[int, int], channels: int, dtype: np.dtype, m
     """The plan, with what the output holds in memory for an untiled run, or, if that needs tiles, a tiled one."""
     height, width = shape
     decoded = decode_bytes(sources)
-    plan = plan_fusion(shape, channels, dtype, method, backend, options,
+    frames = len(sources)
+    plan = plan_fusion(shape, channels, dtype, method, backend, options, frames=frames,
                        held_bytes=output.held_bytes(height, width, channels, dtype, False), decode_bytes=decoded)
     if plan.tiled:
-        plan = plan_fusion(shape, channels, dtype, method, backend, options,
+        plan = plan_fusion(shape, channels, dtype, method, backend, options, frames=frames,
                            held_bytes=output.held_bytes(height, width, channels, dtype, True), decode_bytes=decoded)
     return plan
 

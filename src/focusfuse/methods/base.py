@@ -49,8 +49,9 @@ class FusionMethod(Protocol):
     name: str
     description: str  # one line for reports and output metadata
 
-    def halo(self) -> int:
-        """Pixels of context a tile needs on every side so that tiled results equal untiled ones."""
+    def halo(self, frames: int = 2) -> int:
+        """Pixels of context a tile needs on every side so that tiled results equal untiled ones, when
+        ``frames`` frames are fused (a method whose reach grows with each frame, like a cascade, needs more)."""
         ...
 
     def bytes_per_pixel(self) -> int:

@@ -32,7 +32,7 @@ class GacnMethod:
         reduced = f", decision path at 1/{self.reduce} resolution" if self.reduce > 1 else ""
         return f"GACN, strategy {self.strategy}{reduced}"
 
-    def halo(self) -> int:
+    def halo(self, frames: int = 2) -> int:
         return halo_for(self.reduce)
 
     def bytes_per_pixel(self) -> int:

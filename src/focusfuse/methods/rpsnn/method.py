@@ -72,8 +72,10 @@ class RpsnnMethod:
         self.backend = backend
         self.pair = pair
 
-    def halo(self) -> int:
-        return RECEPTIVE_RADIUS + HALO_MARGIN
+    def halo(self, frames: int = 2) -> int:
+        """The cascade feeds each result back into the network: its reach grows by the network's receptive
+        radius with every frame after the second."""
+        return RECEPTIVE_RADIUS * max(1, frames - 1) + HALO_MARGIN
 
     def bytes_per_pixel(self) -> int:
         return 3072  # a branch's atrous pyramid: ~512 float32 channels alive, plus the other branch's output
@@ -82,10 +84,7 @@ class RpsnnMethod:
         return 1
 
     def tiling_problem(self) -> str | None:
-        if self.pair:
-            return None
-        return ("the rpsnn cascade feeds each result back into the network, so its reach grows with every frame "
-                "and a stack cannot run in tiles; process the image whole (tile size 0)")
+        return None
 
     def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int) -> Any:
         return None

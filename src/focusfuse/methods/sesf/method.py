@@ -86,7 +86,7 @@ class SesfMethod:
     def description(self) -> str:
         return f"SESF-Fuse, strategy {self.strategy}"
 
-    def halo(self) -> int:
+    def halo(self, frames: int = 2) -> int:
         return 0
 
     def bytes_per_pixel(self) -> int:

@@ -27,7 +27,7 @@ class WaveletMethod:
         self.pair = pair
         self.levels = levels
 
-    def halo(self) -> int:
+    def halo(self, frames: int = 2) -> int:
         multiple = self.tile_multiple()
         return -(-(pyramid_reach(self.levels) + HALO_MARGIN) // multiple) * multiple
 
