@@ -7,7 +7,7 @@ Two cases, inputs generated (no shared data needed):
 Each run happens in a fresh child process (its own peak RSS); on a cluster the workers' peaks are read from them
 before it closes. Outputs of both runs are compared byte for byte.
 
-    python benchmarks/cluster.py stacks --weights W [--workers 2] [--markdown docs/benchmarks.md]
+    python benchmarks/cluster.py stacks --weights W [--workers 2] [--device cuda] [--markdown docs/benchmarks.md]
     python benchmarks/cluster.py pair --size 12000 --weights W [--workers 2] [--memory-limit 4G]
 """
 
@@ -50,7 +50,7 @@ def make_stacks(root: Path, stacks: int = 8, frames: int = 10, size: int = 520) 
             cv2.imwrite(str(folder / f"z{k:02d}.png"), (tile >> 8).astype(np.uint8)[..., ::-1])
 
 
-def measure(case: str, inputs: Path, out: Path, weights: str, workers: int, memory_limit: str) -> dict:
+def measure(case: str, inputs: Path, out: Path, weights: str, workers: int, memory_limit: str, device: str) -> dict:
     """In the child: run the case (on a local cluster of ``workers`` processes, or here for 0)."""
     from focusfuse.cluster.connect import cluster_client
     from focusfuse.engine.options import FusionOptions
@@ -58,26 +58,29 @@ def measure(case: str, inputs: Path, out: Path, weights: str, workers: int, memo
     from focusfuse.jobs.stack_job import StackJob, run_stack
     from focusfuse.methods.gacn.weights import load_model
 
-    model = load_model(weights, "cpu")
+    from focusfuse.backends.select import resolve_device
+
+    model = load_model(weights, resolve_device(device))
     with cluster_client(workers or None) as client:
         start = time.perf_counter()
         if case == "stacks":
             template = StackJob(inputs=[], output=Path(), options=FusionOptions(align="none"))
-            report = run_batch(inputs, out, template, model, device="cpu", client=client)
+            report = run_batch(inputs, out, template, model, device=device, client=client)
             assert report["ok"] == len(report["stacks"]), report
         else:
             job = StackJob(inputs=sorted(inputs.glob("*.tif")), output=out / "fused.tif", compression="zlib",
                            options=FusionOptions(align="none", memory_limit=memory_limit))
-            report = run_stack(job, model, device="cpu", client=client)
+            report = run_stack(job, model, device=device, client=client)
         seconds = time.perf_counter() - start
         workers_peak = list(client.run(peak_rss_mb).values()) if client is not None else []
     return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "workers_peak_rss_mb": workers_peak,
             "tiles": report.get("tiles")}
 
 
-def run_child(case: str, inputs: Path, out: Path, weights: str, workers: int, memory_limit: str) -> dict:
+def run_child(case: str, inputs: Path, out: Path, weights: str, workers: int, memory_limit: str,
+              device: str) -> dict:
     cmd = [sys.executable, __file__, "_measure", case, "--inputs", str(inputs), "--out", str(out), "--weights",
-           weights, "--workers", str(workers), "--memory-limit", memory_limit]
+           weights, "--workers", str(workers), "--memory-limit", memory_limit, "--device", device]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip()[-2000:])
@@ -105,13 +108,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--size", type=int, default=12000)
     parser.add_argument("--memory-limit", default="4G", help="per process, for the pair")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda (the workers of a local cluster share it)")
     parser.add_argument("--inputs", type=Path)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args()
     if args.case == "_measure":
-        print(json.dumps(measure(args.what, args.inputs, args.out, args.weights, args.workers, args.memory_limit)))
+        print(json.dumps(measure(args.what, args.inputs, args.out, args.weights, args.workers, args.memory_limit,
+                                 args.device)))
         return
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
@@ -128,12 +133,12 @@ def main() -> None:
         for workers in (0, args.workers):
             out = Path(tmp, f"out{workers}")
             out.mkdir()
-            runs[workers] = run_child(args.case, inputs, out, args.weights, workers, args.memory_limit)
+            runs[workers] = run_child(args.case, inputs, out, args.weights, workers, args.memory_limit, args.device)
             print(workers, runs[workers], flush=True)
         same = compare(Path(tmp, "out0"), Path(tmp, f"out{args.workers}"))
     one, many = runs[0], runs[args.workers]
     peaks = ", ".join(f"{p:.0f}" for p in many["workers_peak_rss_mb"])
-    lines = [f"{what}: 1 process {one['seconds']:.1f} s, peak {one['peak_rss_mb']:.0f} MB; "
+    lines = [f"{what}, device {args.device}: 1 process {one['seconds']:.1f} s, peak {one['peak_rss_mb']:.0f} MB; "
              f"{args.workers} local Dask workers {many['seconds']:.1f} s (cluster start-up included), "
              f"peak per worker {peaks} MB, client {many['peak_rss_mb']:.0f} MB; {same}"]
     for line in lines:

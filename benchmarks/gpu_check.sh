@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared check for a machine with CUDA (and, with --device cpu, for any machine): the tests marked gpu,
 # speed (pair520, pair2700, the 26 gacn26 pairs with I/O, V-4 end to end with alignment on and off, host-only
-# V-4) and CPU/device parity on gacn26. Writes OUT/gpu-check.json and OUT/gpu-check.md (and the logs).
+# V-4), CPU/device parity on gacn26, and (where Dask is installed) 8 stacks on 2 local Dask workers. Writes OUT/gpu-check.json and OUT/gpu-check.md (and the logs).
 #
 #   bash benchmarks/gpu_check.sh                      # CUDA, ../shared beside the checkout, results in gpu-check/
 #   bash benchmarks/gpu_check.sh --device cpu         # the same end to end on the CPU (how it is tested)
@@ -67,6 +67,14 @@ echo "== speed" | tee -a "$out/log.txt"
 
 echo "== CPU/$device parity on gacn26" | tee -a "$out/log.txt"
 "$python" benchmarks/device_parity.py --device "$device" --json "$out/parity.json" 2>&1 | tee -a "$out/log.txt"
+
+if "$python" -c "import distributed" 2>/dev/null; then
+  echo "== Dask: 8 stacks, 1 process vs 2 local workers sharing the device" | tee -a "$out/log.txt"
+  "$python" benchmarks/cluster.py stacks --weights weights/focusfuse-gacn.pt --device "$device" 2>&1 \
+    | tail -1 | tee -a "$out/log.txt"
+else
+  echo "== Dask: not installed here, skipped" | tee -a "$out/log.txt"
+fi
 
 "$python" benchmarks/gpu_summary.py "$out" --device "$device" --seconds $(( $(date +%s) - started )) 2>&1 \
   | tee -a "$out/log.txt"

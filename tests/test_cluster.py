@@ -4,6 +4,7 @@ the same bytes as one process; resume, a killed worker, a stack that kills its w
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,17 @@ def test_batch_on_the_cluster_writes_the_bytes_of_a_single_process_batch(root, t
     assert sidecar["status"] == "ok" and sidecar["inputs_hash"] and sidecar["params_hash"]
 
 
+def test_frame_progress_of_the_workers_reaches_the_client(root, tmp_path, client, model):
+    seen = []
+    run_batch(root, tmp_path / "out", _template(), model, device="cpu", client=client,
+              progress=lambda done, total, name: seen.append((done, total, name)))
+    deadline = time.monotonic() + 10  # events travel on their own stream: the last ones may come just after
+    while len({name.split(":")[0] for _, _, name in seen}) < 5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert {name.split(":")[0] for _, _, name in seen} == {f"s{k}" for k in range(5)}
+    assert all(0 < done <= total for done, total, _ in seen)
+
+
 def test_resume_on_the_cluster_skips_finished_stacks(root, tmp_path, client, model):
     import focusfuse
 
@@ -131,13 +143,13 @@ def test_a_worker_killed_mid_batch_loses_nothing(root, tmp_path, client, model, 
     client.wait_for_workers(WORKERS, timeout=60)  # the nanny restarted it (for the tests after this one)
 
 
-def crash_on_s1(stack, weights, device):
+def crash_on_s1(stack, weights, device, topic):
     """A stack task that kills its worker process for stack s1 (as an out-of-memory kill would)."""
     from focusfuse.cluster.stacks import fuse_batch_stack
 
     if stack.name == "s1":
         os._exit(3)
-    return fuse_batch_stack(stack, weights, device)
+    return fuse_batch_stack(stack, weights, device, topic)
 
 
 def test_a_stack_that_kills_its_workers_is_reported_failed_and_the_rest_go_on(root, tmp_path, client, model):

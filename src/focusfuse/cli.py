@@ -403,7 +403,7 @@ def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_
     on_cluster = dask_workers is not None or scheduler is not None
     with frame_progress(quiet) as progress, cluster_client(dask_workers, scheduler) as client:
         stack_task = progress.add_task("stacks", total=len(stacks), frame="")
-        frame_task = progress.add_task("frames", total=1, frame="", visible=not on_cluster)
+        frame_task = progress.add_task("frames" if not on_cluster else "frames (workers)", total=1, frame="")
 
         def on_stack(status: str, name: str, info: dict) -> None:
             if status == "start":

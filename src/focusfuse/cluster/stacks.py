@@ -3,6 +3,7 @@ stack's outputs and sidecar itself, so a worker that dies loses no finished stac
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError
 from typing import Any
@@ -11,15 +12,41 @@ from ..jobs.batch import BatchStack, record_stack, run_batch_stack
 from .connect import worker_threads
 from .weights import weights_on_workers, worker_weights
 
-StackTask = Callable[[BatchStack, str, str], dict[str, Any]]
+StackTask = Callable[[BatchStack, str, str, "str | None"], dict[str, Any]]
+Progress = Callable[[int, int, str], None]
 
 
-def fuse_batch_stack(stack: BatchStack, weights: str, device: str) -> dict[str, Any]:
-    """The task: one stack fused on a worker with the weights its plugin ``weights`` loaded there."""
-    return run_batch_stack(stack, worker_weights(weights), None, device)
+def fuse_batch_stack(stack: BatchStack, weights: str, device: str, topic: str | None = None) -> dict[str, Any]:
+    """The task: one stack fused on a worker with the weights its plugin ``weights`` loaded there; its frame
+    progress goes to the client as events of ``topic``."""
+    from distributed import get_worker
+
+    progress = None
+    if topic is not None:
+        worker = get_worker()
+
+        def progress(done: int, total: int, frame: str) -> None:
+            worker.log_event(topic, {"stack": stack.name, "done": done, "total": total, "frame": frame})
+
+    return run_batch_stack(stack, worker_weights(weights), progress, device)
+
+
+class StackProgress:
+    """Frame progress of the stacks running on the workers, summed for one bar on the client."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress, self.stacks = progress, {}
+
+    def __call__(self, event: tuple[float, dict[str, Any]]) -> None:
+        message = event[1]
+        self.stacks[message["stack"]] = (message["done"], message["total"])
+        done = sum(d for d, _ in self.stacks.values())
+        total = sum(t for _, t in self.stacks.values())
+        self.progress(done, total, f"{message['stack']}: {message['frame']}")
 
 
 def fuse_stacks_on_cluster(client: Any, stacks: Sequence[BatchStack], model: Any, method: str, device: Any, *,
+                           progress: Progress | None = None,
                            task: StackTask = fuse_batch_stack) -> Iterator[tuple[str, dict[str, Any]]]:
     """(name, entry) of every stack, as they finish on ``client``'s workers.
 
@@ -27,9 +54,13 @@ def fuse_stacks_on_cluster(client: Any, stacks: Sequence[BatchStack], model: Any
     that dies then takes down only the stack it was fusing, which is retried elsewhere; a stack whose workers
     died as many times as the scheduler allows (``distributed.scheduler.allowed-failures``) is reported as
     failed and the others go on. Closing the generator early cancels the stacks still running.
+    ``progress(done, total, name)``: the frames fused so far in the stacks handed out (events from the workers).
     """
     from distributed import as_completed
 
+    topic = f"focusfuse-progress-{uuid.uuid4().hex[:12]}" if progress is not None else None
+    if topic is not None:
+        client.subscribe_topic(topic, StackProgress(progress))
     with weights_on_workers(client, method, model, str(device)) as weights:
         todo = iter(stacks)
         running: dict[Any, BatchStack] = {}
@@ -38,7 +69,7 @@ def fuse_stacks_on_cluster(client: Any, stacks: Sequence[BatchStack], model: Any
             stack = next(todo, None)
             if stack is None:
                 return None
-            future = client.submit(task, stack, weights, str(device), pure=False,
+            future = client.submit(task, stack, weights, str(device), topic, pure=False,
                                    key=f"focusfuse-stack-{stack.name}-{weights[-12:]}")
             running[future] = stack
             return future
@@ -56,6 +87,8 @@ def fuse_stacks_on_cluster(client: Any, stacks: Sequence[BatchStack], model: Any
                 yield stack.name, entry
         finally:
             client.cancel(list(running))
+            if topic is not None:
+                client.unsubscribe_topic(topic)
 
 
 def _entry(future: Any, stack: BatchStack) -> dict[str, Any]:

@@ -231,7 +231,8 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
     if work:
         from ..cluster.stacks import fuse_stacks_on_cluster
 
-        with closing(fuse_stacks_on_cluster(client, work, model, options.method, device)) as finished:
+        with closing(fuse_stacks_on_cluster(client, work, model, options.method, device,
+                                            progress=progress)) as finished:
             for name, entry in finished:  # an error here (or Ctrl-C) cancels the stacks still running
                 entries[name] = entry
                 if on_stack is not None:
