@@ -14,9 +14,7 @@ before it closes. Outputs of both runs are compared byte for byte.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -29,6 +27,7 @@ import tifffile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from large import frame_tile, write_frame  # noqa: E402
+from measure import report_results  # noqa: E402
 
 BEGIN, END = "<!-- cluster:begin -->", "<!-- cluster:end -->"
 
@@ -141,18 +140,7 @@ def main() -> None:
     lines = [f"{what}, device {args.device}: 1 process {one['seconds']:.1f} s, peak {one['peak_rss_mb']:.0f} MB; "
              f"{args.workers} local Dask workers {many['seconds']:.1f} s (cluster start-up included), "
              f"peak per worker {peaks} MB, client {many['peak_rss_mb']:.0f} MB; {same}"]
-    for line in lines:
-        print(line)
-    if args.markdown:
-        stamp = f"{dt.date.today().isoformat()}, {platform.processor() or platform.machine()}"
-        entry = "\n".join(f"- {line} ({stamp})" for line in lines)
-        old = args.markdown.read_text() if args.markdown.exists() else ""
-        if BEGIN in old:
-            body = old[old.index(BEGIN) + len(BEGIN):old.index(END)].strip("\n")
-            new = old[: old.index(BEGIN)] + f"{BEGIN}\n{body}\n{entry}\n{END}" + old[old.index(END) + len(END):]
-        else:
-            new = old.rstrip() + f"\n\n### Scale-out on Dask\n\n{BEGIN}\n{entry}\n{END}\n"
-        args.markdown.write_text(new)
+    report_results(lines, args.markdown, BEGIN, END, "Scale-out on Dask")
 
 
 if __name__ == "__main__":

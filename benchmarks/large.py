@@ -16,9 +16,7 @@ child process whose peak resident memory (and peak GPU memory) is recorded.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -28,7 +26,7 @@ import numpy as np
 import tifffile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import run_measured  # noqa: E402
+from measure import report_results, run_measured  # noqa: E402
 
 TILE = 512
 PIXEL_SIZE_UM = 0.25
@@ -147,18 +145,7 @@ def main() -> None:
                  + f"command {command[0]}: "
                  f"{result['seconds']:.0f} s, peak RSS {result['peak_rss_mb_children']:.0f} MB"
                  + (f", peak GPU {gpu:.0f} MB" if gpu else "") + f"; output {checked}"]
-    for line in lines:
-        print(line)
-    if args.markdown:
-        stamp = f"{dt.date.today().isoformat()}, {platform.processor() or platform.machine()}"
-        entry = "\n".join(f"- {line} ({stamp})" for line in lines)
-        old = args.markdown.read_text() if args.markdown.exists() else ""
-        if BEGIN in old:
-            body = old[old.index(BEGIN) + len(BEGIN):old.index(END)].strip("\n")
-            new = old[: old.index(BEGIN)] + f"{BEGIN}\n{body}\n{entry}\n{END}" + old[old.index(END) + len(END):]
-        else:
-            new = old.rstrip() + f"\n\n### Large images\n\n{BEGIN}\n{entry}\n{END}\n"
-        args.markdown.write_text(new)
+    report_results(lines, args.markdown, BEGIN, END, "Large images")
 
 
 if __name__ == "__main__":
