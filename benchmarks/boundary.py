@@ -202,11 +202,11 @@ def parse_variant(text: str) -> tuple[str, dict[str, object]]:
     return name, kwargs
 
 
-def fuse_with(model, kwargs: dict[str, object]) -> Callable[[list[np.ndarray]], tuple[np.ndarray, np.ndarray]]:
-    def run(frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def fuse_with(model, kwargs: dict[str, object]) -> Callable[[list[np.ndarray]], tuple[np.ndarray, np.ndarray | None]]:
+    def run(frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         weights = model if kwargs.get("method", "gacn") == "gacn" else None  # others: their own (or none)
         result = fuse_stack(frames, weights=weights, device="cpu", **{"align": "none", **kwargs})
-        return result.fused, result.index_map.astype(np.int64)
+        return result.fused, None if result.index_map is None else result.index_map.astype(np.int64)
     return run
 
 

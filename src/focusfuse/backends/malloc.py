@@ -6,7 +6,7 @@ import ctypes
 import functools
 import sys
 
-M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # glibc mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
 
 
 class _MallInfo2(ctypes.Structure):
@@ -44,17 +44,17 @@ def keep_freed_memory() -> bool:
     applies the setting when a fusion starts (see :class:`focusfuse.backends.cpu.CpuBackend`). Returns False where the C
     library is not glibc (nothing changed) or refused a setting.
 
-    Threads made after this share the main heap (one arena): a thread's own arena maps large blocks afresh
-    whatever the setting (it cannot grow past 64 MB), and a fusion in such a thread (a GUI's worker, a Dask
-    task) paid the page faults again (3.4 -> 5.8 s for a 10-frame 520x520 stack on 2 cores). Threads that
-    allocated before keep their arena; a process can start with ``MALLOC_ARENA_MAX=1`` in its environment
-    (focusfuse's local Dask workers do).
+    A thread other than the main one has its own arena, which maps large blocks afresh whatever the setting
+    (it cannot grow past 64 MB): a fusion run in such a thread (a GUI's worker, a Dask task) pays the page
+    faults again (3.4 -> 5.8 s for a 10-frame 520x520 stack on 2 cores). A process that fuses in threads can
+    start with ``MALLOC_ARENA_MAX=1`` in its environment (focusfuse's local Dask workers do). Setting one
+    arena here for every process was measured and not kept: the engine's reading threads then contend with
+    the network for it (V-4 without alignment 94.8 -> 135.8 s on 2 cores).
     """
     libc = _glibc()
     if libc is None:
         return False
-    return (bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
-            and bool(libc.mallopt(M_ARENA_MAX, 1)))
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def free_heap_bytes() -> int:
