@@ -598,6 +598,20 @@ def train(images: Path, segments: Path | None, out_dir: Path, method: str, epoch
             stderr_console().print(f"installed as --weights {Path(summary['installed']).stem} ({summary['installed']})")
 
 
+def _with_epoch_bar(quiet: bool, epochs: int, bar: Callable[[dict], str], line: Callable[[dict], str],
+                    run: Callable[[Callable], dict]) -> dict:
+    """``run(report)`` with an epoch bar showing ``bar(row)`` and, unless quiet, one ``line(row)`` per epoch."""
+    with frame_progress(quiet) as progress:
+        task = progress.add_task("epochs", total=epochs, frame="")
+
+        def report(done: int, total: int, row: dict) -> None:
+            progress.update(task, completed=done, frame=bar(row))
+            if not quiet:
+                progress.console.print(f"epoch {done}/{total}: {line(row)}")
+
+        return run(report)
+
+
 def _train_rpsnn(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch_size: int, lr: float,
                  lr_decay: float | None, lr_step: int, crop: int, seed: int, device: str, max_steps: int, name: str,
                  overwrite: bool, quiet: bool, *, init: Path | None, resume: bool, pairs_per_image: int) -> None:
@@ -607,19 +621,13 @@ def _train_rpsnn(images: Path, segments: Path | None, out_dir: Path, epochs: int
     for flag, given in (("--init", init), ("--resume", resume), ("--lr-decay", lr_decay not in (None, 0.5))):
         if given:
             raise UsageError(f"{flag} applies to GACN training, not to --method rpsnn (its lr halves every --lr-step)")
-    with frame_progress(quiet) as progress:
-        task = progress.add_task("epochs", total=epochs, frame="")
-
-        def report(done: int, total: int, row: dict) -> None:
-            progress.update(task, completed=done, frame=f"val PSNR {row['val_psnr']:.2f} dB")
-            if not quiet:
-                progress.console.print(f"epoch {done}/{total}: train MSE {row['train_mse']:.5f}, "
-                                       f"val PSNR {row['val_psnr']:.2f} dB")
-
-        summary = train_rpsnn(images, out_dir, segments=segments, epochs=epochs, batch_size=batch_size, lr=lr,
-                              lr_step=lr_step, size=crop, seed=seed, device=device, max_steps=max_steps,
-                              install_as=name, replace_installed=overwrite, progress=report,
-                              pairs_per_image=pairs_per_image)
+    summary = _with_epoch_bar(
+        quiet, epochs, lambda row: f"val PSNR {row['val_psnr']:.2f} dB",
+        lambda row: f"train MSE {row['train_mse']:.5f}, val PSNR {row['val_psnr']:.2f} dB",
+        lambda report: train_rpsnn(images, out_dir, segments=segments, epochs=epochs, batch_size=batch_size, lr=lr,
+                                   lr_step=lr_step, size=crop, seed=seed, device=device, max_steps=max_steps,
+                                   install_as=name, replace_installed=overwrite, progress=report,
+                                   pairs_per_image=pairs_per_image))
     if not quiet:
         stderr_console().print(f"best validation MSE {summary['best_val_mse']:.5f} (epoch {summary['best_epoch']}): "
                                f"{summary['weights']}; installed as --weights {name}")
@@ -634,18 +642,12 @@ def _train_sesf(images: Path, out_dir: Path, epochs: int, batch_size: int, lr: f
     for flag, given in (("--segments", segments), ("--init", init), ("--resume", resume)):
         if given:
             raise UsageError(f"{flag} applies to GACN training, not to --method sesf")
-    with frame_progress(quiet) as progress:
-        task = progress.add_task("epochs", total=epochs, frame="")
-
-        def report(done: int, total: int, row: dict) -> None:
-            progress.update(task, completed=done, frame=f"val loss {row['val_loss']:.2f}")
-            if not quiet:
-                progress.console.print(f"epoch {done}/{total}: train loss {row['train_loss']:.2f}, "
-                                       f"val loss {row['val_loss']:.2f}")
-
-        summary = train_sesf(images, out_dir, epochs=epochs, batch_size=batch_size, lr=lr, lr_decay=lr_decay,
-                             lr_step=lr_step, seed=seed, device=device, max_steps=max_steps, install_as=name,
-                             replace_installed=overwrite, progress=report)
+    summary = _with_epoch_bar(
+        quiet, epochs, lambda row: f"val loss {row['val_loss']:.2f}",
+        lambda row: f"train loss {row['train_loss']:.2f}, val loss {row['val_loss']:.2f}",
+        lambda report: train_sesf(images, out_dir, epochs=epochs, batch_size=batch_size, lr=lr, lr_decay=lr_decay,
+                                  lr_step=lr_step, seed=seed, device=device, max_steps=max_steps, install_as=name,
+                                  replace_installed=overwrite, progress=report))
     if not quiet:
         stderr_console().print(f"best validation loss {summary['best_val_loss']:.2f} (epoch {summary['best_epoch']}): "
                                f"{summary['weights']}; installed as --weights {name}")

@@ -136,11 +136,6 @@ def shared_memory_limit(client: Any) -> int | None:
     return min(8 * GIB, host_available_memory() * 3 // 4 // (sharing + 1))
 
 
-def worker_count(client: Any) -> int:
-    """How many workers the client's cluster has now (at least 1)."""
-    return max(1, len(client.scheduler_info().get("workers", {})))
-
-
 def worker_threads(client: Any) -> int:
     """How many tasks the client's workers run at once now (their threads; at least 1)."""
     workers = client.scheduler_info().get("workers", {})
@@ -148,5 +143,5 @@ def worker_threads(client: Any) -> int:
 
 
 __all__ = ["cluster_client", "check_cluster_options", "check_client", "local_workers", "shared_memory_limit",
-           "require_distributed", "worker_count",
+           "require_distributed",
            "worker_threads", "INSTALL_HINT", "ALLOWED_FAILURES"]
