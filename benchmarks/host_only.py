@@ -61,8 +61,9 @@ class HostOnlyMethod:
     def tiling_problem(self) -> str | None:
         return None
 
-    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int) -> Any:
-        return None
+    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int, carry: Any = None, *,
+                         has_image: Any = None) -> tuple[Any, Any]:
+        return None, None
 
     def new_state(self) -> RunningMean:
         return RunningMean()

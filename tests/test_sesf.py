@@ -1,6 +1,7 @@
 """SESF-Fuse: the network's layout, the fusion rule's steps, weights files, the method, training and the CLI."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -109,13 +110,43 @@ def test_stacks_16_bit_and_gray(sesf_weights, strategy):
     assert np.mean(result.index_map[:, 10:60] == 0) > 0.9 and np.mean(result.index_map[:, 80:130] == 2) > 0.9
 
 
-def test_options_and_tiles_are_refused_clearly(sesf_weights):
+def test_options_and_serial_tiles_are_refused_clearly(sesf_weights):
     with pytest.raises(UsageError, match="sesf method takes calibrated or serial") as err:
         FusionOptions(method="sesf", strategy="calibration")
     assert err.value.option == "strategy"
     frames = [np.round(textured(80, 90, s) * 255).astype(np.uint8) for s in range(2)]
-    with pytest.raises(UsageError, match="cannot run in tiles"):
-        fuse_stack(frames, method="sesf", weights=sesf_weights, device="cpu", align="none", tile_size=32)
+    with pytest.raises(UsageError, match="serial strategy cannot run in tiles") as err:
+        fuse_stack(frames, method="sesf", strategy="serial", weights=sesf_weights, device="cpu", align="none",
+                   tile_size=32)
+    assert err.value.option == "tile_size"
+
+
+def test_tiles_take_decisions_verified_on_the_whole_frame(sesf_weights):
+    truth, a, b = split_focus(150, 170)
+    patch = (slice(40, 54), slice(30, 44))  # B sharp, A blurred, on A's side: ~200 px that B wins, under 1% of
+    a[patch], b[patch] = b[patch].copy(), truth[patch].copy()  # the image (255 px), so the verification gives them
+    # to A; in a 48 px tile's crop (1% of it: under 50 px) they would stay B's
+    whole = fuse_pair(to8(a), to8(b), method="sesf", weights=sesf_weights, device="cpu", tile_size=0)
+    tiled = fuse_pair(to8(a), to8(b), method="sesf", weights=sesf_weights, device="cpu", tile_size=48)
+    assert whole.initial_map[patch].mean() == 1
+    assert np.array_equal(whole.initial_map, tiled.initial_map)
+    assert np.abs(whole.decision_map - tiled.decision_map).max() < 1e-5
+    assert np.abs(whole.fused.astype(int) - tiled.fused).max() <= 1
+
+
+def test_a_tiled_stack_equals_the_untiled_one_with_a_halo_growing_with_the_frames(sesf_weights, monkeypatch):
+    from focusfuse.methods.sesf.method import SesfMethod
+
+    truth, a, b = split_focus(150, 170)
+    frames = [np.round(f * 65535).astype(np.uint16) for f in (a, 0.5 * (a + b), b, 0.7 * a + 0.3 * b)]
+    whole = fuse_stack(frames, method="sesf", weights=sesf_weights, device="cpu", align="none", tile_size=0)
+    tiled = fuse_stack(frames, method="sesf", weights=sesf_weights, device="cpu", align="none", tile_size=48)
+    assert tiled.tiles == 16 and whole.tiles == 1
+    assert np.abs(whole.fused.astype(int) - tiled.fused).max() <= 1
+    assert np.array_equal(whole.index_map, tiled.index_map)
+    monkeypatch.setattr(SesfMethod, "halo", lambda self, frames=2: 8)  # a pair's halo: short for 4 frames
+    short = fuse_stack(frames, method="sesf", weights=sesf_weights, device="cpu", align="none", tile_size=48)
+    assert np.abs(whole.fused.astype(int) - short.fused).max() > 1
 
 
 def test_training_writes_loadable_weights(tmp_path):
@@ -147,6 +178,11 @@ def test_cli_pair_and_stack(tmp_path, sesf_weights):
     assert r.exit_code == 0, r.output
     done = json.loads(r.output.strip().splitlines()[-1])
     assert done["method"] == "sesf" and done["weights"] == sesf_weights.name
+    r = runner.invoke(main, ["stack", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "s.tif"),
+                             "--method", "sesf", "--weights", str(sesf_weights), "--align", "none", "--tile-size",
+                             "48", "-q"])  # tiles streamed into a TIFF
+    assert r.exit_code == 0, r.output
+    assert np.abs(read_image(tmp_path / "s.tif").astype(int) - read_image(tmp_path / "s.png")).max() <= 1
     r = runner.invoke(main, ["stack", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "t.png"),
                              "--method", "sesf", "--weights", str(sesf_weights), "--strategy", "calibration"])
     assert r.exit_code == 2 and "--strategy" in r.stderr and len(r.stderr.strip().splitlines()) == 1
@@ -158,13 +194,13 @@ def test_a_memory_limit_too_small_for_the_whole_image_names_the_limit(sesf_weigh
     from focusfuse.methods.sesf.method import SesfMethod
 
     backend = Backend(torch.device("cpu"))
-    method = SesfMethod(load_sesf(sesf_weights), backend)
+    method = SesfMethod(load_sesf(sesf_weights), backend, strategy="serial")
+    options = FusionOptions(method="sesf", strategy="serial")
     limit = resident_memory() + backend.runtime_reserve + (100 << 20)
     with pytest.raises(UsageError, match="needs about") as err:
-        plan_fusion((2000, 2000), 3, np.dtype(np.uint8), method, backend, FusionOptions(memory_limit=limit,
-                                                                                        method="sesf"))
+        plan_fusion((2000, 2000), 3, np.dtype(np.uint8), method, backend, replace(options, memory_limit=limit))
     assert err.value.option == "memory_limit"
-    whole = plan_fusion((2000, 2000), 3, np.dtype(np.uint8), method, backend, FusionOptions(method="sesf"))
+    whole = plan_fusion((2000, 2000), 3, np.dtype(np.uint8), method, backend, options)
     assert len(whole.tiles) == 1  # no limit given: a method that cannot tile runs whole
 
 
@@ -177,3 +213,24 @@ def test_gacn_training_options_are_refused_for_other_methods(tmp_path, method, e
                                   *extra])
     assert r.exit_code == 2 and extra[0] in r.stderr and "--method gacn" in r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_an_aligned_tiled_stack_with_edge_fill_equals_the_untiled_one(sesf_weights):
+    import cv2
+
+    from test_tiling import _stack
+
+    base = _stack(1, 160, 180)[0]
+    frames = []
+    for k in range(3):  # frame k sharp in the k-th third of the columns, shifted and scaled: black edges to fill
+        sharp = cv2.GaussianBlur(np.kron(np.eye(3, dtype=np.float32)[k], np.ones((160, 60), np.float32)), (0, 0), 8)
+        frame = sharp[:, :, None] * base + (1 - sharp[:, :, None]) * cv2.GaussianBlur(base, (0, 0), 1.5)
+        m = np.float32([[1 + 0.01 * (k - 1), 0, 2.0 * (k - 1)], [0, 1 + 0.01 * (k - 1), -1.5 * (k - 1)]])
+        frames.append(cv2.warpAffine(np.round(frame).astype(np.uint8), m, (180, 160)))
+    whole = fuse_stack(frames, method="sesf", weights=sesf_weights, device="cpu", align="auto", crop=False,
+                       tile_size=0)
+    tiled = fuse_stack(frames, method="sesf", weights=sesf_weights, device="cpu", align="auto", crop=False,
+                       tile_size=64)
+    assert not whole.skipped and tiled.tiles == 9 and set(np.unique(whole.index_map)) == {0, 1, 2}
+    assert np.abs(whole.fused.astype(int) - tiled.fused).max() <= 1
+    assert np.array_equal(whole.index_map, tiled.index_map)

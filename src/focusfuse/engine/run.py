@@ -21,6 +21,7 @@ from ..align.estimate import StackAlignment
 from ..backends.base import Backend
 from ..box import Box
 from ..errors import UsageError
+from ..frames.fill import image_mask
 from ..frames.sources import FrameSource
 from ..io.images import FrameRef
 from ..io.sinks import ArrayOutput, Output, Sink
@@ -140,10 +141,13 @@ def _fuse(frames: list[tuple[int, FrameSource]], method: FusionMethod, backend: 
     counter = _Progress(progress, len(frames) * (len(plan.tiles) + (1 if plan.tiled else 0)))
     statistics: list[Any] = [None] * len(frames)
     if plan.tiled:
+        carry = None
         for k, (_, source) in enumerate(frames):
-            statistics[k] = method.frame_statistics(lambda box, s=source: _network_input(s, box, backend),
-                                                    plan.shape, plan.tile_size)
+            statistics[k], carry = method.frame_statistics(
+                lambda box, s=source: _network_input(s, box, backend), plan.shape, plan.tile_size, carry,
+                has_image=lambda box, s=source: _image_mask(s, box, backend))
             counter.step(f"{source.name} (statistics)")
+        del carry
     sink = output.open(height, width, channels, dtype, plan.tiled)
     try:
         if remote is not None and plan.tiled:  # after the statistics pass the tiles are independent
@@ -169,6 +173,12 @@ def _network_input(source: FrameSource, box: Box, backend: Backend) -> torch.Ten
     pixels = source.read(box)
     fill = source.fill_in(box, pixels)
     return backend.upload(backend.stage(pixels if fill is None else fill[0]))
+
+
+def _image_mask(source: FrameSource, box: Box, backend: Backend) -> torch.Tensor | None:
+    """Where ``box`` of the frame has image pixels (None: everywhere), as a tile of it would see it."""
+    fill = source.fill_in(box, source.read(box))
+    return None if fill is None else image_mask(fill[1], box.shape, backend.device)
 
 
 class RemoteTiles(Protocol):

@@ -91,7 +91,7 @@ def _upload(item: _Staged, tile: Tile, backend: Backend, statistics: Any) -> Fra
     fill = None
     if item.fill_area is not None:
         fill = FrameFill(backend.upload(item.fill_pixels), image_mask(item.fill_area, tile.crop.shape, backend.device))
-    return FrameInput(item.index, frame, fill, statistics)
+    return FrameInput(item.index, frame, fill, statistics, tile.crop)
 
 
 @dataclass

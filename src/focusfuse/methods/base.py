@@ -18,7 +18,8 @@ import torch
 from ..box import Box
 from ..frames.fill import FrameFill
 
-ReadRegion = Callable[[Box], torch.Tensor]
+ReadRegion = Callable[[Box], torch.Tensor]  # a frame's network input in a box: (C, h, w) in [0, 1], on the device
+ImageMask = Callable[[Box], "torch.Tensor | None"]  # where a box of a frame has image pixels: (1, 1, h, w) bool
 
 
 @dataclass
@@ -29,6 +30,7 @@ class FrameInput:
     frame: torch.Tensor  # (C, h, w) float32 in [0, 1], on the backend's device
     fill: FrameFill | None = None  # the frame's edge fill in this region (see focusfuse.frames.fill)
     statistics: Any = None  # the method's whole-frame statistics when the region is a tile of the frame
+    region: Box | None = None  # where the region lies in the frame (a tile's crop, with its halo)
 
 
 class StackState(Protocol):
@@ -66,8 +68,11 @@ class FusionMethod(Protocol):
         """Why this method cannot run in tiles (None: it can)."""
         ...
 
-    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int) -> Any:
-        """Whole-frame statistics a tile of the frame needs (None: none), from ``read(box)`` over its tiles."""
+    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int, carry: Any = None, *,
+                         has_image: ImageMask | None = None) -> tuple[Any, Any]:
+        """Whole-frame statistics a tile of the frame needs (None: none), from ``read(box)`` over its tiles, and
+        what the next frame's call needs of this one (its ``carry``). Frames come in input order; the first
+        gets ``carry`` None. ``has_image(box)``: where the frame has image pixels (None: everywhere)."""
         ...
 
     def new_state(self) -> StackState:

@@ -47,8 +47,9 @@ class GacnMethod:
                     "process the image whole (tile size 0) or use the calibrated strategy")
         return None
 
-    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int) -> Any:
-        return frame_channel_weights(self.net, read, shape[0], shape[1], tile_size)
+    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int, carry: Any = None, *,
+                         has_image: Any = None) -> tuple[Any, Any]:
+        return frame_channel_weights(self.net, read, shape[0], shape[1], tile_size), None
 
     def new_state(self) -> StackStrategy:
         return self.state_type(self.net, self.reduce)

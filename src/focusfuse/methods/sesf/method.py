@@ -10,9 +10,13 @@ import torch
 from ...backends.base import Backend
 from ...frames.fill import either_has_image, prefer_image
 from ...frames.refs import match_channels
-from ..base import FrameInput, ReadRegion
+from ..base import FrameInput, ImageMask, ReadRegion
+from . import GUIDED_RADIUS
 from .network import SESFNet, normalize, sesf_gray
 from .rule import activity, decide, final_map
+from .statistics import FrameDecision, frame_decision
+
+GUIDED_REACH = 2 * GUIDED_RADIUS  # box means of the inputs, then of the coefficients
 
 
 class SesfStack:
@@ -49,21 +53,26 @@ class SesfStack:
         """Take the next frame."""
         view = item.frame if item.fill is None else item.fill.network  # edge fill replaced for the network
         image = None if item.fill is None else item.fill.has_image
+        given = item.statistics  # a tile: the decisions were made on the whole frames (see .statistics)
         if self.fused is None:
             self.fused, self.network_view, self.has_image = item.frame, view, image
             self.index = torch.full(item.frame.shape[-2:], item.index, dtype=torch.int32, device=item.frame.device)
-            self.best = self._activity(view, image) if self.strategy == "calibrated" else None
+            self.best = self._activity(view, image) if self.strategy == "calibrated" and given is None else None
             return
-        new = self._activity(view, image)
-        best = self.best if self.strategy == "calibrated" else self._activity(self.network_view, self.has_image)
-        d = prefer_image(decide(best, new), self.has_image, image)  # 1 = keep the fused image
+        if given is not None:
+            d = given.crop(item.region, item.frame.device)
+        else:
+            new = self._activity(view, image)
+            best = self.best if self.strategy == "calibrated" else self._activity(self.network_view, self.has_image)
+            d = decide(best, new)
+            if self.strategy == "calibrated":
+                self.best = torch.maximum(best, new)
+        d = prefer_image(d, self.has_image, image)  # 1 = keep the fused image
         fused, frame = match_channels(self.fused, item.frame)
         q = prefer_image(final_map(d, fused[None], frame[None]), self.has_image, image)
         self.fused = (q * fused + (1.0 - q) * frame)[0]
         self.index = torch.where(q[0, 0] < 0.5, item.index, self.index)
-        if self.strategy == "calibrated":
-            self.best = torch.maximum(best, new)
-        else:
+        if self.strategy == "serial":
             seen, view = match_channels(self.network_view, view)
             self.network_view = (q * seen + (1.0 - q) * view)[0]
         self.has_image = either_has_image(self.has_image, image)
@@ -87,7 +96,9 @@ class SesfMethod:
         return f"SESF-Fuse, strategy {self.strategy}"
 
     def halo(self, frames: int = 2) -> int:
-        return 0
+        """Tiles get their decisions from the whole-frame pass; the guided filter of each frame after the first
+        reaches GUIDED_REACH px into the fused image so far, whose own blend reached as far: a cascade."""
+        return GUIDED_REACH * max(1, frames - 1)
 
     def bytes_per_pixel(self) -> int:
         return 2400  # the encoder's 64 float32 channels, their concatenations and the activity (measured ~2350)
@@ -96,11 +107,15 @@ class SesfMethod:
         return 1
 
     def tiling_problem(self) -> str | None:
-        return ("the sesf method cannot run in tiles yet (its consistency verification removes regions by their "
-                "share of the whole image); process the image whole (tile size 0) or use another method")
-
-    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int) -> Any:
+        if self.strategy == "serial":
+            return ("the sesf method's serial strategy cannot run in tiles (it feeds the fused image back through "
+                    "the network); process the image whole (tile size 0) or use the calibrated strategy")
         return None
+
+    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int, carry: Any = None, *,
+                         has_image: ImageMask | None = None) -> tuple[FrameDecision, torch.Tensor]:
+        """The frame's consistency-verified decision on the whole frame (``carry``: the champion's activity)."""
+        return frame_decision(self.model, read, has_image, shape, tile_size, carry)
 
     def new_state(self) -> SesfStack:
         return SesfStack(self.model, self.strategy, self.pair)

@@ -29,7 +29,11 @@ class ChannelSE(nn.Module):
                                 nn.Linear(hidden, channels, bias=False), nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.fc(x.mean(dim=(2, 3)))[:, :, None, None]
+        return x * self.weights(x.mean(dim=(2, 3)))[:, :, None, None]
+
+    def weights(self, mean: torch.Tensor) -> torch.Tensor:
+        """The channel weights (B, C) from the channels' means over the image (B, C)."""
+        return self.fc(mean)
 
 
 class SESFNet(nn.Module):
@@ -51,12 +55,25 @@ class SESFNet(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Deep features (B, 64, H, W) of normalised gray images (B, 1, H, W)."""
-        features = self.se_f(self.features(x))
-        for conv, se in ((self.conv_encode_1, self.se_1), (self.conv_encode_2, self.se_2),
-                         (self.conv_encode_3, self.se_3)):
-            features = torch.cat([features, se(conv(features))], dim=1)
+    def encoder_blocks(self) -> list[tuple[nn.Sequential, ChannelSE]]:
+        """The encoder's four (conv block, channel SE) pairs, in order."""
+        return [(self.features, self.se_f), (self.conv_encode_1, self.se_1), (self.conv_encode_2, self.se_2),
+                (self.conv_encode_3, self.se_3)]
+
+    def encode(self, x: torch.Tensor, channel_weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Deep features (B, 64, H, W) of normalised gray images (B, 1, H, W). ``channel_weights``: the SE
+        blocks' weights (B, 16) each, when computed over a larger image than ``x`` (a tile of it)."""
+        return self.encoder_prefix(x, 4, channel_weights)
+
+    def encoder_prefix(self, x: torch.Tensor, blocks: int, channel_weights: list[torch.Tensor] | None = None
+                       ) -> torch.Tensor:
+        """The features after the first ``blocks`` encoder blocks (concatenated, old first); block k uses
+        ``channel_weights[k]`` when given, else its SE over ``x``."""
+        features = x
+        for k, (conv, se) in enumerate(self.encoder_blocks()[:blocks]):
+            y = conv(features)
+            y = se(y) if channel_weights is None else y * channel_weights[k][:, :, None, None]
+            features = y if k == 0 else torch.cat([features, y], dim=1)
         return features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

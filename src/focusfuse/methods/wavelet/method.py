@@ -40,8 +40,9 @@ class WaveletMethod:
     def tiling_problem(self) -> str | None:
         return None
 
-    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int) -> Any:
-        return None
+    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int, carry: Any = None, *,
+                         has_image: Any = None) -> tuple[Any, Any]:
+        return None, None
 
     def new_state(self) -> PyramidStack:
         return PyramidStack(self.levels, pair=self.pair)
