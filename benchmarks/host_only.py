@@ -9,12 +9,11 @@ is brighter than the fused gray so far. Not shipped with focusfuse; used by ``sp
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
 from focusfuse.frames.refs import match_channels
-from focusfuse.methods.base import FrameInput, ReadRegion
+from focusfuse.methods.base import FrameInput, LocalMethod
 from focusfuse.methods.gacn.decision import blend
 from focusfuse.ops.color import to_gray
 
@@ -43,7 +42,7 @@ class RunningMean:
             self.index = torch.where(brighter, item.index, self.index)
 
 
-class HostOnlyMethod:
+class HostOnlyMethod(LocalMethod):
     """The stand-in behind the fusion-method protocol (GACN's halo, so tiles are planned alike)."""
 
     name = "host-only"
@@ -54,16 +53,6 @@ class HostOnlyMethod:
 
     def bytes_per_pixel(self) -> int:
         return 2400  # GACN's on the CPU, so tiles are planned alike
-
-    def tile_multiple(self) -> int:
-        return 1
-
-    def tiling_problem(self) -> str | None:
-        return None
-
-    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int, carry: Any = None, *,
-                         has_image: Any = None) -> tuple[Any, Any]:
-        return None, None
 
     def new_state(self) -> RunningMean:
         return RunningMean()

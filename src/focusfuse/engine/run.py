@@ -143,9 +143,8 @@ def _fuse(frames: list[tuple[int, FrameSource]], method: FusionMethod, backend: 
     if plan.tiled:
         carry = None
         for k, (_, source) in enumerate(frames):
-            statistics[k], carry = method.frame_statistics(
-                lambda box, s=source: _network_input(s, box, backend), plan.shape, plan.tile_size, carry,
-                has_image=lambda box, s=source: _image_mask(s, box, backend))
+            statistics[k], carry = method.frame_statistics(lambda box, s=source: _network_input(s, box, backend),
+                                                           plan.shape, plan.tile_size, carry)
             counter.step(f"{source.name} (statistics)")
         del carry
     sink = output.open(height, width, channels, dtype, plan.tiled)
@@ -168,17 +167,15 @@ def _fuse(frames: list[tuple[int, FrameSource]], method: FusionMethod, backend: 
     return sink
 
 
-def _network_input(source: FrameSource, box: Box, backend: Backend) -> torch.Tensor:
-    """Only what the network sees in ``box`` (edge fill replaced): what the whole-frame statistics need."""
+def _network_input(source: FrameSource, box: Box, backend: Backend) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What the network sees in ``box`` (edge fill replaced) and where the frame has image pixels there (None:
+    everywhere), as a tile of it would see them: what the whole-frame statistics need."""
     pixels = source.read(box)
     fill = source.fill_in(box, pixels)
-    return backend.upload(backend.stage(pixels if fill is None else fill[0]))
-
-
-def _image_mask(source: FrameSource, box: Box, backend: Backend) -> torch.Tensor | None:
-    """Where ``box`` of the frame has image pixels (None: everywhere), as a tile of it would see it."""
-    fill = source.fill_in(box, source.read(box))
-    return None if fill is None else image_mask(fill[1], box.shape, backend.device)
+    if fill is None:
+        return backend.upload(backend.stage(pixels)), None
+    network, area = fill
+    return backend.upload(backend.stage(network)), image_mask(area, box.shape, backend.device)
 
 
 class RemoteTiles(Protocol):

@@ -18,8 +18,9 @@ import torch
 from ..box import Box
 from ..frames.fill import FrameFill
 
-ReadRegion = Callable[[Box], torch.Tensor]  # a frame's network input in a box: (C, h, w) in [0, 1], on the device
-ImageMask = Callable[[Box], "torch.Tensor | None"]  # where a box of a frame has image pixels: (1, 1, h, w) bool
+# A frame's region as whole-frame statistics read it: the network's input, (C, h, w) in [0, 1] on the device (edge
+# fill replaced), and where the frame has image pixels there, (1, 1, h, w) bool (None: everywhere).
+ReadRegion = Callable[[Box], "tuple[torch.Tensor, torch.Tensor | None]"]
 
 
 @dataclass
@@ -68,13 +69,28 @@ class FusionMethod(Protocol):
         """Why this method cannot run in tiles (None: it can)."""
         ...
 
-    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int, carry: Any = None, *,
-                         has_image: ImageMask | None = None) -> tuple[Any, Any]:
+    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int,
+                         carry: Any = None) -> tuple[Any, Any]:
         """Whole-frame statistics a tile of the frame needs (None: none), from ``read(box)`` over its tiles, and
         what the next frame's call needs of this one (its ``carry``). Frames come in input order; the first
-        gets ``carry`` None. ``has_image(box)``: where the frame has image pixels (None: everywhere)."""
+        gets ``carry`` None."""
         ...
 
     def new_state(self) -> StackState:
         """A fresh running state for one region."""
         ...
+
+
+class LocalMethod:
+    """Defaults for a method whose tiles need only their halo: no whole-frame statistics, tiles start anywhere."""
+
+    def tile_multiple(self) -> int:
+        return 1
+
+    def tiling_problem(self) -> str | None:
+        return None
+
+    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int,
+                         carry: Any = None) -> tuple[Any, Any]:
+        return None, None
+

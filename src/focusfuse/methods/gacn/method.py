@@ -47,9 +47,10 @@ class GacnMethod:
                     "process the image whole (tile size 0) or use the calibrated strategy")
         return None
 
-    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int, carry: Any = None, *,
-                         has_image: Any = None) -> tuple[Any, Any]:
-        return frame_channel_weights(self.net, read, shape[0], shape[1], tile_size), None
+    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int,
+                         carry: Any = None) -> tuple[Any, Any]:
+        weights = frame_channel_weights(self.net, lambda box: read(box)[0], shape[0], shape[1], tile_size)
+        return weights, None  # the channel means need no image mask, and the next frame nothing of this one
 
     def new_state(self) -> StackStrategy:
         return self.state_type(self.net, self.reduce)

@@ -4,13 +4,12 @@ so far with the next frame), as its authors describe. It regresses pixels: no in
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
 from ...backends.base import Backend
 from ...ops.color import to_gray
-from ..base import FrameInput, ReadRegion
+from ..base import FrameInput, LocalMethod
 from . import RECEPTIVE_RADIUS
 from .network import RPSNN
 
@@ -60,7 +59,7 @@ class CascadeStack:
         self.fused = to_gray(self.seen) if self.gray else self.seen
 
 
-class RpsnnMethod:
+class RpsnnMethod(LocalMethod):
     """R-PSNN (Jiang et al. 2021) with weights from ``focusfuse train --method rpsnn``."""
 
     name = "rpsnn"
@@ -79,16 +78,6 @@ class RpsnnMethod:
 
     def bytes_per_pixel(self) -> int:
         return 3072  # a branch's atrous pyramid: ~512 float32 channels alive, plus the other branch's output
-
-    def tile_multiple(self) -> int:
-        return 1
-
-    def tiling_problem(self) -> str | None:
-        return None
-
-    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int, carry: Any = None, *,
-                         has_image: Any = None) -> tuple[Any, Any]:
-        return None, None
 
     def new_state(self) -> CascadeStack:
         return CascadeStack(self.model)

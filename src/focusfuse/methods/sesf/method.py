@@ -10,7 +10,7 @@ import torch
 from ...backends.base import Backend
 from ...frames.fill import either_has_image, prefer_image
 from ...frames.refs import match_channels
-from ..base import FrameInput, ImageMask, ReadRegion
+from ..base import FrameInput, ReadRegion
 from . import GUIDED_RADIUS
 from .network import SESFNet, normalize, sesf_gray
 from .rule import activity, decide, final_map
@@ -112,10 +112,10 @@ class SesfMethod:
                     "the network); process the image whole (tile size 0) or use the calibrated strategy")
         return None
 
-    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int, carry: Any = None, *,
-                         has_image: ImageMask | None = None) -> tuple[FrameDecision, torch.Tensor]:
+    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int,
+                         carry: Any = None) -> tuple[FrameDecision, torch.Tensor]:
         """The frame's consistency-verified decision on the whole frame (``carry``: the champion's activity)."""
-        return frame_decision(self.model, read, has_image, shape, tile_size, carry)
+        return frame_decision(self.model, read, shape, tile_size, carry)
 
     def new_state(self) -> SesfStack:
         return SesfStack(self.model, self.strategy, self.pair)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ...box import Box, tile_grid
-from ..base import ImageMask, ReadRegion
+from ..base import ReadRegion
 from . import SF_RADIUS
 from .network import SESFNet, normalize, sesf_gray
 from .rule import activity, consistency_verification
@@ -40,20 +40,20 @@ def encoder_channel_weights(net: SESFNet, read: ReadRegion, height: int, width: 
     for k, (conv, se) in enumerate(net.encoder_blocks()):
         total = torch.zeros(conv[0].out_channels, dtype=torch.float64, device=net.device)
         for tile in tile_grid(height, width, tile_size, halo=k + 1):
-            y = conv(net.encoder_prefix(normalize(sesf_gray(read(tile.crop)[None])), k, weights))
+            y = conv(net.encoder_prefix(normalize(sesf_gray(read(tile.crop)[0][None])), k, weights))
             rows, cols = tile.core.within(tile.crop)
             total += y[0, :, rows, cols].sum(dim=(1, 2), dtype=torch.float64)
         weights.append(se.weights((total / float(height * width)).float()[None]))
     return weights
 
 
-def frame_activity(net: SESFNet, read: ReadRegion, has_image: ImageMask | None, height: int, width: int,
-                   tile_size: int, weights: list[torch.Tensor]) -> torch.Tensor:
+def frame_activity(net: SESFNet, read: ReadRegion, height: int, width: int, tile_size: int,
+                   weights: list[torch.Tensor]) -> torch.Tensor:
     """The frame's activity (H, W), zero where it has no image pixels, computed tile by tile."""
     whole: torch.Tensor | None = None
     for tile in tile_grid(height, width, tile_size, halo=ACTIVITY_HALO):
-        a = activity(net.encode(normalize(sesf_gray(read(tile.crop)[None])), weights))
-        mask = None if has_image is None else has_image(tile.crop)
+        network, mask = read(tile.crop)
+        a = activity(net.encode(normalize(sesf_gray(network[None])), weights))
         if mask is not None:
             a = a * mask
         if whole is None:
@@ -64,13 +64,13 @@ def frame_activity(net: SESFNet, read: ReadRegion, has_image: ImageMask | None, 
     return whole
 
 
-def frame_decision(net: SESFNet, read: ReadRegion, has_image: ImageMask | None, shape: tuple[int, int],
-                   tile_size: int, best: torch.Tensor | None) -> tuple[FrameDecision, torch.Tensor]:
+def frame_decision(net: SESFNet, read: ReadRegion, shape: tuple[int, int], tile_size: int,
+                   best: torch.Tensor | None) -> tuple[FrameDecision, torch.Tensor]:
     """A frame's decision against ``best``, the champion's activity (None for the first frame), and the
     champion's activity with this frame."""
     height, width = shape
     weights = encoder_channel_weights(net, read, height, width, tile_size)
-    new = frame_activity(net, read, has_image, height, width, tile_size, weights)
+    new = frame_activity(net, read, height, width, tile_size, weights)
     if best is None:
         return FrameDecision(None, shape), new
     keep = consistency_verification((best > new).cpu().numpy())

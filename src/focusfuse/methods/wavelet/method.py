@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from ...backends.base import Backend
-from ..base import ReadRegion
+from ..base import LocalMethod
 from . import ACTIVITY_SIZE, LEVELS, VOTE_SIZE
 from .state import PyramidStack
 
@@ -15,7 +14,7 @@ HALO_MARGIN = 8
 BYTES_PER_PIXEL = 256
 
 
-class WaveletMethod:
+class WaveletMethod(LocalMethod):
     """Multi-scale fusion: Laplacian pyramids of the frames, per level the locally most energetic detail,
     the mean of the bases (see :mod:`.state`). ``pair``: keep the choice as the decision map."""
 
@@ -36,13 +35,6 @@ class WaveletMethod:
 
     def tile_multiple(self) -> int:
         return 2 ** self.levels  # every level's pixel grid is the whole image's
-
-    def tiling_problem(self) -> str | None:
-        return None
-
-    def frame_statistics(self, read: ReadRegion, shape: tuple[int, int], tile_size: int, carry: Any = None, *,
-                         has_image: Any = None) -> tuple[Any, Any]:
-        return None, None
 
     def new_state(self) -> PyramidStack:
         return PyramidStack(self.levels, pair=self.pair)
