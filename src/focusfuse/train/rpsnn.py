@@ -25,7 +25,7 @@ from ..methods.rpsnn.network import RPSNN
 from ..methods.rpsnn.weights import save_rpsnn_weights
 from .data import random_shapes_mask, segment_mask, split_images
 from .loop import seed_everything
-from .runs import install, log_epoch, start_run
+from .runs import install, log_epoch, start_run, train_epoch
 
 Progress = Callable[[int, int, dict[str, float]], None]
 
@@ -94,24 +94,20 @@ def train_rpsnn(images: str | Path, out: str | Path, *, segments: str | Path | N
         train_set = make_pairs(training, segments_dir, len(training) * pairs_per_image, size, seed + epoch)
         order = torch.randperm(len(train_set))
         steps = len(train_set) // batch_size if max_steps == 0 else min(max_steps, len(train_set) // batch_size)
-        model.train()
-        total = 0.0
-        for step in range(max(steps, 1)):
-            batch = train_set[order[step * batch_size:(step + 1) * batch_size]].to(target)
+
+        def loss_of(batch: torch.Tensor) -> torch.Tensor:
             with torch.autocast(target.type, dtype=torch.bfloat16, enabled=mixed_precision):
                 fused = model(batch[:, 0], batch[:, 1])
-            loss = F.mse_loss(fused.float(), batch[:, 2])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
-        used_lr = optimizer.param_groups[0]["lr"]
+            return F.mse_loss(fused.float(), batch[:, 2])
+
+        train_mse, used_lr = train_epoch(model, optimizer, train_set, order, max(steps, 1), batch_size, target,
+                                         loss_of)
         scheduler.step()
         model.eval()
         with torch.inference_mode():
             val = sum(F.mse_loss(model(v[None, 0].to(target), v[None, 1].to(target)).clamp(0, 1),
                                  v[None, 2].to(target)).item() for v in val_set) / len(val_set)
-        row = {"epoch": epoch + 1, "train_mse": total / max(steps, 1), "val_mse": val, "bf16": mixed_precision,
+        row = {"epoch": epoch + 1, "train_mse": train_mse, "val_mse": val, "bf16": mixed_precision,
                "val_psnr": float(10 * np.log10(1.0 / max(val, 1e-12))), "lr": used_lr,
                "seconds": round(time.perf_counter() - started, 1)}
         log_epoch(out, row)

@@ -1,4 +1,4 @@
-"""Run folders and installed weights shared by the SESF-Fuse and R-PSNN trainings."""
+"""Run folders, the epoch step and installed weights shared by the SESF-Fuse and R-PSNN trainings."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import json
 import os
 import shutil
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
+
+import torch
 
 from ..errors import UsageError
 
@@ -36,6 +39,22 @@ def start_run(out: str | Path, install_as: str | None, replace: bool) -> tuple[P
     return out, target
 
 
+def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, train_set: torch.Tensor,
+                order: torch.Tensor, steps: int, batch_size: int, device: torch.device,
+                loss_of: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, float]:
+    """``steps`` optimizer steps on batches of ``train_set`` taken in ``order`` (``loss_of(batch)``, the batch on
+    ``device``); (the mean training loss, the learning rate used). The model is left in training mode."""
+    model.train()
+    total = 0.0
+    for step in range(steps):
+        loss = loss_of(train_set[order[step * batch_size:(step + 1) * batch_size]].to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+    return total / max(steps, 1), optimizer.param_groups[0]["lr"]
+
+
 def log_epoch(out: Path, row: dict[str, Any]) -> None:
     with open(out / "log.jsonl", "a") as log:
         log.write(json.dumps(row) + "\n")
@@ -52,4 +71,4 @@ def install(best: Path, target: Path | None) -> str | None:
     return str(target)
 
 
-__all__ = ["install_target", "start_run", "log_epoch", "install"]
+__all__ = ["install_target", "start_run", "train_epoch", "log_epoch", "install"]

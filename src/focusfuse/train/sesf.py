@@ -23,7 +23,7 @@ from ..methods.sesf.network import SESFNet, normalize
 from ..methods.sesf.weights import save_sesf_weights
 from .data import split_images
 from .loop import seed_everything
-from .runs import install, log_epoch, start_run
+from .runs import install, log_epoch, start_run, train_epoch
 
 Progress = Callable[[int, int, dict[str, float]], None]
 
@@ -83,23 +83,15 @@ def train_sesf(images: str | Path, out: str | Path, *, epochs: int = 30, batch_s
     best, best_epoch, started = float("inf"), -1, time.perf_counter()
     steps = len(train_set) // batch_size if max_steps == 0 else min(max_steps, len(train_set) // batch_size)
     for epoch in range(epochs):
-        model.train()
         order = torch.randperm(len(train_set), generator=generator)
-        total = 0.0
-        for step in range(steps):
-            batch = train_set[order[step * batch_size:(step + 1) * batch_size]].to(target)
-            loss = sesf_loss(model(batch), batch, ssim_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
-        used_lr = optimizer.param_groups[0]["lr"]
+        train_loss, used_lr = train_epoch(model, optimizer, train_set, order, steps, batch_size, target,
+                                          lambda batch: sesf_loss(model(batch), batch, ssim_weight))
         scheduler.step()
         model.eval()
         with torch.inference_mode():
             val = sum(float(sesf_loss(model(v[None].to(target)), v[None].to(target), ssim_weight))
                       for v in val_set) / len(val_set)
-        row = {"epoch": epoch + 1, "train_loss": total / max(steps, 1), "val_loss": val,
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val,
                "lr": used_lr, "seconds": round(time.perf_counter() - started, 1)}
         log_epoch(out, row)
         if val < best:
