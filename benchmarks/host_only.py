@@ -27,6 +27,9 @@ class RunningMean:
         self.maps: dict[str, torch.Tensor] = {}
         self.count = 0
 
+    def finish(self) -> None:
+        """Nothing to complete: ``fused`` is final after each frame."""
+
     def add_batch(self, items: Sequence[FrameInput]) -> None:
         for item in items:
             if self.fused is None:

@@ -238,7 +238,7 @@ def test_each_frame_of_an_aligned_tiff_stack_is_decoded_once(model, tmp_path, mo
 
     import focusfuse.frames.sources as sources
 
-    scene = textured(96, 112, 4, 3)
+    scene = textured(192, 208, 4, 3)  # tiles whose crop (with the halo) is not the whole frame
     pages = [np.round(cv2.GaussianBlur(np.roll(scene, k, axis=1), (0, 0), s) * 255).astype(np.uint8)
              for k, s in enumerate((0.5, 1.5, 2.5))]
     path = tmp_path / "stack.tif"
@@ -247,7 +247,7 @@ def test_each_frame_of_an_aligned_tiff_stack_is_decoded_once(model, tmp_path, mo
     whole, region = sources.read_frame, sources.read_tiff_region
     monkeypatch.setattr(sources, "read_frame", lambda ref: decodes.append("whole") or whole(ref))
     monkeypatch.setattr(sources, "read_tiff_region", lambda *a, **k: decodes.append("region") or region(*a, **k))
-    result = fuse_stack(path, weights=model, device="cpu", align="translation", tile_size=48)
+    result = fuse_stack(path, weights=model, device="cpu", align="translation", tile_size=64)
     assert result.tiles > 1 and not result.skipped
     # the alignment pass decodes each page whole; tiles then read the kept pixels (compressed) or the file's
     # own uncompressed strips, which is no decoding

@@ -253,6 +253,9 @@ def stack_options(func: Callable) -> Callable:
         click.option("--align", type=ALIGN_CHOICE, default="auto", show_default=True,
                      help="Register frames onto the middle one (auto: phase correlation + ECC, affine)."),
         click.option("--crop", is_flag=True, help="Keep only the area valid in all aligned frames."),
+        click.option("--boundary-blend/--no-boundary-blend", default=None,
+                     help="gacn, 3 frames or more [default: on]: blend the frames by sharpness within 9 px of the "
+                          "index map's edges (fewer seams and stripes); off: GACN's hard switch."),
         click.option("--depth-smooth", type=int, default=0, show_default=True,
                      help="Median-filter radius for the index/depth map (0 to 32)."),
         click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
@@ -298,7 +301,7 @@ def cluster_options(tasks: str, paths: str) -> Callable[[Callable], Callable]:
 def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_preview: Path | None,
           height_map: Path | None, z_step: float | None, z_unit: str, align_only: Path | None, as_json: bool,
           dask_workers: int | None, scheduler: str | None, method: str, strategy: str | None, align: str, crop: bool,
-          depth_smooth: int, overwrite: bool, tile_size: int | None,
+          boundary_blend: bool | None, depth_smooth: int, overwrite: bool, tile_size: int | None,
           memory_limit: str | None, workers: int | None, reduce: int, compression: str, edge_fill: bool,
           weights: str | None, device: str, quiet: bool) -> None:
     """Fuse a focus stack: a folder, several files, or a multi-page TIFF."""
@@ -316,7 +319,8 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
     if output is not None and align_only is not None:
         raise UsageError("--align-only writes aligned frames instead of a fused image: drop -o/--output")
     options = FusionOptions(method=method, strategy=strategy, align=align, crop=crop, tile_size=tile_size,
-                            reduce=reduce, edge_fill=edge_fill, memory_limit=memory_limit, workers=workers)
+                            reduce=reduce, edge_fill=edge_fill, memory_limit=memory_limit, workers=workers,
+                            boundary_blend=boundary_blend)
     refs = frame_refs(natural_file_order(inputs))
     require_frames(refs)
     model = None
@@ -380,7 +384,7 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
 @handle_errors
 def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_previews: bool, resume: bool,
           as_json: bool, dask_workers: int | None, scheduler: str | None, method: str, strategy: str | None,
-          align: str, crop: bool, depth_smooth: int, overwrite: bool,
+          align: str, crop: bool, boundary_blend: bool | None, depth_smooth: int, overwrite: bool,
           tile_size: int | None, memory_limit: str | None, workers: int | None, reduce: int, compression: str,
           edge_fill: bool, weights: str | None, device: str, quiet: bool) -> None:
     """Fuse every stack under ROOT (sub-folders of frames, multi-page TIFFs) into OUTDIR."""
@@ -392,7 +396,8 @@ def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_
     check_cluster_options(dask_workers, scheduler)
 
     options = FusionOptions(method=method, strategy=strategy, align=align, crop=crop, tile_size=tile_size,
-                            reduce=reduce, edge_fill=edge_fill, memory_limit=memory_limit, workers=workers)
+                            reduce=reduce, edge_fill=edge_fill, memory_limit=memory_limit, workers=workers,
+                            boundary_blend=boundary_blend)
     template = StackJob(inputs=[], output=Path(), options=options, depth_smooth=depth_smooth, overwrite=overwrite,
                         compression=None if compression == "none" else compression)
     check_job_settings(template)
@@ -466,11 +471,12 @@ def _decibels(value: float) -> str:
 @click.option("--method", type=METHOD_CHOICE, default="gacn", show_default=True, help=METHOD_HELP)
 @click.option("--strategy", type=click.Choice(["calibrated", "calibration", "serial"]), default=None,
               help="gacn and sesf [default: calibrated].")
+@click.option("--boundary-blend/--no-boundary-blend", default=None,
+              help="gacn [default: on]: blend the frames by sharpness near the index map's edges.")
 @common_options
 @handle_errors
-def demo(out_dir: Path, n_frames: int, scale: float, method: str, strategy: str | None, weights: str | None,
-         device: str,
-         quiet: bool) -> None:
+def demo(out_dir: Path, n_frames: int, scale: float, method: str, strategy: str | None,
+         boundary_blend: bool | None, weights: str | None, device: str, quiet: bool) -> None:
     """Fuse a focus stack rendered from a real depth map and score it against the truth."""
     from .backends.select import resolve_device
     from .jobs.demo import run_demo
@@ -480,6 +486,7 @@ def demo(out_dir: Path, n_frames: int, scale: float, method: str, strategy: str 
         task = progress.add_task("demo", total=n_frames, frame="")
         report = run_demo(weights=model, device=model.device if model is not None else resolve_device(device),
                           n_frames=n_frames, scale=scale, method=method, strategy=strategy, out_dir=out_dir,
+                          boundary_blend=boundary_blend,
                           progress=lambda done, total, name: progress.update(task, completed=done, total=total,
                                                                              frame=name))
     from rich.console import Console
@@ -489,6 +496,8 @@ def demo(out_dir: Path, n_frames: int, scale: float, method: str, strategy: str 
     console.print(f"demo stack: {report.frames} frames of {w}x{h} (motorcycle scene, layered defocus)")
     console.print(f"best single frame: PSNR {_decibels(report.psnr_best_frame)}")
     how = (strategy or "calibrated") if method == "gacn" else method
+    if method == "gacn" and boundary_blend is not False and n_frames > 2:
+        how += ", boundary blend"
     console.print(f"fused ({how}): PSNR {_decibels(report.psnr_fused)} against the all-in-focus truth, "
                   f"index map {100 * report.index_accuracy:.1f}% correct, {report.seconds:.1f} s")
     console.print(f"images written to {report.out_dir}/")

@@ -78,6 +78,9 @@ class FusionOptions:
     method : str
         gacn (the default), wavelet (a classical pyramid method: no network, no weights) or sesf
         (SESF-Fuse: an autoencoder's features decide).
+    boundary_blend : bool or None
+        GACN, stacks of three frames or more: blend the frames by sharpness near the index map's edges
+        (fewer seams and stripes; see :mod:`focusfuse.methods.gacn.boundary_blend`). None: on for gacn.
     """
 
     strategy: str | None = None
@@ -89,6 +92,7 @@ class FusionOptions:
     memory_limit: int | str | None = None
     workers: int | None = None
     method: str = DEFAULT_METHOD
+    boundary_blend: bool | None = None
 
     def __post_init__(self) -> None:
         from ..align.estimate import MODES as ALIGN_MODES
@@ -112,6 +116,13 @@ class FusionOptions:
         if self.reduce > 1 and self.method != "gacn":
             raise UsageError(f"reduce applies to the gacn method only (the {self.method} method has no decision "
                              "network)", option="reduce")
+        if self.boundary_blend is None:
+            object.__setattr__(self, "boundary_blend", self.method == "gacn")
+        elif self.method != "gacn" and self.boundary_blend:
+            raise UsageError(f"the boundary blend applies to the gacn method only (the {self.method} method has "
+                             "no index-map edges to blend)", option="boundary_blend")
+        else:
+            object.__setattr__(self, "boundary_blend", bool(self.boundary_blend))
         if self.tile_size is not None:
             size = check_int(self.tile_size, "tile size", 0)
             if 0 < size < MIN_TILE_SIZE:

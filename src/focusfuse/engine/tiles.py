@@ -71,6 +71,7 @@ def fuse_tile(frames: list[tuple[int, FrameSource]], method: FusionMethod, backe
             if on_frame is not None:
                 for item in batch:
                     on_frame(item.name)
+    state.finish()
     return _core(state, tile, dtype)
 
 

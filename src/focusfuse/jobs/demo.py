@@ -86,9 +86,9 @@ def write_demo_files(out_dir: str | os.PathLike, stack: SyntheticStack, fused: n
 
 def run_demo(*, weights=None, device: str = "auto", n_frames: int = 6, scale: float = 0.5, method: str = "gacn",
              strategy: str | None = None, out_dir: str | os.PathLike | None = None,
-             progress=None) -> DemoReport:
-    """Render the demo stack, fuse it with ``method`` (``weights`` and ``strategy``: gacn's and sesf's), and
-    score the result against the truth."""
+             progress=None, boundary_blend: bool | None = None) -> DemoReport:
+    """Render the demo stack, fuse it with ``method`` (``weights`` and ``strategy``: gacn's and sesf's;
+    ``boundary_blend``: gacn's, default on), and score the result against the truth."""
     import time
 
     from ..backends.select import select_backend
@@ -97,7 +97,7 @@ def run_demo(*, weights=None, device: str = "auto", n_frames: int = 6, scale: fl
     from ..io.images import check_output_folder
     from ..methods.registry import load_method_weights
 
-    options = FusionOptions(method=method, strategy=strategy)
+    options = FusionOptions(method=method, strategy=strategy, boundary_blend=boundary_blend)
     backend = select_backend(device)
     model = load_method_weights(options.method, weights, backend.device)
     if out_dir is not None:

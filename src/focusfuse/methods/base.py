@@ -45,6 +45,10 @@ class StackState(Protocol):
         """Take the next frames, in input order."""
         ...
 
+    def finish(self) -> None:
+        """The region's last frame is in (a method may complete ``fused`` here)."""
+        ...
+
 
 class FusionMethod(Protocol):
     """A fusion method, ready to run on one backend."""

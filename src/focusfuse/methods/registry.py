@@ -18,9 +18,10 @@ METHODS = METHOD_NAMES
 
 
 def make_method(name: str, backend: Backend, *, weights: str | os.PathLike | GACN | None = None,
-                strategy: str = "calibrated", reduce: int = 1) -> FusionMethod:
+                strategy: str = "calibrated", reduce: int = 1, boundary_blend: bool = True) -> FusionMethod:
     """Method ``name`` with its weights (if it has any) loaded onto ``backend``'s device (options already
-    validated); ``strategy`` ``pair``: two frames, keeping the decision maps."""
+    validated); ``strategy`` ``pair``: two frames, keeping the decision maps. ``reduce`` and ``boundary_blend``
+    are GACN's."""
     if name == "wavelet":
         from .wavelet.method import WaveletMethod
 
@@ -40,7 +41,7 @@ def make_method(name: str, backend: Backend, *, weights: str | os.PathLike | GAC
         from ..errors import UsageError
 
         raise UsageError(f"unknown method {name!r} (use {', '.join(METHODS)})", option="method")
-    return GacnMethod(load_model(weights, backend.device), backend, strategy, reduce)
+    return GacnMethod(load_model(weights, backend.device), backend, strategy, reduce, boundary_blend)
 
 
 def load_method_weights(name: str, weights: Any, device: torch.device) -> Any:

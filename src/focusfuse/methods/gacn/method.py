@@ -6,6 +6,7 @@ from typing import Any
 
 from ...backends.base import Backend
 from ..base import ReadRegion
+from .boundary_blend import BLEND_REACH
 from .halo import halo_for
 from .model import GACN
 from .network import GacnNetwork
@@ -17,23 +18,29 @@ class GacnMethod:
     """GACN fusion (Ma et al.) with one of its stack strategies (``pair``: two frames, keeping the maps).
 
     ``reduce`` > 1 (a speed option) runs the decision path at that many times lower resolution.
+    ``boundary_blend``: stacks of three frames or more are blended by sharpness near the index map's edges
+    (see :mod:`.boundary_blend`); pairs never are.
     """
 
     name = "gacn"
 
-    def __init__(self, model: GACN, backend: Backend, strategy: str = "calibrated", reduce: int = 1) -> None:
+    def __init__(self, model: GACN, backend: Backend, strategy: str = "calibrated", reduce: int = 1,
+                 boundary_blend: bool = True) -> None:
         self.net = GacnNetwork(model, backend)
         self.strategy = strategy
         self.state_type: type[StackStrategy] = PairStack if strategy == "pair" else STRATEGIES[strategy]
         self.reduce = reduce
+        self.boundary_blend = boundary_blend and strategy != "pair"
 
     @property
     def description(self) -> str:
         reduced = f", decision path at 1/{self.reduce} resolution" if self.reduce > 1 else ""
-        return f"GACN, strategy {self.strategy}{reduced}"
+        blended = ", boundary blend" if self.boundary_blend else ""
+        return f"GACN, strategy {self.strategy}{reduced}{blended}"
 
     def halo(self, frames: int = 2) -> int:
-        return halo_for(self.reduce)
+        blend = -(-BLEND_REACH // self.reduce) * self.reduce if self.boundary_blend and frames > 2 else 0
+        return halo_for(self.reduce) + blend  # a multiple of reduce, as tiles must start on reduced blocks
 
     def bytes_per_pixel(self) -> int:
         return self.net.backend.bytes_per_pixel  # the network's working set, measured per backend
@@ -53,7 +60,7 @@ class GacnMethod:
         return weights, None  # the channel means need no image mask, and the next frame nothing of this one
 
     def new_state(self) -> StackStrategy:
-        return self.state_type(self.net, self.reduce)
+        return self.state_type(self.net, self.reduce, self.boundary_blend)
 
 
 __all__ = ["GacnMethod"]

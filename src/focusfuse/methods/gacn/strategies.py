@@ -27,6 +27,7 @@ from ...frames.refs import match_channels
 from ...ops.color import to_gray
 from ..base import FrameInput
 from . import DEFAULT_STRATEGY, STRATEGY_NAMES
+from .boundary_blend import SharpnessBlend
 from .decision import blend, decide_pair, full_resolution_initial_map, reduce_resolution, zero_on_fill
 from .network import GacnNetwork
 
@@ -50,15 +51,18 @@ class StackStrategy:
     enlarged back to full resolution before the refinement and the blend (see :mod:`.decision`).
     ``has_image``: where what the next frame is compared with (the fused image so far; for ``calibration``
     the baseline) holds image pixels, not edge fill (None: everywhere; see :mod:`focusfuse.frames.fill`).
+    ``boundary_blend``: blend the frames by sharpness near the index map's edges when the region is finished
+    (see :mod:`.boundary_blend`; stacks of three frames or more).
     """
 
-    def __init__(self, net: GacnNetwork, reduce: int = 1) -> None:
+    def __init__(self, net: GacnNetwork, reduce: int = 1, boundary_blend: bool = False) -> None:
         self.net = net
         self.reduce = reduce
         self.fused: torch.Tensor | None = None
         self.index: torch.Tensor | None = None
         self.has_image: torch.Tensor | None = None
         self.maps: dict[str, torch.Tensor] = {}
+        self.sharpness = SharpnessBlend(net.backend.separable_filter) if boundary_blend else None
 
     def add_batch(self, items: Sequence[FrameInput]) -> None:
         """Take the next frames, in input order; the first frame starts the state."""
@@ -67,6 +71,17 @@ class StackStrategy:
     def add(self, item: FrameInput) -> None:
         """Take the next frame."""
         self.add_batch([item])
+
+    def finish(self) -> None:
+        """The region's last frame is in: blend near the index map's edges (when asked)."""
+        if self.sharpness is not None and self.fused is not None:
+            self.fused = self.sharpness.apply(self.fused, self.index)
+
+    def _remember(self, items: Sequence[FrameInput], grays: Sequence[torch.Tensor]) -> None:
+        """Add the frames to the sharpness sums of the boundary blend (when asked)."""
+        if self.sharpness is not None:
+            for item, gray in zip(items, grays):
+                self.sharpness.add(item.frame, gray, has_image(item.fill))
 
     @staticmethod
     def _gray(item: FrameInput) -> torch.Tensor:
@@ -111,13 +126,14 @@ class StackStrategy:
 class CalibratedStack(StackStrategy):
     """Running champion: per-channel max focus measure; one feature and one decision pass per new frame."""
 
-    def __init__(self, net: GacnNetwork, reduce: int = 1) -> None:
-        super().__init__(net, reduce)
+    def __init__(self, net: GacnNetwork, reduce: int = 1, boundary_blend: bool = False) -> None:
+        super().__init__(net, reduce, boundary_blend)
         self.sf_best: torch.Tensor | None = None
         self.gray_best: torch.Tensor | None = None
 
     def add_batch(self, items: Sequence[FrameInput]) -> None:
         grays = [self._gray(item) for item in items]
+        self._remember(items, grays)
         sfs = self._focus_measures(grays, items)
         if self.fused is None:
             self._start(items[0])
@@ -160,8 +176,8 @@ class CalibrationStack(StackStrategy):
 
     Where frame 1 is edge fill there is no baseline to compare with: the first frame with image wins."""
 
-    def __init__(self, net: GacnNetwork, reduce: int = 1) -> None:
-        super().__init__(net, reduce)
+    def __init__(self, net: GacnNetwork, reduce: int = 1, boundary_blend: bool = False) -> None:
+        super().__init__(net, reduce, boundary_blend)
         self.sf_base: torch.Tensor | None = None
         self.gray_base: torch.Tensor | None = None
         self.p2: torch.Tensor | None = None
@@ -169,6 +185,7 @@ class CalibrationStack(StackStrategy):
 
     def add_batch(self, items: Sequence[FrameInput]) -> None:
         grays = [self._gray(item) for item in items]
+        self._remember(items, grays)
         sfs = self._focus_measures(grays, items)
         if self.fused is None:
             self._start(items[0])
@@ -203,12 +220,13 @@ class SerialStack(StackStrategy):
     The network sees the running result as the same blend of the frames' network inputs (their gray,
     with edge fill replaced), so fill that every frame so far has does not step into it."""
 
-    def __init__(self, net: GacnNetwork, reduce: int = 1) -> None:
-        super().__init__(net, reduce)
+    def __init__(self, net: GacnNetwork, reduce: int = 1, boundary_blend: bool = False) -> None:
+        super().__init__(net, reduce, boundary_blend)
         self.gray: torch.Tensor | None = None
 
     def add(self, item: FrameInput) -> None:
         gray = self._gray(item)
+        self._remember([item], [gray])
         if self.fused is None:
             self._start(item)
             self.gray = gray

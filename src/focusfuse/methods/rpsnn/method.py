@@ -33,6 +33,9 @@ class CascadeStack:
         self.has_image: torch.Tensor | None = None
         self.gray = True
 
+    def finish(self) -> None:
+        """Nothing to complete: ``fused`` is final after each frame."""
+
     def add_batch(self, items: Sequence[FrameInput]) -> None:
         for item in items:
             self.add(item)

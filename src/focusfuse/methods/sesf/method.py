@@ -45,6 +45,9 @@ class SesfStack:
             a = activity(self.net.encode(normalize(sesf_gray(frame[None]))))
         return a if has_image is None else a * has_image
 
+    def finish(self) -> None:
+        """Nothing to complete: ``fused`` is final after each frame."""
+
     def add_batch(self, items: Sequence[FrameInput]) -> None:
         for item in items:
             self.add(item)

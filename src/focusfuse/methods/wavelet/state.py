@@ -69,6 +69,9 @@ class PyramidStack:
             self._fused = reconstruct(self.details, base)[0].clamp_(0.0, 1.0)
         return self._fused
 
+    def finish(self) -> None:
+        """Nothing to complete: ``fused`` is final after each frame."""
+
     def add_batch(self, items: Sequence[FrameInput]) -> None:
         for item in items:
             self.add(item)
