@@ -29,9 +29,6 @@ SHARPNESS_POWER = 2  # weights (E + 1) ** SHARPNESS_POWER
 MIN_FRAMES = 3  # a pair is not blended
 BLEND_REACH = 1 + BLEND_RADIUS + BAND_BLUR_SIZE // 2 + 2  # index edge, band, soft edge, Laplacian + its mean
 
-# The 3x3 Laplacian of OpenCV's ``Laplacian(ksize=3)``.
-LAPLACIAN = ((2.0, 0.0, 2.0), (0.0, -8.0, 0.0), (2.0, 0.0, 2.0))
-
 
 def laplacian_energy(gray: torch.Tensor) -> torch.Tensor:
     """E = 3x3 mean of the squared 3x3 Laplacian of ``gray`` (B, 1, H, W) in [0, 1], on the 8-bit scale.
