@@ -253,3 +253,20 @@ def test_each_frame_of_an_aligned_tiff_stack_is_decoded_once(model, tmp_path, mo
     # own uncompressed strips, which is no decoding
     assert decodes.count("whole") == 3
     assert decodes.count("region") == (0 if compression else len(decodes) - 3)
+
+
+@pytest.mark.parametrize("tile_size", [0, 1024])
+def test_a_given_tile_size_that_breaks_the_memory_limit_is_refused(model, tile_size):
+    from dataclasses import replace
+
+    from focusfuse.engine.plan import resident_memory
+
+    backend = CpuBackend(CPU)
+    method = GacnMethod(model, backend)
+    limit = resident_memory() + backend.runtime_reserve + (100 << 20)
+    options = FusionOptions(memory_limit=limit)
+    with pytest.raises(UsageError, match="about .* MiB") as err:
+        plan_fusion((2000, 2000), 3, np.dtype(np.uint8), method, backend, replace(options, tile_size=tile_size))
+    assert err.value.option == "memory_limit"
+    small = plan_fusion((2000, 2000), 3, np.dtype(np.uint8), method, backend, replace(options, tile_size=64))
+    assert len(small.tiles) > 1  # tiles that fit are kept
