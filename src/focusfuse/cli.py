@@ -495,10 +495,7 @@ def demo(out_dir: Path, n_frames: int, scale: float, method: str, strategy: str 
     w, h = report.size
     console.print(f"demo stack: {report.frames} frames of {w}x{h} (motorcycle scene, layered defocus)")
     console.print(f"best single frame: PSNR {_decibels(report.psnr_best_frame)}")
-    how = (strategy or "calibrated") if method == "gacn" else method
-    if method == "gacn" and boundary_blend is not False and n_frames > 2:
-        how += ", boundary blend"
-    console.print(f"fused ({how}): PSNR {_decibels(report.psnr_fused)} against the all-in-focus truth, "
+    console.print(f"fused ({report.fusion}): PSNR {_decibels(report.psnr_fused)} against the all-in-focus truth, "
                   f"index map {100 * report.index_accuracy:.1f}% correct, {report.seconds:.1f} s")
     console.print(f"images written to {report.out_dir}/")
 

@@ -102,14 +102,15 @@ def plan_fusion(shape: tuple[int, int], channels: int, dtype: np.dtype, method: 
                              f"{problem.split(' (')[0].split(';')[0]}", option="memory_limit")
         tiles = tuple(tile_grid(height, width, 0, halo=halo))  # no limit given: the image whole
     crop = max(t.crop.shape[0] * t.crop.shape[1] for t in tiles)
-    if explicit and device is None and options.tile_size is not None and crop * method.bytes_per_pixel() > host_left:
+    crop_bytes = crop * method.bytes_per_pixel()  # the network's working set for the largest crop
+    if explicit and device is None and options.tile_size is not None and crop_bytes > host_left:
         what = "the image whole needs" if len(tiles) == 1 else f"tiles of {tile} px (with their halo) need"
-        need = (crop * method.bytes_per_pixel() + fixed) >> 20
+        need = (crop_bytes + fixed) >> 20
         raise UsageError(f"memory limit {budget >> 20} MiB: {what} about {need} MiB (give no tile size to let the "
                          "limit choose it, or raise the limit)", option="memory_limit")
     batch = backend.frames_per_batch(crop, network_budget)
     frame_bytes = crop * channels * (4 + np.dtype(dtype).itemsize)  # staged float32 + the read pixels
-    network_here = crop * method.bytes_per_pixel() * batch if device is None else 0
+    network_here = crop_bytes * batch if device is None else 0
     spare = max(0, host_left - network_here - batch * frame_bytes)  # the batch being worked on is held too
     read_ahead = 0 if in_line else max(1, min(batch + workers, spare // max(frame_bytes, 1)))
     # the alignment pass comes before the network: its frames in flight have what the network will use

@@ -6,7 +6,7 @@ from typing import Any
 
 from ...backends.base import Backend
 from ..base import ReadRegion
-from .boundary_blend import BLEND_REACH
+from .boundary_blend import BLEND_REACH, MIN_FRAMES
 from .halo import halo_for
 from .model import GACN
 from .network import GacnNetwork
@@ -39,7 +39,7 @@ class GacnMethod:
         return f"GACN, strategy {self.strategy}{reduced}{blended}"
 
     def halo(self, frames: int = 2) -> int:
-        blend = -(-BLEND_REACH // self.reduce) * self.reduce if self.boundary_blend and frames > 2 else 0
+        blend = -(-BLEND_REACH // self.reduce) * self.reduce if self.boundary_blend and frames >= MIN_FRAMES else 0
         return halo_for(self.reduce) + blend  # a multiple of reduce, as tiles must start on reduced blocks
 
     def bytes_per_pixel(self) -> int:
