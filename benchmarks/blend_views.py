@@ -1,11 +1,12 @@
-"""Pictures of the boundary blend: the same crops fused with GACN's hard switch and with the blend (the default).
+"""Pictures of the boundary blend: the same crops fused with GACN's hard switch, the blend with the Laplacian
+energy's weights, and the learned blend (the default).
 
-- the demo stack (continuous depth): the truth, the hard switch, the blend, and the two error maps (x4);
-- V-4: crops around the pins, the hard switch beside the blend.
+- the demo stack (continuous depth): the truth and the three fusions, below them their error maps (x4);
+- V-4: crops around the pins, the three fusions side by side.
 
     python benchmarks/blend_views.py --out docs/images
-    python benchmarks/blend_views.py --v4 blend.png hard.png     # V-4 fused earlier (focusfuse stack, with and
-                                                                  # without --no-boundary-blend)
+    python benchmarks/blend_views.py --v4 learned.png laplacian.png hard.png   # V-4 fused earlier (focusfuse stack
+                                                            # with --boundary-blend learned, laplacian, off)
 """
 
 from __future__ import annotations
@@ -35,27 +36,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
     parser.add_argument("--weights", default=None)
-    parser.add_argument("--v4", type=Path, nargs=2, default=None, metavar=("BLEND", "HARD"),
-                        help="V-4 fused with the blend and without it (default: fuse both here, ~4 min on 2 cores)")
+    parser.add_argument("--v4", type=Path, nargs=3, default=None, metavar=("LEARNED", "LAPLACIAN", "HARD"),
+                        help="V-4 fused with the learned blend, the Laplacian one and without (default: fuse all three "
+                             "here, ~6 min on 2 cores)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
     stack = demo_stack()
     frames = [np.round(np.clip(f, 0, 1) * 255).astype(np.uint8) for f in stack.frames]
     truth = np.round(np.clip(stack.truth, 0, 1) * 255).astype(np.uint8)
-    fused = {blend: fuse_stack(frames, weights=args.weights, align="none", boundary_blend=blend).fused
-             for blend in (False, True)}
+    modes = ("off", "laplacian", "learned")
+    fused = [fuse_stack(frames, weights=args.weights, align="none", boundary_blend=mode).fused for mode in modes]
     for name, box in DEMO_CROPS.items():
-        images = [truth, fused[False], fused[True], error_map(fused[False], truth), error_map(fused[True], truth)]
-        save(args.out / f"blend-demo-{name}.jpg", row([crop(i, box) for i in images]))
+        top = row([crop(i, box) for i in (truth, *fused)], scale=1)
+        blank = np.full_like(truth, 255)
+        bottom = row([crop(i, box) for i in (blank, *(error_map(f, truth) for f in fused))], scale=1)
+        save(args.out / f"blend-demo-{name}.jpg", np.concatenate([top, np.full((6, top.shape[1], 3), 255, np.uint8),
+                                                                  bottom]))
 
     if args.v4 is not None:
-        blended, hard = (read_image(path) for path in args.v4)
+        learned, laplacian, hard = (read_image(path) for path in args.v4)
     else:
         paths = sorted(V4.glob("V*.jpg"))
-        blended, hard = (fuse_stack(paths, weights=args.weights, boundary_blend=blend).fused for blend in (True, False))
+        hard, laplacian, learned = (fuse_stack(paths, weights=args.weights, boundary_blend=mode).fused
+                                    for mode in modes)
     for name, box in V4_CROPS.items():
-        save(args.out / f"blend-v4-{name}.jpg", row([crop(hard, box), crop(blended, box)]))
+        save(args.out / f"blend-v4-{name}.jpg", row([crop(hard, box), crop(laplacian, box), crop(learned, box)]))
 
 
 if __name__ == "__main__":

@@ -86,14 +86,8 @@ def demo_boundary_band(depth: np.ndarray, width: int, jump: float) -> np.ndarray
     return ndimage.distance_transform_edt(~edge) <= width if edge.any() else edge
 
 
-def segment_depth(segments: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    labels = np.unique(segments)
-    depth_of = dict(zip(labels.tolist(), rng.random(len(labels)).tolist()))
-    return np.vectorize(depth_of.get, otypes=[np.float32])(segments)
-
-
 def stack_scenes(count: int, frames: int, max_blur: float, band: int, seed: int) -> list[Scene]:
-    from focusfuse.train.data import split_images
+    from focusfuse.train.data import segment_depth, split_images
 
     _, validation = split_images(BSDS / "images")
     rng = np.random.default_rng(seed)

@@ -28,16 +28,10 @@ from focusfuse.methods.gacn.model import GACN
 from focusfuse import fuse_stack
 from focusfuse.evaluation.synthetic import make_stack
 from focusfuse.methods.gacn.weights import load_model
+from focusfuse.train.data import segment_depth
 
 from shared_data import SHARED  # noqa: E402
 BSDS = SHARED / "data" / "train" / "bsds300"
-
-
-def segment_depth(segments: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random depth per labelled segment (a layered scene)."""
-    labels = np.unique(segments)
-    depth_of = dict(zip(labels.tolist(), rng.random(len(labels)).tolist()))
-    return np.vectorize(depth_of.get, otypes=[np.float32])(segments)
 
 
 def logodds_baseline(model: GACN, frames: list[np.ndarray]) -> np.ndarray:

@@ -65,6 +65,19 @@ def official_model() -> GACN:
     return load_model(need_shared("reference", "gacn_official", "GACN.pkl"))
 
 
+def random_blend_net(seed: int, **config):
+    """A boundary-blend network (``config``: its shape) with random, non-zero weights everywhere (its last layer
+    included), in eval mode."""
+    from focusfuse.methods.gacn.blend_net import BlendNet
+
+    torch.manual_seed(seed)
+    net = BlendNet(**config)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0.0, 0.3)
+    return net.eval()
+
+
 def textured(h: int, w: int, seed: int = 0, channels: int = 0) -> np.ndarray:
     """Smooth random texture in [0, 1] (float32), HxW or HxWxC."""
     rng = np.random.default_rng(seed)

@@ -100,13 +100,14 @@ def _layered_stack(seed: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]
 
 
 def test_the_blend_brings_stacks_closer_to_the_truth_at_depth_edges(good_model):
-    errors = {False: [], True: []}
+    errors = {"off": [], "laplacian": [], "learned": []}
     for seed in range(4):
         frames, truth, band = _layered_stack(seed)
-        for blend in (False, True):
+        for blend in errors:
             fused = fuse_stack(frames, weights=good_model, device="cpu", align="none", boundary_blend=blend).fused
             errors[blend].append(float(((fused - truth) ** 2)[band].mean()))
-    assert np.mean(errors[True]) < 0.97 * np.mean(errors[False]), errors
+    assert np.mean(errors["laplacian"]) < 0.97 * np.mean(errors["off"]), errors
+    assert np.mean(errors["learned"]) < 0.97 * np.mean(errors["off"]), errors
 
 
 def test_the_blend_changes_only_pixels_near_index_edges_and_never_pairs(good_model):
@@ -124,10 +125,17 @@ def test_the_blend_changes_only_pixels_near_index_edges_and_never_pairs(good_mod
 
 
 def test_the_blend_is_gacns_option(tmp_path, model, weights_file):
-    assert FusionOptions().boundary_blend is True and FusionOptions(method="wavelet").boundary_blend is False
+    assert FusionOptions().boundary_blend == "learned" and FusionOptions(method="wavelet").boundary_blend == "off"
+    assert FusionOptions(boundary_blend=True).boundary_blend == "learned"
+    assert FusionOptions(boundary_blend=False).boundary_blend == "off"
+    assert FusionOptions(boundary_blend="laplacian").boundary_blend == "laplacian"
     with pytest.raises(UsageError, match="gacn method only") as err:
         FusionOptions(method="wavelet", boundary_blend=True)
     assert err.value.option == "boundary_blend"
+    for bad in ("sharp", str(tmp_path / "missing.pt"), 3):
+        with pytest.raises(UsageError, match="boundary blend") as err:
+            FusionOptions(boundary_blend=bad)
+        assert err.value.option == "boundary_blend"
     frames, _, _ = _layered_stack(1)
     for k, frame in enumerate(frames[:3]):
         write_image(tmp_path / f"f{k}.png", frame)
@@ -137,5 +145,43 @@ def test_the_blend_is_gacns_option(tmp_path, model, weights_file):
                              "--no-boundary-blend", "--align", "none", "-q"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(main, ["stack", *inputs, "-o", str(tmp_path / "w.png"), "--method", "wavelet",
-                             "--boundary-blend", "-q"])
+                             "--boundary-blend", "learned", "-q"])
     assert r.exit_code == 2 and "--boundary-blend" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = runner.invoke(main, ["stack", *inputs, "-o", str(tmp_path / "g.png"), "--weights", str(weights_file),
+                             "--boundary-blend", str(weights_file), "--align", "none", "-q"])  # GACN's, not a blend's
+    assert r.exit_code == 2 and "--boundary-blend" in r.stderr and "architecture" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "g.png").exists()
+
+
+@pytest.mark.parametrize("mode", ["learned", "laplacian", "half-resolution net"])
+def test_a_tiled_blend_equals_the_untiled_one(good_model, mode, tmp_path):
+    from conftest import random_blend_net
+    from focusfuse.methods.gacn.blend_net import save_blend_weights
+
+    if mode == "half-resolution net":  # 2x2 blocks: tiles must start on even pixels
+        mode = str(save_blend_weights(random_blend_net(5, scale=2), tmp_path / "half.pt"))
+    frames, _, _ = _layered_stack(2)
+    frames = [f[:127, :141] for f in frames]  # odd sizes: partial 2x2 blocks at the edges
+    whole = fuse_stack(frames, weights=good_model, device="cpu", align="none", tile_size=0, boundary_blend=mode)
+    tiled = fuse_stack(frames, weights=good_model, device="cpu", align="none", tile_size=45, boundary_blend=mode)
+    off = fuse_stack(frames, weights=good_model, device="cpu", align="none", tile_size=0, boundary_blend="off")
+    assert tiled.tiles > 1 and not np.array_equal(whole.fused, off.fused)
+    assert np.abs(whole.fused.astype(int) - tiled.fused).max() <= 1
+    assert np.array_equal(whole.index_map, tiled.index_map)
+
+
+def test_a_reduced_blend_net_starts_tiles_on_its_blocks(good_model):
+    from conftest import random_blend_net
+    from focusfuse.backends.cpu import CpuBackend
+    from focusfuse.methods.gacn.method import GacnMethod
+    from focusfuse.methods.registry import make_method
+
+    backend = CpuBackend(torch.device("cpu"))
+    half = GacnMethod(good_model, backend, "calibrated", 3, True, random_blend_net(0, scale=2))
+    plain = make_method("gacn", backend, weights=good_model, boundary_blend="laplacian", reduce=3)
+    learned = make_method("gacn", backend, weights=good_model, boundary_blend="learned", reduce=3)
+    assert half.tile_multiple() == 6 and plain.tile_multiple() == 3 and learned.tile_multiple() == 3
+    assert half.halo(5) % 6 == 0 and half.halo(5) >= plain.halo(5) and half.halo(2) < half.halo(5)
+    assert "learned" in learned.description and "Laplacian" in plain.description
+    pair = make_method("gacn", backend, weights=good_model, strategy="pair")
+    assert pair.tile_multiple() == 1 and "blend" not in pair.description

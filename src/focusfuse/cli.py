@@ -253,9 +253,12 @@ def stack_options(func: Callable) -> Callable:
         click.option("--align", type=ALIGN_CHOICE, default="auto", show_default=True,
                      help="Register frames onto the middle one (auto: phase correlation + ECC, affine)."),
         click.option("--crop", is_flag=True, help="Keep only the area valid in all aligned frames."),
-        click.option("--boundary-blend/--no-boundary-blend", default=None,
-                     help="gacn, 3 frames or more [default: on]: blend the frames by sharpness within 9 px of the "
-                          "index map's edges (fewer seams and stripes); off: GACN's hard switch."),
+        click.option("--boundary-blend", default=None, metavar="learned|laplacian|off|WEIGHTS",
+                     help="gacn, 3 frames or more [default: learned]: blend the frames by sharpness within 9 px of "
+                          "the index map's edges (fewer seams and stripes). learned: weights corrected by the "
+                          "shipped blend network; laplacian: Laplacian energy alone (faster); off: GACN's hard "
+                          "switch; or blend weights from `focusfuse train --method blend` (file or name)."),
+        click.option("--no-boundary-blend", "boundary_blend", flag_value="off", help="Same as --boundary-blend off."),
         click.option("--depth-smooth", type=int, default=0, show_default=True,
                      help="Median-filter radius for the index/depth map (0 to 32)."),
         click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
@@ -301,7 +304,7 @@ def cluster_options(tasks: str, paths: str) -> Callable[[Callable], Callable]:
 def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_preview: Path | None,
           height_map: Path | None, z_step: float | None, z_unit: str, align_only: Path | None, as_json: bool,
           dask_workers: int | None, scheduler: str | None, method: str, strategy: str | None, align: str, crop: bool,
-          boundary_blend: bool | None, depth_smooth: int, overwrite: bool, tile_size: int | None,
+          boundary_blend: str | None, depth_smooth: int, overwrite: bool, tile_size: int | None,
           memory_limit: str | None, workers: int | None, reduce: int, compression: str, edge_fill: bool,
           weights: str | None, device: str, quiet: bool) -> None:
     """Fuse a focus stack: a folder, several files, or a multi-page TIFF."""
@@ -384,7 +387,7 @@ def stack(inputs: tuple[Path, ...], output: Path, index_map: Path | None, depth_
 @handle_errors
 def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_previews: bool, resume: bool,
           as_json: bool, dask_workers: int | None, scheduler: str | None, method: str, strategy: str | None,
-          align: str, crop: bool, boundary_blend: bool | None, depth_smooth: int, overwrite: bool,
+          align: str, crop: bool, boundary_blend: str | None, depth_smooth: int, overwrite: bool,
           tile_size: int | None, memory_limit: str | None, workers: int | None, reduce: int, compression: str,
           edge_fill: bool, weights: str | None, device: str, quiet: bool) -> None:
     """Fuse every stack under ROOT (sub-folders of frames, multi-page TIFFs) into OUTDIR."""
@@ -450,8 +453,10 @@ def _refuse_gacn_only_training_options(method: str) -> None:
     flags = dict(GACN_ONLY_TRAINING)
     if method == "sesf":
         flags["crop"] = "--crop"
-    else:
+    elif method == "rpsnn":
         del flags["samples_per_image"]  # R-PSNN: pairs made per image and epoch
+    else:
+        del flags["workers"]  # the blend: processes that render and fuse the training stacks
     given = [flag for name, flag in flags.items()
              if context.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)]
     if given:
@@ -471,12 +476,13 @@ def _decibels(value: float) -> str:
 @click.option("--method", type=METHOD_CHOICE, default="gacn", show_default=True, help=METHOD_HELP)
 @click.option("--strategy", type=click.Choice(["calibrated", "calibration", "serial"]), default=None,
               help="gacn and sesf [default: calibrated].")
-@click.option("--boundary-blend/--no-boundary-blend", default=None,
-              help="gacn [default: on]: blend the frames by sharpness near the index map's edges.")
+@click.option("--boundary-blend", default=None, metavar="learned|laplacian|off|WEIGHTS",
+              help="gacn [default: learned]: blend the frames by sharpness near the index map's edges (see stack).")
+@click.option("--no-boundary-blend", "boundary_blend", flag_value="off", help="Same as --boundary-blend off.")
 @common_options
 @handle_errors
 def demo(out_dir: Path, n_frames: int, scale: float, method: str, strategy: str | None,
-         boundary_blend: bool | None, weights: str | None, device: str, quiet: bool) -> None:
+         boundary_blend: str | None, weights: str | None, device: str, quiet: bool) -> None:
     """Fuse a focus stack rendered from a real depth map and score it against the truth."""
     from .backends.select import resolve_device
     from .jobs.demo import run_demo
@@ -506,14 +512,18 @@ def demo(out_dir: Path, n_frames: int, scale: float, method: str, strategy: str 
 @click.option("--segments", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="Folder of label maps NAME.png used as focus masks (else random shapes).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Run folder.")
-@click.option("--method", type=click.Choice(["gacn", "sesf", "rpsnn"]), default="gacn", show_default=True,
+@click.option("--method", type=click.Choice(["gacn", "sesf", "rpsnn", "blend"]), default="gacn", show_default=True,
               help="gacn: the decision network on generated focus pairs; sesf: SESF-Fuse's autoencoder "
                    "(unsupervised reconstruction of the images); rpsnn: R-PSNN regressing the all-in-focus "
-                   "image of generated colour pairs (--crop sets the patch size). --init and the GACN loss "
-                   "options apply to gacn only.")
-@click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs [gacn: 50, sesf: 30].")
+                   "image of generated colour pairs (--crop sets the patch size); blend: the network of GACN's "
+                   "learned boundary blend, on 8-frame stacks rendered from the images and fused by the default "
+                   "GACN weights (--crop: patch size, --workers: rendering processes, --samples-per-image: "
+                   "crops per stack). --init and the GACN loss options apply to gacn only.")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs [gacn: 50, sesf: 30, rpsnn: 59, "
+                                                                       "blend: 40].")
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="[gacn, sesf: 1e-4; rpsnn: 2e-4]")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+              help="[gacn, sesf: 1e-4; rpsnn: 2e-4; blend: 3e-3, the peak of a one-cycle schedule]")
 @click.option("--lr-decay", type=click.FloatRange(0, 1), default=None,
               help="Factor every --lr-step epochs [gacn, sesf: 0.8; rpsnn: 0.5].")
 @click.option("--lr-step", type=click.IntRange(1), default=None, help="[gacn, sesf: 2; rpsnn: 5]")
@@ -561,6 +571,11 @@ def train(images: Path, segments: Path | None, out_dir: Path, method: str, epoch
         _train_sesf(images, out_dir, epochs or 30, batch_size, lr or 1e-4, lr_decay or 0.8, lr_step or 2, seed,
                     device, max_steps, name or out_dir.resolve().name, overwrite, quiet, segments=segments, init=init_weights,
                     resume=resume)
+        return
+    if method == "blend":
+        _train_blend(images, segments, out_dir, epochs or 40, batch_size, lr or 3e-3, crop or 96,
+                     samples_per_image or 3, workers, seed, device, max_steps, name or out_dir.resolve().name,
+                     overwrite, quiet, init=init_weights, resume=resume, lr_schedule=(lr_decay, lr_step))
         return
     if method == "rpsnn":
         _train_rpsnn(images, segments, out_dir, epochs or 59, batch_size, lr or 2e-4, lr_decay, lr_step or 5,
@@ -637,6 +652,31 @@ def _train_rpsnn(images: Path, segments: Path | None, out_dir: Path, epochs: int
     if not quiet:
         stderr_console().print(f"best validation MSE {summary['best_val_mse']:.5f} (epoch {summary['best_epoch']}): "
                                f"{summary['weights']}; installed as --weights {name}")
+
+
+def _train_blend(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch_size: int, lr: float,
+                 patch: int, crops: int, workers: int, seed: int, device: str, max_steps: int, name: str,
+                 overwrite: bool, quiet: bool, *, init: Path | None, resume: bool,
+                 lr_schedule: tuple[float | None, int | None]) -> None:
+    """``train --method blend``: the network of GACN's learned boundary blend."""
+    from .train.blend import train_blend
+
+    for flag, given in (("--init", init), ("--resume", resume), ("--lr-decay", lr_schedule[0] is not None),
+                        ("--lr-step", lr_schedule[1] is not None)):
+        if given:
+            raise UsageError(f"{flag} applies to GACN training, not to --method blend (its lr follows one cycle)")
+    summary = _with_epoch_bar(
+        quiet, epochs, lambda row: f"val MSE {row['val_mse']:.2f}",
+        lambda row: f"train MSE {row['train_mse']:.2f}, val MSE {row['val_mse']:.2f} "
+                    f"(plain blend {row['val_mse_plain']:.2f})",
+        lambda report: train_blend(images, out_dir, segments=segments, epochs=epochs, batch_size=batch_size, lr=lr,
+                                   patch=patch, crops_per_image=crops, seed=seed, device=device, workers=workers,
+                                   max_steps=max_steps, install_as=name, replace_installed=overwrite,
+                                   progress=report))
+    if not quiet:
+        stderr_console().print(f"best validation MSE {summary['best_val_mse']:.2f} (epoch {summary['best_epoch']}; "
+                               f"plain blend {summary['val_mse_plain']:.2f}): {summary['weights']}; use it with "
+                               f"--boundary-blend {name}")
 
 
 def _train_sesf(images: Path, out_dir: Path, epochs: int, batch_size: int, lr: float, lr_decay: float, lr_step: int,

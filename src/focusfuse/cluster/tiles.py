@@ -29,7 +29,7 @@ def fuse_band_task(work: TileWork, numbers: list[int], weights: str, device: str
     backend = select_backend(device)
     options = work.options
     method = make_method(options.method, backend, weights=worker_weights(weights), strategy=options.strategy,
-                         reduce=options.reduce, boundary_blend=bool(options.boundary_blend))
+                         reduce=options.reduce, boundary_blend=options.boundary_blend)
     return fuse_work_tiles(work, numbers, method, backend)
 
 

@@ -61,7 +61,8 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, method: str = DEFAULT
                crop: bool = False, tile_size: int | None = None, reduce: int = 1, edge_fill: bool = True,
                memory_limit: int | str | None = None, workers: int | None = None,
                progress: ProgressCallback | None = None, align_progress: AlignProgress | None = None,
-               output: Output | None = None, client: Any = None, boundary_blend: bool | None = None) -> StackResult:
+               output: Output | None = None, client: Any = None,
+               boundary_blend: str | bool | None = None) -> StackResult:
     """Fuse a focus stack: a list of arrays or paths, a folder, a multi-page TIFF (read lazily), or one
     (Z, Y, X[, C]) array.
 
@@ -80,8 +81,11 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, method: str = DEFAULT
     at most 8). ``output`` may direct the result elsewhere than into arrays (e.g. a streamed TIFF).
     ``client``: a Dask client whose workers fuse the tiles of a tiled run (alignment and the whole-frame
     statistics run here first; the result is the same); each worker loads the weights once, onto its own
-    ``device``. ``boundary_blend`` (gacn; default on): with three frames or more, blend the frames by
-    sharpness near the index map's edges (fewer seams and stripes); False keeps GACN's hard switch.
+    ``device``. ``boundary_blend`` (gacn): with three frames or more, blend the frames by
+    sharpness near the index map's edges (fewer seams and stripes): ``learned`` (the default, or True) corrects
+    the weights with the shipped blend network, ``laplacian`` uses the Laplacian energy alone (faster), a weights
+    file or installed name uses blend weights trained by ``focusfuse train --method blend``; ``off`` (or False)
+    keeps GACN's hard switch.
     """
     options = FusionOptions(method=method, strategy=strategy, align=align, crop=crop, tile_size=tile_size,
                             reduce=reduce, edge_fill=edge_fill, memory_limit=memory_limit, workers=workers,
@@ -116,7 +120,7 @@ def run_stack_fusion(refs: Sequence, options: FusionOptions, *, weights: Weights
         remote = ClusterTiles(client, weights, options.method, device if isinstance(device, str) else backend.device)
     if method is None:
         method = make_method(options.method, backend, weights=weights, strategy=options.strategy,
-                             reduce=options.reduce, boundary_blend=bool(options.boundary_blend))
+                             reduce=options.reduce, boundary_blend=options.boundary_blend)
     return run_fusion(refs, method, backend, options, output=output, progress=progress, align_progress=align_progress,
                       remote=remote)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 import re
 from dataclasses import dataclass
 
@@ -33,6 +34,33 @@ def check_int(value: object, name: str, low: int, high: int | None = None, optio
 def check_reduce(reduce: object) -> int:
     """``reduce`` as an int from 1 to MAX_REDUCE; UsageError otherwise."""
     return check_int(reduce, "reduce", 1, MAX_REDUCE)
+
+
+def check_boundary_blend(value: object, method: str) -> str:
+    """The boundary blend as learned, laplacian, off, or the path of the blend net's weights (None: learned for
+    gacn, off for the other methods; True: learned; False: off)."""
+    from ..methods.gacn.boundary_blend import BLEND_MODES
+
+    if value is None:
+        return "learned" if method == "gacn" else "off"
+    if isinstance(value, bool):
+        value = "learned" if value else "off"
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise UsageError(f"boundary blend {value!r}: use {', '.join(BLEND_MODES)}, or blend weights (a file or an "
+                         "installed name)", option="boundary_blend")
+    if method != "gacn" and value != "off":
+        raise UsageError(f"the boundary blend applies to the gacn method only (the {method} method has no "
+                         "index-map edges to blend)", option="boundary_blend")
+    if value in BLEND_MODES:
+        return str(value)
+    from ..errors import WeightsError
+    from ..methods.gacn.weights import resolve_weights
+
+    try:
+        return str(resolve_weights(value))
+    except WeightsError as exc:
+        raise UsageError(f"boundary blend {str(value)!r}: not {', '.join(BLEND_MODES)}, nor blend weights ("
+                         f"{str(exc).split(': ', 1)[-1]})", option="boundary_blend") from None
 
 
 def parse_memory_size(value: int | float | str) -> int:
@@ -78,9 +106,13 @@ class FusionOptions:
     method : str
         gacn (the default), wavelet (a classical pyramid method: no network, no weights) or sesf
         (SESF-Fuse: an autoencoder's features decide).
-    boundary_blend : bool or None
+    boundary_blend : str, bool or None
         GACN, stacks of three frames or more: blend the frames by sharpness near the index map's edges
-        (fewer seams and stripes; see :mod:`focusfuse.methods.gacn.boundary_blend`). None: on for gacn.
+        (fewer seams and stripes; see :mod:`focusfuse.methods.gacn.boundary_blend`). ``learned`` (the
+        default for gacn; also True): weights corrected by the shipped blend network; ``laplacian``: the
+        Laplacian energy's weights alone (faster); ``off`` (also False): GACN's hard switch; or the blend
+        network's weights trained by ``focusfuse train --method blend`` (a file or an installed name).
+        Normalised to one of the three modes or to the weights' path.
     """
 
     strategy: str | None = None
@@ -92,7 +124,7 @@ class FusionOptions:
     memory_limit: int | str | None = None
     workers: int | None = None
     method: str = DEFAULT_METHOD
-    boundary_blend: bool | None = None
+    boundary_blend: str | bool | None = None
 
     def __post_init__(self) -> None:
         from ..align.estimate import MODES as ALIGN_MODES
@@ -116,13 +148,7 @@ class FusionOptions:
         if self.reduce > 1 and self.method != "gacn":
             raise UsageError(f"reduce applies to the gacn method only (the {self.method} method has no decision "
                              "network)", option="reduce")
-        if self.boundary_blend is None:
-            object.__setattr__(self, "boundary_blend", self.method == "gacn")
-        elif self.method != "gacn" and self.boundary_blend:
-            raise UsageError(f"the boundary blend applies to the gacn method only (the {self.method} method has "
-                             "no index-map edges to blend)", option="boundary_blend")
-        else:
-            object.__setattr__(self, "boundary_blend", bool(self.boundary_blend))
+        object.__setattr__(self, "boundary_blend", check_boundary_blend(self.boundary_blend, self.method))
         if self.tile_size is not None:
             size = check_int(self.tile_size, "tile size", 0)
             if 0 < size < MIN_TILE_SIZE:

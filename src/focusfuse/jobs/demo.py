@@ -53,7 +53,7 @@ class DemoReport:
     index_accuracy: float
     seconds: float
     out_dir: Path | None
-    fusion: str = ""  # how it was fused, e.g. "calibrated, boundary blend"
+    fusion: str = ""  # how it was fused, e.g. "calibrated, learned boundary blend"
 
 
 def psnr(x: np.ndarray, truth: np.ndarray) -> float:
@@ -96,7 +96,7 @@ def run_demo(*, weights=None, device: str = "auto", n_frames: int = 6, scale: fl
     from ..engine.fuse import run_stack_fusion, stack_result
     from ..engine.options import FusionOptions
     from ..io.images import check_output_folder
-    from ..methods.gacn.boundary_blend import MIN_FRAMES
+    from ..methods.gacn.boundary_blend import MIN_FRAMES, blend_label
     from ..methods.registry import load_method_weights
 
     options = FusionOptions(method=method, strategy=strategy, boundary_blend=boundary_blend)
@@ -114,7 +114,8 @@ def run_demo(*, weights=None, device: str = "auto", n_frames: int = 6, scale: fl
     best_frame = max(psnr(f.astype(np.float32) / 255.0, truth) for f in frames)
     accuracy = float(np.mean(result.index_map == stack.index_truth))
     written = write_demo_files(out_dir, stack, result.fused, result.index_map) if out_dir else None
-    blended = options.boundary_blend and len(frames) >= MIN_FRAMES
-    fusion = (options.strategy if method == "gacn" else method) + (", boundary blend" if blended else "")
+    blended = options.boundary_blend != "off" and len(frames) >= MIN_FRAMES
+    fusion = (options.strategy if method == "gacn" else method) + (f", {blend_label(options.boundary_blend)}"
+                                                                   if blended else "")
     return DemoReport(len(frames), (truth.shape[1], truth.shape[0]), psnr(fused, truth), best_frame,
                       accuracy, seconds, written, fusion)

@@ -38,7 +38,8 @@ def save_network_weights(model: nn.Module, path: str | os.PathLike, architecture
 def read_network_weights(path: str | os.PathLike, architecture: str, authors_keys: Sequence[str],
                          title: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict, metadata) from our format (``architecture``) or the authors' checkpoint (a bare state dict
-    holding ``authors_keys``); ``title`` names the network in errors."""
+    holding ``authors_keys``; none: the network has no authors' checkpoint); ``title`` names the network in
+    errors."""
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -51,7 +52,7 @@ def read_network_weights(path: str | os.PathLike, architecture: str, authors_key
             raise WeightsError(f"{path} holds architecture {payload.get('architecture')!r}, {title} needs "
                                f"{architecture!r}", option="weights")
         return dict(payload["state_dict"]), dict(payload.get("metadata", {}))
-    if all(key in payload for key in authors_keys):
+    if authors_keys and all(key in payload for key in authors_keys):
         return dict(payload), {"source": f"the authors' {title} checkpoint layout"}
     raise WeightsError(f"{path} is neither a focusfuse {title} weights file nor a {title} checkpoint",
                        option="weights")

@@ -18,10 +18,10 @@ METHODS = METHOD_NAMES
 
 
 def make_method(name: str, backend: Backend, *, weights: str | os.PathLike | GACN | None = None,
-                strategy: str = "calibrated", reduce: int = 1, boundary_blend: bool = True) -> FusionMethod:
+                strategy: str = "calibrated", reduce: int = 1, boundary_blend: str = "learned") -> FusionMethod:
     """Method ``name`` with its weights (if it has any) loaded onto ``backend``'s device (options already
     validated); ``strategy`` ``pair``: two frames, keeping the decision maps. ``reduce`` and ``boundary_blend``
-    are GACN's."""
+    (learned, laplacian, off, or the blend net's weights) are GACN's."""
     if name == "wavelet":
         from .wavelet.method import WaveletMethod
 
@@ -41,7 +41,13 @@ def make_method(name: str, backend: Backend, *, weights: str | os.PathLike | GAC
         from ..errors import UsageError
 
         raise UsageError(f"unknown method {name!r} (use {', '.join(METHODS)})", option="method")
-    return GacnMethod(load_model(weights, backend.device), backend, strategy, reduce, boundary_blend)
+    blend_net = None
+    if boundary_blend not in ("off", "laplacian") and strategy != "pair":
+        from .gacn.blend_net import load_blend_net
+
+        blend_net = load_blend_net(None if boundary_blend == "learned" else boundary_blend, backend.device)
+    return GacnMethod(load_model(weights, backend.device), backend, strategy, reduce, boundary_blend != "off",
+                      blend_net)
 
 
 def load_method_weights(name: str, weights: Any, device: torch.device) -> Any:

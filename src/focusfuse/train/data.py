@@ -135,6 +135,21 @@ def segment_mask(segments: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.isin(segments, chosen).astype(np.float32)
 
 
+def segment_depth(segments: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A depth map (float32 in [0, 1)) giving each labelled segment its own random depth: objects at
+    several depths with sharp depth edges along the human outlines."""
+    labels, inverse = np.unique(segments, return_inverse=True)
+    return rng.random(len(labels)).astype(np.float32)[inverse.reshape(segments.shape)]
+
+
+def shapes_depth(h: int, w: int, rng: np.random.Generator, layers: int = 4) -> np.ndarray:
+    """A depth map (float32 in [0, 1)) of random shapes at random depths over a background at its own."""
+    depth = np.full((h, w), rng.random(), np.float32)
+    for _ in range(layers):
+        depth = np.where(random_shapes_mask(h, w, rng) > 0, np.float32(rng.random()), depth)
+    return depth
+
+
 def recipe_overrides(items: Sequence[str]) -> dict[str, object]:
     """``KEY=VALUE`` strings -> PairRecipe keyword arguments (``crop`` has its own option); ValueError if bad."""
     defaults = {f.name: f.default for f in fields(PairRecipe) if f.name != "crop"}

@@ -23,9 +23,9 @@ from ..evaluation.synthetic import layered_defocus
 from ..io.images import read_image
 from ..methods.rpsnn.network import RPSNN
 from ..methods.rpsnn.weights import save_rpsnn_weights
-from .data import random_shapes_mask, segment_mask, split_images
+from .data import random_shapes_mask, segment_mask
 from .loop import seed_everything
-from .runs import install, log_epoch, start_run, train_epoch
+from .runs import install, log_epoch, start_run, train_epoch, training_split
 
 Progress = Callable[[int, int, dict[str, float]], None]
 
@@ -75,10 +75,7 @@ def train_rpsnn(images: str | Path, out: str | Path, *, segments: str | Path | N
     default where the device computes it natively (a CUDA GPU, a CPU with AVX-512 BF16: about 2x faster)."""
     from ..backends.select import resolve_device
 
-    training, validation = split_images(images)
-    if len(training) < 1 or not validation:
-        raise UsageError(f"{images}: need training images and at least one held out for validation (every 10th "
-                         f"image); found {len(training) + len(validation)}", option="images")
+    training, validation = training_split(images)
     out, installed = start_run(out, install_as, replace_installed)
     target = resolve_device(device)
     if mixed_precision is None:

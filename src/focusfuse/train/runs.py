@@ -1,4 +1,5 @@
-"""Run folders, the epoch step and installed weights shared by the SESF-Fuse and R-PSNN trainings."""
+"""Run folders, the image split, the epoch step and installed weights shared by the SESF-Fuse, R-PSNN and blend
+trainings."""
 
 from __future__ import annotations
 
@@ -26,6 +27,17 @@ def install_target(install_as: str | None, replace: bool) -> Path | None:
         raise UsageError(f"weights named {install_as!r} are installed already ({target}); choose another name "
                          "or replace them", option="name")
     return target
+
+
+def training_split(images: str | Path) -> tuple[list[Path], list[Path]]:
+    """(training, validation) images of a folder (every 10th held out), refused unless both have some."""
+    from .data import split_images
+
+    training, validation = split_images(images)
+    if len(training) < 1 or not validation:
+        raise UsageError(f"{images}: need training images and at least one held out for validation (every 10th "
+                         f"image); found {len(training) + len(validation)}", option="images")
+    return training, validation
 
 
 def start_run(out: str | Path, install_as: str | None, replace: bool) -> tuple[Path, Path | None]:
@@ -71,4 +83,4 @@ def install(best: Path, target: Path | None) -> str | None:
     return str(target)
 
 
-__all__ = ["install_target", "start_run", "train_epoch", "log_epoch", "install"]
+__all__ = ["install_target", "training_split", "start_run", "train_epoch", "log_epoch", "install"]

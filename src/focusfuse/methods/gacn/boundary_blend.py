@@ -5,29 +5,37 @@ Where GACN's index map switches from one frame to another, a hard switch leaves 
 ``BLEND_RADIUS`` px of an index edge the fused image is replaced by the mean of all frames weighed by
 ``(E + 1) ** 2``, E being the 3x3 mean of the squared 3x3 Laplacian of the frame's gray (8-bit scale): the
 sharpest frames dominate, neighbouring frames of similar sharpness mix, and the band's edge is soft.
-Measured on ``benchmarks/boundary.py`` (docs/boundaries.md): stacks +0.5 dB, the demo +1.5 dB. A pair is left
-as it is: there it gains nothing on that benchmark and costs the reference-free measures of real pairs.
+With a :class:`~.blend_net.BlendNet` (the default, ``learned``), each weight is corrected by a small network
+that sees the frame: ``(E + 1) ** 2 * exp(c)``; without one (``laplacian``) the weights are the energy's alone.
+Measured on ``benchmarks/boundary.py`` (docs/boundaries.md), against GACN's hard switch: stacks +1.5 dB learned,
++0.5 dB laplacian; the demo +1.5 dB either way. A pair is left as it is: there the plain blend gains little on
+that benchmark and costs the reference-free measures of real pairs.
 
 The weights depend on each frame alone, so the blend is streamed: two running sums, and the band from the
-final index map at the end. Everything reaches ``BLEND_REACH`` px, which a tile's halo adds.
+final index map at the end. The band reaches ``BAND_REACH`` px from the index map, the weights
+``weight_reach(net)`` px from the frames; a tile's halo covers both.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ...frames.refs import match_channels
 from ...ops.filters import SeparableFilter, gaussian_blur, gaussian_kernel1d, separable_filter
+from .blend_net import MAX_CORRECTION, BlendNet
 
 BLEND_RADIUS = 9  # px from an index-map edge (Chebyshev distance) where frames are blended
 BAND_SOFTNESS = 1.5  # sigma (px) of the band's soft edge
 BAND_BLUR_SIZE = 2 * math.ceil(3 * BAND_SOFTNESS) + 1
 SHARPNESS_POWER = 2  # weights (E + 1) ** SHARPNESS_POWER
 MIN_FRAMES = 3  # a pair is not blended
-BLEND_REACH = 1 + BLEND_RADIUS + BAND_BLUR_SIZE // 2 + 2  # index edge, band, soft edge, Laplacian + its mean
+BAND_REACH = 1 + BLEND_RADIUS + BAND_BLUR_SIZE // 2  # from the index map: its edge, the band, the soft edge
+ENERGY_REACH = 2  # from the frame: the Laplacian and its 3x3 mean
+BLEND_MODES = ("learned", "laplacian", "off")  # or a BlendNet weights file / installed name (learned with them)
 
 
 def laplacian_energy(gray: torch.Tensor) -> torch.Tensor:
@@ -48,6 +56,24 @@ def laplacian_energy(gray: torch.Tensor) -> torch.Tensor:
     energy[..., :, 0] = energy[..., :, 1]
     energy[..., :, -1] = energy[..., :, -2]
     return F.avg_pool2d(energy, 3, stride=1, padding=1, count_include_pad=False)
+
+
+def blend_label(mode: str) -> str:
+    """Words for a (validated) boundary-blend mode: learned, laplacian, or the path of blend weights."""
+    if mode == "laplacian":
+        return "Laplacian boundary blend"
+    return "learned boundary blend" + ("" if mode == "learned" else f" ({Path(mode).stem})")
+
+
+def weight_reach(net: BlendNet | None) -> int:
+    """How far (px) a blend weight depends on its frame: the energy's reach, plus the network's."""
+    return ENERGY_REACH + (net.reach if net is not None else 0)
+
+
+def sharpness_weights(energy: torch.Tensor, correction: torch.Tensor | None = None) -> torch.Tensor:
+    """The blend's weights ``(E + 1) ** SHARPNESS_POWER``, times ``exp(correction)`` (clamped) when given."""
+    w = energy.add(1.0).pow_(SHARPNESS_POWER)
+    return w if correction is None else w.mul_(correction.clamp(-MAX_CORRECTION, MAX_CORRECTION).exp_())
 
 
 def index_edges(index: torch.Tensor) -> torch.Tensor:
@@ -81,10 +107,12 @@ def _blurred_ones(length: int, like: torch.Tensor) -> torch.Tensor:
 
 
 class SharpnessBlend:
-    """Running sums of a region's frames weighed by their sharpness; :meth:`apply` blends them in at the end."""
+    """Running sums of a region's frames weighed by their sharpness; :meth:`apply` blends them in at the end.
+    ``net``: the learned correction of the weights (None: the Laplacian energy's weights alone)."""
 
-    def __init__(self, separable: SeparableFilter = separable_filter) -> None:
+    def __init__(self, separable: SeparableFilter = separable_filter, net: BlendNet | None = None) -> None:
         self.separable = separable
+        self.net = net
         self.weighted: torch.Tensor | None = None  # (C, H, W): sum of w * frame
         self.total: torch.Tensor | None = None  # (1, H, W): sum of w
         self.frames = 0
@@ -92,7 +120,10 @@ class SharpnessBlend:
     def add(self, frame: torch.Tensor, gray: torch.Tensor, has_image: torch.Tensor | None) -> None:
         """Take a frame (C, H, W), its gray (1, 1, H, W) and where it has image pixels ((1, 1, H, W) bool or None:
         edge fill gets no weight)."""
-        w = laplacian_energy(gray).add_(1.0).pow_(SHARPNESS_POWER)[0]
+        energy = laplacian_energy(gray)
+        with torch.no_grad():  # (not inference mode: the running sums are updated in place later)
+            correction = None if self.net is None else self.net(gray, torch.log1p(energy))
+        w = sharpness_weights(energy, correction)[0]
         if has_image is not None:
             w = w * has_image[0]
         self.frames += 1
@@ -115,4 +146,5 @@ class SharpnessBlend:
         return fused + band * (mean - fused)
 
 
-__all__ = ["BLEND_REACH", "BLEND_RADIUS", "SharpnessBlend", "blend_band", "laplacian_energy"]
+__all__ = ["BAND_REACH", "BLEND_MODES", "BLEND_RADIUS", "SharpnessBlend", "blend_band", "blend_label",
+           "laplacian_energy", "sharpness_weights", "weight_reach"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ...backends.base import Backend
 from ..base import ReadRegion
-from .boundary_blend import BLEND_REACH, MIN_FRAMES
+from .blend_net import BlendNet
+from .boundary_blend import BAND_REACH, MIN_FRAMES, weight_reach
 from .halo import halo_for
 from .model import GACN
 from .network import GacnNetwork
@@ -19,34 +21,40 @@ class GacnMethod:
 
     ``reduce`` > 1 (a speed option) runs the decision path at that many times lower resolution.
     ``boundary_blend``: stacks of three frames or more are blended by sharpness near the index map's edges
-    (see :mod:`.boundary_blend`); pairs never are.
+    (see :mod:`.boundary_blend`), the weights corrected by ``blend_net`` when given; pairs never are.
     """
 
     name = "gacn"
 
     def __init__(self, model: GACN, backend: Backend, strategy: str = "calibrated", reduce: int = 1,
-                 boundary_blend: bool = True) -> None:
+                 boundary_blend: bool = True, blend_net: BlendNet | None = None) -> None:
         self.net = GacnNetwork(model, backend)
         self.strategy = strategy
         self.state_type: type[StackStrategy] = PairStack if strategy == "pair" else STRATEGIES[strategy]
         self.reduce = reduce
         self.boundary_blend = boundary_blend and strategy != "pair"
+        self.blend_net = blend_net if self.boundary_blend else None
 
     @property
     def description(self) -> str:
         reduced = f", decision path at 1/{self.reduce} resolution" if self.reduce > 1 else ""
-        blended = ", boundary blend" if self.boundary_blend else ""
+        blended = (", learned boundary blend" if self.blend_net is not None else ", Laplacian boundary blend") \
+            if self.boundary_blend else ""
         return f"GACN, strategy {self.strategy}{reduced}{blended}"
 
     def halo(self, frames: int = 2) -> int:
-        blend = -(-BLEND_REACH // self.reduce) * self.reduce if self.boundary_blend and frames >= MIN_FRAMES else 0
-        return halo_for(self.reduce) + blend  # a multiple of reduce, as tiles must start on reduced blocks
+        halo = halo_for(self.reduce)
+        if self.boundary_blend and frames >= MIN_FRAMES:  # the band needs the index map, the weights the frames
+            halo = max(halo + BAND_REACH, weight_reach(self.blend_net))
+        multiple = self.tile_multiple()
+        return -(-halo // multiple) * multiple  # tiles must start on reduced blocks (and the blend net's)
 
     def bytes_per_pixel(self) -> int:
         return self.net.backend.bytes_per_pixel  # the network's working set, measured per backend
 
     def tile_multiple(self) -> int:
-        return self.reduce  # reduced blocks must not straddle tiles
+        # reduced blocks, and the blend net's 2x2 means, must not straddle tiles
+        return math.lcm(self.reduce, self.blend_net.scale) if self.blend_net is not None else self.reduce
 
     def tiling_problem(self) -> str | None:
         if self.state_type is SerialStack:
@@ -60,7 +68,7 @@ class GacnMethod:
         return weights, None  # the channel means need no image mask, and the next frame nothing of this one
 
     def new_state(self) -> StackStrategy:
-        return self.state_type(self.net, self.reduce, self.boundary_blend)
+        return self.state_type(self.net, self.reduce, self.boundary_blend, self.blend_net)
 
 
 __all__ = ["GacnMethod"]

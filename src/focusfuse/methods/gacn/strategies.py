@@ -27,6 +27,7 @@ from ...frames.refs import match_channels
 from ...ops.color import to_gray
 from ..base import FrameInput
 from . import DEFAULT_STRATEGY, STRATEGY_NAMES
+from .blend_net import BlendNet
 from .boundary_blend import SharpnessBlend
 from .decision import blend, decide_pair, full_resolution_initial_map, reduce_resolution, zero_on_fill
 from .network import GacnNetwork
@@ -52,17 +53,19 @@ class StackStrategy:
     ``has_image``: where what the next frame is compared with (the fused image so far; for ``calibration``
     the baseline) holds image pixels, not edge fill (None: everywhere; see :mod:`focusfuse.frames.fill`).
     ``boundary_blend``: blend the frames by sharpness near the index map's edges when the region is finished
-    (see :mod:`.boundary_blend`; stacks of three frames or more).
+    (see :mod:`.boundary_blend`; stacks of three frames or more), their weights corrected by ``blend_net``
+    when given.
     """
 
-    def __init__(self, net: GacnNetwork, reduce: int = 1, boundary_blend: bool = False) -> None:
+    def __init__(self, net: GacnNetwork, reduce: int = 1, boundary_blend: bool = False,
+                 blend_net: BlendNet | None = None) -> None:
         self.net = net
         self.reduce = reduce
         self.fused: torch.Tensor | None = None
         self.index: torch.Tensor | None = None
         self.has_image: torch.Tensor | None = None
         self.maps: dict[str, torch.Tensor] = {}
-        self.sharpness = SharpnessBlend(net.backend.separable_filter) if boundary_blend else None
+        self.sharpness = SharpnessBlend(net.backend.separable_filter, blend_net) if boundary_blend else None
 
     def add_batch(self, items: Sequence[FrameInput]) -> None:
         """Take the next frames, in input order; the first frame starts the state."""
@@ -126,8 +129,9 @@ class StackStrategy:
 class CalibratedStack(StackStrategy):
     """Running champion: per-channel max focus measure; one feature and one decision pass per new frame."""
 
-    def __init__(self, net: GacnNetwork, reduce: int = 1, boundary_blend: bool = False) -> None:
-        super().__init__(net, reduce, boundary_blend)
+    def __init__(self, net: GacnNetwork, reduce: int = 1, boundary_blend: bool = False,
+                 blend_net: BlendNet | None = None) -> None:
+        super().__init__(net, reduce, boundary_blend, blend_net)
         self.sf_best: torch.Tensor | None = None
         self.gray_best: torch.Tensor | None = None
 
@@ -176,8 +180,9 @@ class CalibrationStack(StackStrategy):
 
     Where frame 1 is edge fill there is no baseline to compare with: the first frame with image wins."""
 
-    def __init__(self, net: GacnNetwork, reduce: int = 1, boundary_blend: bool = False) -> None:
-        super().__init__(net, reduce, boundary_blend)
+    def __init__(self, net: GacnNetwork, reduce: int = 1, boundary_blend: bool = False,
+                 blend_net: BlendNet | None = None) -> None:
+        super().__init__(net, reduce, boundary_blend, blend_net)
         self.sf_base: torch.Tensor | None = None
         self.gray_base: torch.Tensor | None = None
         self.p2: torch.Tensor | None = None
@@ -220,8 +225,9 @@ class SerialStack(StackStrategy):
     The network sees the running result as the same blend of the frames' network inputs (their gray,
     with edge fill replaced), so fill that every frame so far has does not step into it."""
 
-    def __init__(self, net: GacnNetwork, reduce: int = 1, boundary_blend: bool = False) -> None:
-        super().__init__(net, reduce, boundary_blend)
+    def __init__(self, net: GacnNetwork, reduce: int = 1, boundary_blend: bool = False,
+                 blend_net: BlendNet | None = None) -> None:
+        super().__init__(net, reduce, boundary_blend, blend_net)
         self.gray: torch.Tensor | None = None
 
     def add(self, item: FrameInput) -> None:

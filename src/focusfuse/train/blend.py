@@ -1,0 +1,205 @@
+"""``focusfuse train --method blend``: the network that corrects the boundary blend's weights of GACN stacks.
+
+Data: for every image, an 8-frame stack rendered with layered defocus (:func:`make_stack`; a defocused near
+object spreads over the background, as real lenses do) over a depth map from its human segmentation (each
+segment at its own depth; random shapes without segmentations), fused by GACN with its hard switch (the
+default weights, ``boundary_blend="off"``). Crops are taken around the blend's band (the final index map's
+edges), holding the frames, the all-in-focus truth, GACN's fused image and the band.
+
+Loss: the squared error (8-bit scale) against the truth of what the blend makes of the crop,
+``(1 - band) * fused + band * sum_k softmax_k(2 log(E_k + 1) + c_k) * frame_k`` (the same weights as
+inference, normalised), ignoring the outer ``MARGIN`` px. Adam with a one-cycle schedule; the best epoch on
+crops of the held-out images (every 10th) is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import UsageError
+from ..evaluation.synthetic import make_stack
+from ..io.images import read_image
+from ..methods.gacn.blend_net import BlendNet, save_blend_weights
+from ..methods.gacn.boundary_blend import SHARPNESS_POWER, blend_band, laplacian_energy
+from ..ops.color import to_gray
+from .data import segment_depth, shapes_depth
+from .loop import seed_everything
+from .runs import install, log_epoch, start_run, training_split
+
+Progress = Callable[[int, int, dict[str, float]], None]
+
+FRAMES = 8  # frames of every rendered stack
+MAX_BLUR = (5.0, 10.0)  # disk radius (px) of the nearest layer when the farthest is in focus, drawn per stack
+CROP = 128  # crops kept per stack (around the band), px
+CROPS_PER_IMAGE = 3
+MARGIN = 8  # px of a patch's edge left out of the loss (the weights there see past the patch)
+CHANNELS = 3 * FRAMES + 3 + 3 + 1  # frames, truth, GACN's fused image, band
+
+
+def stack_crops(image: np.ndarray, depth: np.ndarray, model: Any, rng: np.random.Generator,
+                crops: int = CROPS_PER_IMAGE, size: int = CROP) -> np.ndarray:
+    """(crops, CHANNELS, size, size) uint8: a stack rendered from ``image`` at ``depth``, fused by GACN
+    ``model`` with its hard switch, cut around the blend's band (the band scaled to 0..255)."""
+    from ..engine.fuse import fuse_stack
+
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    stack = make_stack(image[:, :, :3], depth, FRAMES, max_blur=float(rng.uniform(*MAX_BLUR)))
+    frames = [np.round(np.clip(f, 0.0, 1.0) * 255.0).astype(np.uint8) for f in stack.frames]
+    result = fuse_stack(frames, weights=model, device=model.device, align="none", boundary_blend="off",
+                        tile_size=0, workers=0)
+    band = blend_band(torch.from_numpy(result.index_map.astype(np.int64)))[0, 0].numpy()
+    truth = np.round(np.clip(stack.truth, 0.0, 1.0) * 255.0).astype(np.uint8)
+    planes = np.concatenate(frames + [truth, result.fused, np.round(band * 255.0).astype(np.uint8)[:, :, None]],
+                            axis=2)
+    h, w = band.shape
+    ys, xs = np.nonzero(band > 0.5)
+    out = []
+    for _ in range(crops):
+        k = int(rng.integers(len(ys))) if len(ys) else None
+        cy, cx = (ys[k], xs[k]) if k is not None else (int(rng.integers(h)), int(rng.integers(w)))
+        y0, x0 = int(np.clip(cy - size // 2, 0, h - size)), int(np.clip(cx - size // 2, 0, w - size))
+        out.append(planes[y0:y0 + size, x0:x0 + size].transpose(2, 0, 1))
+    return np.stack(out)
+
+
+def image_crops(path: Path, segments_dir: Path | None, seed: int, crops: int, size: int) -> np.ndarray:
+    """The crops of one training image (deterministic in ``seed``), GACN with the default weights on the CPU."""
+    from ..methods.gacn.weights import load_model
+
+    torch.set_num_threads(1)
+    image = read_image(path)
+    if min(image.shape[:2]) < size:
+        raise UsageError(f"{path}: smaller than the {size} px crops", option="images")
+    rng = np.random.default_rng(seed)
+    seg_path = None if segments_dir is None else segments_dir / (path.stem + ".png")
+    depth = segment_depth(read_image(seg_path), rng) if seg_path is not None and seg_path.exists() else \
+        shapes_depth(*image.shape[:2], rng)
+    return stack_crops(image, depth, load_model(None, "cpu"), rng, crops, size)
+
+
+def make_crops(paths: Sequence[Path], segments_dir: Path | None, seed: int, workers: int = 0,
+               crops: int = CROPS_PER_IMAGE, size: int = CROP) -> torch.Tensor:
+    """(len(paths) * crops, CHANNELS, size, size) uint8 crops of ``paths``; ``workers`` processes (0: here)."""
+    jobs = [(path, segments_dir, seed * 1_000_003 + k, crops, size) for k, path in enumerate(paths)]
+    if workers > 0:
+        with ProcessPoolExecutor(workers) as pool:  # the platform's start method, as torch's data loaders
+            parts = list(pool.map(image_crops, *zip(*jobs)))
+    else:
+        threads = torch.get_num_threads()
+        try:
+            parts = [image_crops(*job) for job in jobs]
+        finally:
+            torch.set_num_threads(threads)
+    return torch.from_numpy(np.concatenate(parts))
+
+
+def blended(net: BlendNet, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(what the blend makes of the crops, their truth), float (B, 3, H, W) in [0, 1], from uint8 crops."""
+    x = batch.float() / 255.0
+    b, _, h, w = x.shape
+    frames = x[:, :3 * FRAMES].reshape(b * FRAMES, 3, h, w)
+    truth, fused, band = x[:, 3 * FRAMES:3 * FRAMES + 3], x[:, 3 * FRAMES + 3:3 * FRAMES + 6], x[:, -1:]
+    gray = to_gray(frames)
+    log_energy = torch.log1p(laplacian_energy(gray))
+    score = SHARPNESS_POWER * log_energy + net(gray, log_energy)  # the log of the inference weights
+    weights = torch.softmax(score.reshape(b, FRAMES, 1, h, w), dim=1)
+    mean = (weights * frames.reshape(b, FRAMES, 3, h, w)).sum(1)
+    return fused + band * (mean - fused), truth
+
+
+def blend_loss(net: BlendNet, batch: torch.Tensor) -> torch.Tensor:
+    """Mean squared error (8-bit scale) of the blended crops against the truth, inside the margin."""
+    out, truth = blended(net, batch)
+    inner = (slice(None), slice(None), slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))
+    return F.mse_loss(out[inner], truth[inner]) * 255.0 ** 2
+
+
+def random_patches(crops: torch.Tensor, batch_size: int, patch: int, rng: np.random.Generator) -> torch.Tensor:
+    """A batch of ``patch``-px patches at random places of random crops, randomly flipped."""
+    idx = torch.from_numpy(rng.integers(0, len(crops), batch_size))
+    y0, x0 = (int(v) for v in rng.integers(0, crops.shape[-1] - patch + 1, 2))
+    x = crops[idx][:, :, y0:y0 + patch, x0:x0 + patch]
+    if rng.random() < 0.5:
+        x = x.flip(3)
+    if rng.random() < 0.5:
+        x = x.flip(2)
+    return x
+
+
+def train_blend(images: str | Path, out: str | Path, *, segments: str | Path | None = None, epochs: int = 40,
+                steps_per_epoch: int = 50, batch_size: int = 16, lr: float = 3e-3, patch: int = 96,
+                crops_per_image: int = CROPS_PER_IMAGE, seed: int = 0, device: str = "auto", workers: int = 0,
+                max_steps: int = 0, install_as: str | None = None, replace_installed: bool = False,
+                progress: Progress | None = None) -> dict[str, Any]:
+    """Train the blend net on stacks rendered from ``images`` (every 10th image held out: fixed validation
+    crops); ``out`` gets ``best.pt`` (lowest validation MSE) and ``log.jsonl``. ``lr``: the one-cycle peak.
+    ``workers``: processes that render and fuse the stacks; ``max_steps`` > 0 caps the steps of an epoch (a
+    smoke test). Returns a summary."""
+    from ..backends.select import resolve_device
+
+    if not CROP >= patch > 2 * MARGIN:
+        raise UsageError(f"patch {patch}: between {2 * MARGIN + 1} and {CROP} px", option="crop")
+    training, validation = training_split(images)
+    out, installed = start_run(out, install_as, replace_installed)
+    target = resolve_device(device)
+    seed_everything(seed)
+    segments_dir = None if segments is None else Path(segments)
+    started = time.perf_counter()
+    train_set = make_crops(training, segments_dir, seed, workers, crops_per_image)
+    val_set = make_crops(validation, segments_dir, seed + 1, workers, crops_per_image)
+    rendered = round(time.perf_counter() - started, 1)
+    net = BlendNet().to(target)
+    with torch.no_grad():
+        plain = validation_mse(net, val_set, target)  # the last layer starts at zero: the plain blend
+    steps = steps_per_epoch if max_steps == 0 else min(max_steps, steps_per_epoch)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr / 3)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps, pct_start=0.1)
+    rng = np.random.default_rng(seed)
+    best, best_epoch = float("inf"), -1
+    for epoch in range(epochs):
+        net.train()
+        total = 0.0
+        for _ in range(steps):
+            loss = blend_loss(net, random_patches(train_set, batch_size, patch, rng).to(target))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item()
+        with torch.no_grad():
+            val = validation_mse(net, val_set, target)
+        row = {"epoch": epoch + 1, "train_mse": total / steps, "val_mse": val, "val_mse_plain": plain,
+               "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 1)}
+        log_epoch(out, row)
+        if val < best:
+            best, best_epoch = val, epoch + 1
+            save_blend_weights(net, out / "best.pt", {
+                "epoch": best_epoch, "val_mse": val, "val_mse_plain": plain, "images": str(images),
+                "segments": None if segments is None else str(segments), "epochs": epochs,
+                "steps_per_epoch": steps, "batch_size": batch_size, "patch": patch, "lr": lr, "seed": seed,
+                "frames": FRAMES, "max_blur": list(MAX_BLUR), "crops": len(train_set)})
+        if progress is not None:
+            progress(epoch + 1, epochs, row)
+    return {"best_epoch": best_epoch, "best_val_mse": best, "val_mse_plain": plain, "weights": str(out / "best.pt"),
+            "installed": install(out / "best.pt", installed), "render_seconds": rendered,
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def validation_mse(net: BlendNet, crops: torch.Tensor, device: torch.device, batch_size: int = 16) -> float:
+    """Mean of the validation crops' loss (whole crops, inside the margin)."""
+    net.eval()
+    losses = [blend_loss(net, crops[k:k + batch_size].to(device)).item() * len(crops[k:k + batch_size])
+              for k in range(0, len(crops), batch_size)]
+    return sum(losses) / len(crops)
+
+
+__all__ = ["train_blend", "stack_crops", "make_crops", "blend_loss", "blended"]
