@@ -619,6 +619,14 @@ def train(images: Path, segments: Path | None, out_dir: Path, method: str, epoch
             stderr_console().print(f"installed as --weights {Path(summary['installed']).stem} ({summary['installed']})")
 
 
+def _refuse_gacn_training_flags(method: str, given: dict[str, object], why: str = "") -> None:
+    """The first of GACN's training flags ``given`` (flag -> value, falsy when not given) to another method's
+    training: an error, not silence."""
+    for flag, value in given.items():
+        if value:
+            raise UsageError(f"{flag} applies to GACN training, not to --method {method}{why}")
+
+
 def _with_epoch_bar(quiet: bool, epochs: int, bar: Callable[[dict], str], line: Callable[[dict], str],
                     run: Callable[[Callable], dict]) -> dict:
     """``run(report)`` with an epoch bar showing ``bar(row)`` and, unless quiet, one ``line(row)`` per epoch."""
@@ -639,9 +647,8 @@ def _train_rpsnn(images: Path, segments: Path | None, out_dir: Path, epochs: int
     """``train --method rpsnn``: R-PSNN on generated colour pairs."""
     from .train.rpsnn import train_rpsnn
 
-    for flag, given in (("--init", init), ("--resume", resume), ("--lr-decay", lr_decay not in (None, 0.5))):
-        if given:
-            raise UsageError(f"{flag} applies to GACN training, not to --method rpsnn (its lr halves every --lr-step)")
+    flags = {"--init": init, "--resume": resume, "--lr-decay": lr_decay not in (None, 0.5)}
+    _refuse_gacn_training_flags("rpsnn", flags, " (its lr halves every --lr-step)")
     summary = _with_epoch_bar(
         quiet, epochs, lambda row: f"val PSNR {row['val_psnr']:.2f} dB",
         lambda row: f"train MSE {row['train_mse']:.5f}, val PSNR {row['val_psnr']:.2f} dB",
@@ -661,10 +668,8 @@ def _train_blend(images: Path, segments: Path | None, out_dir: Path, epochs: int
     """``train --method blend``: the network of GACN's learned boundary blend."""
     from .train.blend import train_blend
 
-    for flag, given in (("--init", init), ("--resume", resume), ("--lr-decay", lr_schedule[0] is not None),
-                        ("--lr-step", lr_schedule[1] is not None)):
-        if given:
-            raise UsageError(f"{flag} applies to GACN training, not to --method blend (its lr follows one cycle)")
+    _refuse_gacn_training_flags("blend", {"--init": init, "--resume": resume, "--lr-decay": lr_schedule[0] is not None,
+                                          "--lr-step": lr_schedule[1] is not None}, " (its lr follows one cycle)")
     summary = _with_epoch_bar(
         quiet, epochs, lambda row: f"val MSE {row['val_mse']:.2f}",
         lambda row: f"train MSE {row['train_mse']:.2f}, val MSE {row['val_mse']:.2f} "
@@ -685,9 +690,7 @@ def _train_sesf(images: Path, out_dir: Path, epochs: int, batch_size: int, lr: f
     """``train --method sesf``: SESF-Fuse's autoencoder."""
     from .train.sesf import train_sesf
 
-    for flag, given in (("--segments", segments), ("--init", init), ("--resume", resume)):
-        if given:
-            raise UsageError(f"{flag} applies to GACN training, not to --method sesf")
+    _refuse_gacn_training_flags("sesf", {"--segments": segments, "--init": init, "--resume": resume})
     summary = _with_epoch_bar(
         quiet, epochs, lambda row: f"val loss {row['val_loss']:.2f}",
         lambda row: f"train loss {row['train_loss']:.2f}, val loss {row['val_loss']:.2f}",
