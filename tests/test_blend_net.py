@@ -78,6 +78,14 @@ def test_the_streamed_weights_match_the_net():
                           atol=1e-5)
 
 
+def test_blend_weights_given_by_a_relative_path_become_absolute(tmp_path, monkeypatch):
+    from focusfuse.engine.options import FusionOptions
+
+    save_blend_weights(random_blend_net(1), tmp_path / "mine.pt")
+    monkeypatch.chdir(tmp_path)
+    assert FusionOptions(boundary_blend="mine.pt").boundary_blend == str((tmp_path / "mine.pt").resolve())
+
+
 def test_weights_files_round_trip_and_wrong_ones_name_the_option(tmp_path, model):
     net = random_blend_net(2)
     path = save_blend_weights(net, tmp_path / "blend.pt", {"note": "test"})

@@ -41,7 +41,8 @@ def tile_bands(work: TileWork) -> list[list[int]]:
 
 class ClusterTiles:
     """Fuses a tiled run's tiles on ``client``'s workers (see :class:`focusfuse.engine.run.RemoteTiles`); the
-    frames must be files the workers can read at the same paths, or arrays (sent once to each worker)."""
+    frames must be files the workers can read at the same paths, or arrays (sent once to each worker); so must
+    boundary-blend weights given as a file (the shipped ones are each worker's own)."""
 
     def __init__(self, client: Any, model: Any, method: str, device: Any) -> None:
         self.client, self.model, self.method, self.device = client, model, method, str(device)

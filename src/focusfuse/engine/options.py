@@ -57,7 +57,7 @@ def check_boundary_blend(value: object, method: str) -> str:
     from ..methods.gacn.weights import resolve_weights
 
     try:
-        return str(resolve_weights(value))
+        return str(resolve_weights(value).resolve())  # absolute: Dask workers load it from the same path
     except WeightsError as exc:
         raise UsageError(f"boundary blend {str(value)!r}: not {', '.join(BLEND_MODES)}, nor blend weights ("
                          f"{str(exc).split(': ', 1)[-1]})", option="boundary_blend") from None
