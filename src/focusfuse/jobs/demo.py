@@ -87,9 +87,9 @@ def write_demo_files(out_dir: str | os.PathLike, stack: SyntheticStack, fused: n
 
 def run_demo(*, weights=None, device: str = "auto", n_frames: int = 6, scale: float = 0.5, method: str = "gacn",
              strategy: str | None = None, out_dir: str | os.PathLike | None = None,
-             progress=None, boundary_blend: bool | None = None) -> DemoReport:
+             progress=None, boundary_blend: str | bool | None = None) -> DemoReport:
     """Render the demo stack, fuse it with ``method`` (``weights`` and ``strategy``: gacn's and sesf's;
-    ``boundary_blend``: gacn's, default on), and score the result against the truth."""
+    ``boundary_blend``: gacn's, default learned; see ``fuse_stack``), and score the result against the truth."""
     import time
 
     from ..backends.select import select_backend

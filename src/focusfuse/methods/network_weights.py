@@ -60,15 +60,22 @@ def read_network_weights(path: str | os.PathLike, architecture: str, authors_key
 
 def load_network(network: type[nn.Module], weights: Any, device: torch.device | str, *, architecture: str,
                  default_name: str, authors_keys: Sequence[str], title: str) -> Any:
-    """A ``network`` in eval mode on ``device`` from a path, an installed name, the default, or a model."""
+    """A ``network`` in eval mode on ``device`` from a path, an installed name, the default, or a model. A
+    network whose shape varies is built from the keyword arguments saved as its metadata's ``config``."""
     if isinstance(weights, nn.Module):
         if not isinstance(weights, network):
             raise WeightsError(f"{type(weights).__name__} weights given to the {title} method", option="weights")
         model = weights if not weights.training and weights.device == torch.device(device) else copy.deepcopy(weights)
         return model.to(device).eval()
-    path = resolve_weights(weights, default_name, f"the authors' {title} checkpoint")
+    other = f"the authors' {title} checkpoint" if authors_keys else "weights trained by focusfuse train"
+    path = resolve_weights(weights, default_name, other)
     state, metadata = read_network_weights(path, architecture, authors_keys, title)
-    return fitted(network(), state, metadata, path, title).to(device).eval()
+    config = metadata.get("config") or {}
+    try:
+        model = network(**config)
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(f"{path}: unusable {title} shape {config!r} ({exc})", option="weights") from exc
+    return fitted(model, state, metadata, path, title).to(device).eval()
 
 
 __all__ = ["save_network_weights", "read_network_weights", "load_network"]

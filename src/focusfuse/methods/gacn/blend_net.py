@@ -12,7 +12,6 @@ defocus; model card: docs/model-card-blend.md.
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Sequence
 
@@ -73,28 +72,17 @@ def save_blend_weights(model: BlendNet, path: str | os.PathLike, metadata: dict 
 
 def load_blend_net(weights: str | os.PathLike | BlendNet | None = None,
                    device: torch.device | str = "cpu") -> BlendNet:
-    """A BlendNet in eval mode on ``device`` from a path, an installed name, the default, or a model; its
-    errors name the ``boundary_blend`` option (where these weights are chosen)."""
+    """A BlendNet in eval mode on ``device`` (channels-last) from a path, an installed name, the default, or a
+    model; its errors name the ``boundary_blend`` option (where these weights are chosen)."""
     from ...errors import WeightsError
-    from ..network_weights import read_network_weights
-    from .weights import fitted, resolve_weights
+    from ..network_weights import load_network
 
-    if isinstance(weights, nn.Module):
-        if not isinstance(weights, BlendNet):
-            raise WeightsError(f"{type(weights).__name__} given as boundary blend weights", option="boundary_blend")
-        return (weights if not weights.training and weights.device == torch.device(device) else
-                copy.deepcopy(weights)).to(device).eval()
     try:
-        path = resolve_weights(weights, DEFAULT_BLEND_WEIGHTS_NAME, "blend weights from focusfuse train --method blend")
-        state, metadata = read_network_weights(path, ARCHITECTURE, (), "boundary blend")
-        config = metadata.get("config") or {}
-        try:
-            net = BlendNet(**config)
-        except (TypeError, ValueError) as exc:
-            raise WeightsError(f"{path}: unusable network shape {config!r} ({exc})") from exc
-        return fitted(net, state, metadata, path, "boundary blend").to(device, memory_format=torch.channels_last).eval()
+        net = load_network(BlendNet, weights, device, architecture=ARCHITECTURE,
+                           default_name=DEFAULT_BLEND_WEIGHTS_NAME, authors_keys=(), title="boundary blend")
     except WeightsError as exc:
         raise WeightsError(str(exc), option="boundary_blend") from exc
+    return net.to(memory_format=torch.channels_last)
 
 
 __all__ = ["ARCHITECTURE", "BlendNet", "DEFAULT_BLEND_WEIGHTS_NAME", "SCALE", "load_blend_net",

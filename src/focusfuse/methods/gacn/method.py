@@ -8,7 +8,7 @@ from typing import Any
 from ...backends.base import Backend
 from ..base import ReadRegion
 from .blend_net import BlendNet
-from .boundary_blend import BAND_REACH, MIN_FRAMES, weight_reach
+from .boundary_blend import BAND_REACH, MIN_FRAMES, blend_label, weight_reach
 from .halo import halo_for
 from .model import GACN
 from .network import GacnNetwork
@@ -38,8 +38,8 @@ class GacnMethod:
     @property
     def description(self) -> str:
         reduced = f", decision path at 1/{self.reduce} resolution" if self.reduce > 1 else ""
-        blended = (", learned boundary blend" if self.blend_net is not None else ", Laplacian boundary blend") \
-            if self.boundary_blend else ""
+        mode = "learned" if self.blend_net is not None else "laplacian"
+        blended = f", {blend_label(mode)}" if self.boundary_blend else ""
         return f"GACN, strategy {self.strategy}{reduced}{blended}"
 
     def halo(self, frames: int = 2) -> int:
