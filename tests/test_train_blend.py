@@ -63,21 +63,42 @@ def _image_folder(tmp_path, count: int = 11):
 def test_a_short_run_writes_loadable_weights_and_a_log(tmp_path):
     folder = _image_folder(tmp_path)
     summary = train_blend(folder, tmp_path / "run", epochs=2, steps_per_epoch=2, batch_size=2, patch=32,
-                          crops_per_image=1, device="cpu")
+                          crops_per_image=1, refiner_epochs=2, device="cpu")
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert [row["epoch"] for row in log] == [1, 2] and log[0]["val_mse_plain"] == log[1]["val_mse_plain"] > 0
-    assert summary["best_val_mse"] == min(row["val_mse"] for row in log) and summary["installed"] is None
+    assert [row["epoch"] for row in log] == [1, 2, 3, 4] and len({row["val_mse_plain"] for row in log}) == 1
+    assert [row["stage"] for row in log] == ["weights", "weights", "refiner", "refiner"] and log[0]["val_mse_plain"] > 0
+    assert summary["best_val_mse"] == min(row["val_mse"] for row in log[2:]) and summary["installed"] is None
+    assert summary["weights_val_mse"] == min(row["val_mse"] for row in log[:2])
     net = load_blend_net(summary["weights"], "cpu")
     assert net.metadata["frames"] == FRAMES and net.metadata["crops"] == 9  # 11 images, 0 and 10 held out
     assert any(p.abs().sum() > 0 for p in net.out.parameters())  # trained away from the plain blend
+    assert net.refiner is not None and any(p.abs().sum() > 0 for p in net.refiner.out.parameters())
     with pytest.raises(UsageError, match="already holds a run"):
         train_blend(folder, tmp_path / "run", epochs=1, device="cpu")
 
+    # --init: the weights' network is kept as it is, only the refiner is trained
+    again = train_blend(folder, tmp_path / "refiner-only", steps_per_epoch=1, batch_size=2, patch=32,
+                        crops_per_image=1, refiner_epochs=1, init=summary["weights"], device="cpu")
+    log = [json.loads(line) for line in (tmp_path / "refiner-only" / "log.jsonl").read_text().splitlines()]
+    assert [row["stage"] for row in log] == ["refiner"]
+    second = load_blend_net(again["weights"], "cpu")
+    frame_part = [name for name in net.state_dict() if not name.startswith("refiner.")]
+    assert all(torch.equal(net.state_dict()[name], second.state_dict()[name]) for name in frame_part)
+    without = train_blend(folder, tmp_path / "no-refiner", epochs=1, steps_per_epoch=1, batch_size=2, patch=32,
+                          crops_per_image=1, refiner_epochs=0, device="cpu")
+    assert load_blend_net(without["weights"], "cpu").refiner is None
 
-def test_bad_settings_are_refused_before_any_work(tmp_path):
+
+def test_bad_settings_are_refused_before_any_work(tmp_path, model):
+    from focusfuse.errors import WeightsError
+    from focusfuse.methods.gacn.weights import save_weights
+
     folder = _image_folder(tmp_path, 3)
     with pytest.raises(UsageError, match="patch"):
         train_blend(folder, tmp_path / "a", patch=200)
+    with pytest.raises(WeightsError, match="architecture") as err:  # GACN's weights are no blend to start from
+        train_blend(folder, tmp_path / "a", init=save_weights(model, tmp_path / "gacn.pt"))
+    assert err.value.option == "init"
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="held out"):
         train_blend(tmp_path / "empty", tmp_path / "b")
@@ -97,6 +118,9 @@ def test_the_cli_refuses_options_of_other_trainings(tmp_path):
                                  str(tmp_path / "run"), *extra])
         assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.output
         assert extra[0] in r.stderr
+    r = runner.invoke(main, ["train", "--method", "rpsnn", "--images", str(folder), "--out", str(tmp_path / "run"),
+                             "--refiner-epochs", "3"])
+    assert r.exit_code == 2 and "--refiner-epochs" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
 
 

@@ -109,8 +109,9 @@ class FusionOptions:
     boundary_blend : str, bool or None
         GACN, stacks of three frames or more: blend the frames by sharpness near the index map's edges
         (fewer seams and stripes; see :mod:`focusfuse.methods.gacn.boundary_blend`). ``learned`` (the
-        default for gacn; also True): weights corrected by the shipped blend network; ``laplacian``: the
-        Laplacian energy's weights alone (faster); ``off`` (also False): GACN's hard switch; or the blend
+        default for gacn; also True): weights corrected by the shipped blend network, the band then redrawn
+        by its refiner; ``laplacian``: the Laplacian energy's weights alone; ``off`` (also False): GACN's
+        hard switch; or the blend
         network's weights trained by ``focusfuse train --method blend`` (a file or an installed name).
         Normalised to one of the three modes or to the weights' path.
     """

@@ -67,7 +67,7 @@ def fuse_tile(frames: list[tuple[int, FrameSource]], method: FusionMethod, backe
                         executor, plan.read_ahead)
     with closing(staged):  # on an error, frames still being prepared are cancelled at once
         for batch in batches(staged, plan.batch):
-            state.add_batch([_upload(item, tile, backend, statistics[item.position]) for item in batch])
+            state.add_batch([_upload(item, tile, backend, statistics[item.position], len(frames)) for item in batch])
             if on_frame is not None:
                 for item in batch:
                     on_frame(item.name)
@@ -86,13 +86,13 @@ def _stage(position: int, frame: tuple[int, FrameSource], box: Box, backend: Bac
     return _Staged(position, index, source.name, backend.stage(pixels), backend.stage(network), area)
 
 
-def _upload(item: _Staged, tile: Tile, backend: Backend, statistics: Any) -> FrameInput:
-    """Network side: the staged frame on the device, as the method takes it."""
+def _upload(item: _Staged, tile: Tile, backend: Backend, statistics: Any, count: int) -> FrameInput:
+    """Network side: the staged frame (one of ``count``) on the device, as the method takes it."""
     frame = backend.upload(item.pixels)
     fill = None
     if item.fill_area is not None:
         fill = FrameFill(backend.upload(item.fill_pixels), image_mask(item.fill_area, tile.crop.shape, backend.device))
-    return FrameInput(item.index, frame, fill, statistics, tile.crop)
+    return FrameInput(item.index, frame, fill, statistics, tile.crop, item.position / max(1, count - 1))
 
 
 @dataclass

@@ -32,6 +32,7 @@ class FrameInput:
     fill: FrameFill | None = None  # the frame's edge fill in this region (see focusfuse.frames.fill)
     statistics: Any = None  # the method's whole-frame statistics when the region is a tile of the frame
     region: Box | None = None  # where the region lies in the frame (a tile's crop, with its halo)
+    bracket: float = 0.0  # where the frame lies in the stack's order: 0 the first, 1 the last
 
 
 class StackState(Protocol):

@@ -10,6 +10,10 @@ Loss: the squared error (8-bit scale) against the truth of what the blend makes 
 ``(1 - band) * fused + band * sum_k softmax_k(2 log(E_k + 1) + c_k) * frame_k`` (the same weights as
 inference, normalised), ignoring the outer ``MARGIN`` px. Adam with a one-cycle schedule; the best epoch on
 crops of the held-out images (every 10th) is kept.
+
+Then the refiner (:mod:`focusfuse.methods.gacn.blend_refiner`), with the weights' network fixed: the same loss on
+``(1 - band) * fused + band * (blend + refiner(...))``, its inputs computed as inference streams them.
+``init`` skips the first stage: the weights' network comes from a blend trained before.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import torch.nn.functional as F
 from ..errors import UsageError
 from ..evaluation.synthetic import make_stack
 from ..io.images import read_image
-from ..methods.gacn.blend_net import BlendNet, save_blend_weights
+from ..methods.gacn.blend_net import BlendNet, load_blend_net, save_blend_weights
+from ..methods.gacn.blend_refiner import bin_weights, log_share
 from ..methods.gacn.boundary_blend import SHARPNESS_POWER, blend_band, laplacian_energy
 from ..ops.color import to_gray
 from .data import segment_depth, shapes_depth
@@ -42,6 +47,8 @@ CROP = 128  # crops kept per stack (around the band), px
 CROPS_PER_IMAGE = 3
 MARGIN = 8  # px of a patch's edge left out of the loss (the weights there see past the patch)
 CHANNELS = 3 * FRAMES + 3 + 3 + 1  # frames, truth, GACN's fused image, band
+REFINER_EPOCHS = 120
+REFINER_LR = 1e-3  # the refiner's one-cycle peak
 
 
 def stack_crops(image: np.ndarray, depth: np.ndarray, model: Any, rng: np.random.Generator,
@@ -102,12 +109,45 @@ def make_crops(paths: Sequence[Path], segments_dir: Path | None, seed: int, work
     return torch.from_numpy(np.concatenate(parts))
 
 
-def blended(net: BlendNet, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(what the blend makes of the crops, their truth), float (B, 3, H, W) in [0, 1], from uint8 crops."""
+def _split(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(frames (B * FRAMES, 3, H, W), truth, GACN's fused image, band) of uint8 crops, float in [0, 1]."""
     x = batch.float() / 255.0
     b, _, h, w = x.shape
-    frames = x[:, :3 * FRAMES].reshape(b * FRAMES, 3, h, w)
-    truth, fused, band = x[:, 3 * FRAMES:3 * FRAMES + 3], x[:, 3 * FRAMES + 3:3 * FRAMES + 6], x[:, -1:]
+    return (x[:, :3 * FRAMES].reshape(b * FRAMES, 3, h, w), x[:, 3 * FRAMES:3 * FRAMES + 3],
+            x[:, 3 * FRAMES + 3:3 * FRAMES + 6], x[:, -1:])
+
+
+def refined(net: BlendNet, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(what the blend and ``net``'s refiner make of the crops, their truth), float (B, 3, H, W) in [0, 1]: the
+    refiner's inputs as :class:`~focusfuse.methods.gacn.boundary_blend.SharpnessBlend` streams them."""
+    frames, truth, fused, band = _split(batch)
+    b, h, w = truth.shape[0], truth.shape[-2], truth.shape[-1]
+    gray = to_gray(frames)
+    log_energy = torch.log1p(laplacian_energy(gray))
+    with torch.no_grad():
+        score = (SHARPNESS_POWER * log_energy + net(gray, log_energy)).reshape(b, FRAMES, 1, h, w)
+        frames = frames.reshape(b, FRAMES, 3, h, w)
+        weights = torch.exp(score - score.amax(1, keepdim=True))  # the streamed weights up to a common factor
+        total = weights.sum(1)
+        blend = (weights * frames).sum(1) / total
+        hats = torch.tensor([bin_weights(k / (FRAMES - 1), net.refiner.bins) for k in range(FRAMES)],
+                            device=batch.device)  # (FRAMES, bins)
+        binned_weights = torch.einsum("bfxhw,fk->bkxhw", weights, hats)  # (b, bins, 1, h, w)
+        binned = torch.einsum("bfhw,fk,bfchw->bkchw", weights[:, :, 0], hats, frames) / binned_weights
+        shares = log_share(binned_weights[:, :, 0], total)
+    out = blend + net.refiner(blend, fused, binned.reshape(b, -1, h, w), shares, band)
+    return fused + band * (out - fused), truth
+
+
+def refiner_loss(net: BlendNet, batch: torch.Tensor) -> torch.Tensor:
+    """Mean squared error (8-bit scale) of the refined crops against the truth, inside the margin."""
+    return _inner_mse(*refined(net, batch))
+
+
+def blended(net: BlendNet, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(what the blend makes of the crops, their truth), float (B, 3, H, W) in [0, 1], from uint8 crops."""
+    frames, truth, fused, band = _split(batch)
+    b, h, w = truth.shape[0], truth.shape[-2], truth.shape[-1]
     gray = to_gray(frames)
     log_energy = torch.log1p(laplacian_energy(gray))
     score = SHARPNESS_POWER * log_energy + net(gray, log_energy)  # the log of the inference weights
@@ -118,13 +158,17 @@ def blended(net: BlendNet, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 def blend_loss(net: BlendNet, batch: torch.Tensor) -> torch.Tensor:
     """Mean squared error (8-bit scale) of the blended crops against the truth, inside the margin."""
-    out, truth = blended(net, batch)
+    return _inner_mse(*blended(net, batch))
+
+
+def _inner_mse(out: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     inner = (slice(None), slice(None), slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))
     return F.mse_loss(out[inner], truth[inner]) * 255.0 ** 2
 
 
-def random_patches(crops: torch.Tensor, batch_size: int, patch: int, rng: np.random.Generator) -> torch.Tensor:
-    """A batch of ``patch``-px patches at random places of random crops, randomly flipped."""
+def random_patches(crops: torch.Tensor, batch_size: int, patch: int, rng: np.random.Generator,
+                   transpose: bool = False) -> torch.Tensor:
+    """A batch of ``patch``-px patches at random places of random crops, randomly flipped (and transposed)."""
     idx = torch.from_numpy(rng.integers(0, len(crops), batch_size))
     y0, x0 = (int(v) for v in rng.integers(0, crops.shape[-1] - patch + 1, 2))
     x = crops[idx][:, :, y0:y0 + patch, x0:x0 + patch]
@@ -132,23 +176,28 @@ def random_patches(crops: torch.Tensor, batch_size: int, patch: int, rng: np.ran
         x = x.flip(3)
     if rng.random() < 0.5:
         x = x.flip(2)
+    if transpose and rng.random() < 0.5:
+        x = x.transpose(2, 3)
     return x
 
 
 def train_blend(images: str | Path, out: str | Path, *, segments: str | Path | None = None, epochs: int = 40,
                 steps_per_epoch: int = 50, batch_size: int = 16, lr: float = 3e-3, patch: int = 96,
                 crops_per_image: int = CROPS_PER_IMAGE, seed: int = 0, device: str = "auto", workers: int = 0,
-                max_steps: int = 0, install_as: str | None = None, replace_installed: bool = False,
-                progress: Progress | None = None) -> dict[str, Any]:
+                refiner_epochs: int = REFINER_EPOCHS, refiner_lr: float = REFINER_LR,
+                init: str | Path | None = None, max_steps: int = 0, install_as: str | None = None,
+                replace_installed: bool = False, progress: Progress | None = None) -> dict[str, Any]:
     """Train the blend net on stacks rendered from ``images`` (every 10th image held out: fixed validation
-    crops); ``out`` gets ``best.pt`` (lowest validation MSE) and ``log.jsonl``. ``lr``: the one-cycle peak.
-    ``workers``: processes that render and fuse the stacks; ``max_steps`` > 0 caps the steps of an epoch (a
-    smoke test). Returns a summary."""
+    crops), then its refiner for ``refiner_epochs`` (0: none); ``out`` gets ``best.pt`` (lowest validation MSE)
+    and ``log.jsonl``. ``lr``, ``refiner_lr``: the one-cycle peaks. ``init``: blend weights whose weights'
+    network is kept (the first stage is skipped). ``workers``: processes that render and fuse the stacks;
+    ``max_steps`` > 0 caps the steps of an epoch (a smoke test). Returns a summary."""
     from ..backends.select import resolve_device
 
     if not CROP >= patch > 2 * MARGIN:
         raise UsageError(f"patch {patch}: between {2 * MARGIN + 1} and {CROP} px", option="crop")
     training, validation = training_split(images)
+    first = None if init is None else _initial_blend(init)  # refused before any work when unusable
     out, installed = start_run(out, install_as, replace_installed)
     target = resolve_device(device)
     seed_everything(seed)
@@ -157,49 +206,86 @@ def train_blend(images: str | Path, out: str | Path, *, segments: str | Path | N
     train_set = make_crops(training, segments_dir, seed, workers, crops_per_image)
     val_set = make_crops(validation, segments_dir, seed + 1, workers, crops_per_image)
     rendered = round(time.perf_counter() - started, 1)
-    net = BlendNet().to(target)
+    net = (BlendNet() if first is None else first).to(target, memory_format=torch.contiguous_format)
     with torch.no_grad():
-        plain = validation_mse(net, val_set, target)  # the last layer starts at zero: the plain blend
+        plain = validation_mse(BlendNet().to(target), val_set, target)  # an untrained net: the plain blend
     steps = steps_per_epoch if max_steps == 0 else min(max_steps, steps_per_epoch)
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr / 3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps, pct_start=0.1)
+    stages = ([] if first is not None else [("weights", epochs, lr, blend_loss)]) + \
+        ([("refiner", refiner_epochs, refiner_lr, refiner_loss)] if refiner_epochs > 0 else [])
+    total_epochs = sum(stage[1] for stage in stages)
+    metadata = {"images": str(images), "segments": None if segments is None else str(segments), "epochs": epochs,
+                "refiner_epochs": refiner_epochs, "init": None if init is None else str(init),
+                "steps_per_epoch": steps, "batch_size": batch_size, "patch": patch, "lr": lr,
+                "refiner_lr": refiner_lr, "seed": seed, "frames": FRAMES, "max_blur": list(MAX_BLUR),
+                "crops": len(train_set), "val_mse_plain": plain}
     rng = np.random.default_rng(seed)
-    best, best_epoch = float("inf"), -1
-    for epoch in range(epochs):
-        net.train()
-        total = 0.0
-        for _ in range(steps):
-            loss = blend_loss(net, random_patches(train_set, batch_size, patch, rng).to(target))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total += loss.item()
-        with torch.no_grad():
-            val = validation_mse(net, val_set, target)
-        row = {"epoch": epoch + 1, "train_mse": total / steps, "val_mse": val, "val_mse_plain": plain,
-               "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 1)}
-        log_epoch(out, row)
-        if val < best:
-            best, best_epoch = val, epoch + 1
-            save_blend_weights(net, out / "best.pt", {
-                "epoch": best_epoch, "val_mse": val, "val_mse_plain": plain, "images": str(images),
-                "segments": None if segments is None else str(segments), "epochs": epochs,
-                "steps_per_epoch": steps, "batch_size": batch_size, "patch": patch, "lr": lr, "seed": seed,
-                "frames": FRAMES, "max_blur": list(MAX_BLUR), "crops": len(train_set)})
-        if progress is not None:
-            progress(epoch + 1, epochs, row)
-    return {"best_epoch": best_epoch, "best_val_mse": best, "val_mse_plain": plain, "weights": str(out / "best.pt"),
+    summary: dict[str, Any] = {"val_mse_plain": plain}
+    best_state = (net if first is None else first).state_dict()  # what the refiner is trained on
+    done = 0
+    for stage, stage_epochs, peak, loss_of in stages:
+        if stage == "refiner":
+            net = BlendNet(**{**net.config, "refiner": {}}).to(target)
+            net.load_state_dict(best_state, strict=False)  # (a refiner in ``init`` is trained on)
+            for parameter in net.parameters():
+                parameter.requires_grad_(False)
+            for parameter in net.refiner.parameters():
+                parameter.requires_grad_(True)
+        trainable = [parameter for parameter in net.parameters() if parameter.requires_grad]
+        optimizer = torch.optim.Adam(trainable, lr=peak / 3)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, peak, total_steps=stage_epochs * steps,
+                                                       pct_start=0.1)
+        best, best_epoch = float("inf"), -1
+        for epoch in range(stage_epochs):
+            net.train()
+            running = 0.0
+            for _ in range(steps):
+                patches = random_patches(train_set, batch_size, patch, rng, transpose=stage == "refiner")
+                loss = loss_of(net, patches.to(target))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                running += loss.item()
+            val = validation_mse(net, val_set, target, loss_of)
+            done += 1
+            row = {"epoch": done, "stage": stage, "train_mse": running / steps, "val_mse": val, "val_mse_plain": plain,
+                   "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 1)}
+            log_epoch(out, row)
+            if val < best:
+                best, best_epoch = val, epoch + 1
+                best_state = {name: value.detach().clone() for name, value in net.state_dict().items()}
+                save_blend_weights(net, out / "best.pt", {**metadata, "stage": stage, "epoch": best_epoch,
+                                                          "val_mse": val})
+            if progress is not None:
+                progress(done, total_epochs, row)
+        summary.update({f"{stage}_best_epoch": best_epoch, f"{stage}_val_mse": best})
+    final = stages[-1][0] if stages else None
+    return {**summary, "best_epoch": summary.get(f"{final}_best_epoch", -1), "best_val_mse": summary.get(
+        f"{final}_val_mse", float("nan")), "weights": str(out / "best.pt"),
             "installed": install(out / "best.pt", installed), "render_seconds": rendered,
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def validation_mse(net: BlendNet, crops: torch.Tensor, device: torch.device, batch_size: int = 16) -> float:
-    """Mean of the validation crops' loss (whole crops, inside the margin)."""
+def _initial_blend(init: str | Path) -> BlendNet:
+    """The blend weights training starts from; an unusable file is refused naming ``init``."""
+    from ..errors import WeightsError
+
+    try:
+        return load_blend_net(init, "cpu")
+    except WeightsError as exc:
+        raise WeightsError(str(exc), option="init") from exc
+
+
+def validation_mse(net: BlendNet, crops: torch.Tensor, device: torch.device,
+                   loss_of: Callable[[BlendNet, torch.Tensor], torch.Tensor] | None = None,
+                   batch_size: int = 16) -> float:
+    """Mean of the validation crops' loss (``blend_loss`` unless given; whole crops, inside the margin)."""
+    loss_of = loss_of or blend_loss
     net.eval()
-    losses = [blend_loss(net, crops[k:k + batch_size].to(device)).item() * len(crops[k:k + batch_size])
-              for k in range(0, len(crops), batch_size)]
+    with torch.no_grad():
+        losses = [loss_of(net, crops[k:k + batch_size].to(device)).item() * len(crops[k:k + batch_size])
+                  for k in range(0, len(crops), batch_size)]
     return sum(losses) / len(crops)
 
 
-__all__ = ["train_blend", "stack_crops", "make_crops", "blend_loss", "blended"]
+__all__ = ["train_blend", "stack_crops", "make_crops", "blend_loss", "blended", "refiner_loss", "refined"]

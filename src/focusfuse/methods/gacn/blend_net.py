@@ -6,8 +6,9 @@ object spreads over a sharp background, the background's frame shows the spread 
 frame (its gray and log energy) through three dilated 3x3 convolutions of 8 channels and returns a correction
 ``c`` of the log-weight, so the weight becomes ``(E + 1) ** 2 * exp(c)``. It sees one frame
 at a time, so the blend still streams; its last layer starts at zero, so an untrained net is the plain blend.
-Trained by ``focusfuse train --method blend`` (:mod:`focusfuse.train.blend`) on stacks rendered with layered
-defocus; model card: docs/model-card-blend.md.
+With a :class:`~.blend_refiner.BlendRefiner` (``refiner``), the band is then redrawn from the streamed blends
+once per region. Trained by ``focusfuse train --method blend`` (:mod:`focusfuse.train.blend`) on stacks rendered
+with layered defocus; model card: docs/model-card-blend.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blend_refiner import BlendRefiner
+
 ARCHITECTURE = "gacn-blend-v1"
 DEFAULT_BLEND_WEIGHTS_NAME = "focusfuse-blend"
 WIDTH = 8
@@ -28,11 +31,16 @@ MAX_CORRECTION = 20.0  # |c| is clamped: exp(c) stays far from float32's limits
 
 
 class BlendNet(nn.Module):
-    """Log-weight correction (B,1,H,W) of frames from their gray (B,1,H,W) in [0, 1] and log(E + 1)."""
+    """Log-weight correction (B,1,H,W) of frames from their gray (B,1,H,W) in [0, 1] and log(E + 1); with
+    ``refiner`` (its keyword arguments, ``{}`` for the default shape), the refiner of the blended band too."""
 
-    def __init__(self, width: int = WIDTH, dilations: Sequence[int] = DILATIONS, scale: int = SCALE) -> None:
+    def __init__(self, width: int = WIDTH, dilations: Sequence[int] = DILATIONS, scale: int = SCALE,
+                 refiner: dict | None = None) -> None:
         super().__init__()
         self.config = {"width": int(width), "dilations": [int(d) for d in dilations], "scale": int(scale)}
+        self.refiner = None if refiner is None else BlendRefiner(**refiner)
+        if self.refiner is not None:
+            self.config["refiner"] = self.refiner.config
         self.scale = scale
         # how far (px of the frame) a correction looks: the convolutions' reach (when reduced: in reduced
         # pixels, plus the bilinear enlargement's one, and the other pixels of a block)

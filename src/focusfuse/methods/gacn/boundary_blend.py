@@ -7,13 +7,16 @@ Where GACN's index map switches from one frame to another, a hard switch leaves 
 sharpest frames dominate, neighbouring frames of similar sharpness mix, and the band's edge is soft.
 With a :class:`~.blend_net.BlendNet` (the default, ``learned``), each weight is corrected by a small network
 that sees the frame: ``(E + 1) ** 2 * exp(c)``; without one (``laplacian``) the weights are the energy's alone.
-Measured on ``benchmarks/boundary.py`` (docs/boundaries.md), against GACN's hard switch: stacks +1.5 dB learned,
-+0.5 dB laplacian; the demo +1.5 dB either way. A pair is left as it is: there the plain blend gains little on
-that benchmark and costs the reference-free measures of real pairs.
+When the BlendNet has a refiner (:mod:`.blend_refiner`), the same weights also fill a few running sums of frames
+binned by their place in the stack, and at the end the refiner redraws the band from the blends.
+Measured on ``benchmarks/boundary.py`` (docs/boundaries.md), against GACN's hard switch: stacks +0.5 dB
+laplacian, +1.5 dB with the learned weights and +4.35 dB with the refiner. A pair is left as it is:
+there the plain blend gains little on that benchmark and costs the reference-free measures of real pairs.
 
-The weights depend on each frame alone, so the blend is streamed: two running sums, and the band from the
+The weights depend on each frame alone, so the blend is streamed: running sums, and the band from the
 final index map at the end. The band reaches ``BAND_REACH`` px from the index map, the weights
-``weight_reach(net)`` px from the frames; a tile's halo covers both.
+``weight_reach(net)`` px from the frames, and the refiner ``refiner_reach(net)`` px beyond both; a tile's halo
+covers them.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch.nn.functional as F
 from ...frames.refs import match_channels
 from ...ops.filters import SeparableFilter, gaussian_blur, gaussian_kernel1d, separable_filter
 from .blend_net import MAX_CORRECTION, BlendNet
+from .blend_refiner import bin_weights, log_share, refine
 
 BLEND_RADIUS = 9  # px from an index-map edge (Chebyshev distance) where frames are blended
 BAND_SOFTNESS = 1.5  # sigma (px) of the band's soft edge
@@ -70,6 +74,11 @@ def weight_reach(net: BlendNet | None) -> int:
     return ENERGY_REACH + (net.reach if net is not None else 0)
 
 
+def refiner_reach(net: BlendNet | None) -> int:
+    """How far (px) the refiner of the blend looks beyond its inputs (0 without one)."""
+    return net.refiner.reach if net is not None and net.refiner is not None else 0
+
+
 def sharpness_weights(energy: torch.Tensor, correction: torch.Tensor | None = None) -> torch.Tensor:
     """The blend's weights ``(E + 1) ** SHARPNESS_POWER``, times ``exp(correction)`` (clamped) when given."""
     w = energy.add(1.0).pow_(SHARPNESS_POWER)
@@ -108,18 +117,21 @@ def _blurred_ones(length: int, like: torch.Tensor) -> torch.Tensor:
 
 class SharpnessBlend:
     """Running sums of a region's frames weighed by their sharpness; :meth:`apply` blends them in at the end.
-    ``net``: the learned correction of the weights (None: the Laplacian energy's weights alone)."""
+    ``net``: the learned correction of the weights (None: the Laplacian energy's weights alone), and its refiner."""
 
     def __init__(self, separable: SeparableFilter = separable_filter, net: BlendNet | None = None) -> None:
         self.separable = separable
         self.net = net
+        self.refiner = None if net is None else net.refiner
         self.weighted: torch.Tensor | None = None  # (C, H, W): sum of w * frame
         self.total: torch.Tensor | None = None  # (1, H, W): sum of w
+        self.binned: list[list[torch.Tensor]] = []  # per bin of the refiner: [sum of h w frame, sum of h w]
         self.frames = 0
 
-    def add(self, frame: torch.Tensor, gray: torch.Tensor, has_image: torch.Tensor | None) -> None:
-        """Take a frame (C, H, W), its gray (1, 1, H, W) and where it has image pixels ((1, 1, H, W) bool or None:
-        edge fill gets no weight)."""
+    def add(self, frame: torch.Tensor, gray: torch.Tensor, has_image: torch.Tensor | None,
+            bracket: float = 0.0) -> None:
+        """Take a frame (C, H, W), its gray (1, 1, H, W), where it has image pixels ((1, 1, H, W) bool or None:
+        edge fill gets no weight) and its place in the stack (0 first, 1 last; for the refiner's bins)."""
         energy = laplacian_energy(gray)
         with torch.no_grad():  # (not inference mode: the running sums are updated in place later)
             correction = None if self.net is None else self.net(gray, torch.log1p(energy))
@@ -127,6 +139,8 @@ class SharpnessBlend:
         if has_image is not None:
             w = w * has_image[0]
         self.frames += 1
+        if self.refiner is not None:
+            self._add_to_bins(frame, w, bracket)
         if self.weighted is None:
             self.weighted, self.total = w * frame, w
             return
@@ -134,17 +148,44 @@ class SharpnessBlend:
         self.weighted = weighted.addcmul_(w.expand_as(frame), frame)
         self.total.add_(w)
 
+    def _add_to_bins(self, frame: torch.Tensor, w: torch.Tensor, bracket: float) -> None:
+        if not self.binned:
+            self.binned = [[torch.zeros_like(frame), torch.zeros_like(w)] for _ in range(self.refiner.bins)]
+        for sums, share in zip(self.binned, bin_weights(bracket, self.refiner.bins)):
+            if share > 0:
+                sums[0], frame_ = match_channels(sums[0], frame)
+                sums[0].addcmul_(w.expand_as(frame_), frame_, value=share)
+                sums[1].add_(w, alpha=share)
+
     def apply(self, fused: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """``fused`` (C, H, W) with the sharpness-weighted frames blended in near the edges of ``index`` (H, W);
         unchanged for fewer than MIN_FRAMES frames, and where no frame has image pixels."""
         if self.frames < MIN_FRAMES or self.weighted is None:
             return fused
         band = blend_band(index, self.separable)[0]
-        mean = self.weighted / self.total.clamp_min(torch.finfo(self.total.dtype).tiny)
+        tiny = torch.finfo(self.total.dtype).tiny
+        mean = self.weighted / self.total.clamp_min(tiny)
         band = torch.where(self.total > 0, band, torch.zeros_like(band))
         fused, mean = match_channels(fused, mean)
+        if self.refiner is not None:
+            mean = self._refined(mean, fused, band, tiny)
         return fused + band * (mean - fused)
+
+    def _refined(self, mean: torch.Tensor, fused: torch.Tensor, band: torch.Tensor, tiny: float) -> torch.Tensor:
+        """The blend redrawn by the refiner (RGB; a gray region as three equal channels)."""
+        channels = mean.shape[0]
+        if channels not in (1, 3):
+            return mean
+        binned, shares = [], []
+        for weighted, total in self.binned:
+            # an empty bin (no weight at a pixel) stands in as the whole blend
+            binned.append(torch.where(total > 0, match_channels(weighted, mean)[0] / total.clamp_min(tiny), mean))
+            shares.append(log_share(total, self.total))
+        rgb = (lambda x: x.expand(3, -1, -1)) if channels == 1 else (lambda x: x)
+        refined = refine(self.refiner, rgb(mean), rgb(fused), torch.cat([rgb(b) for b in binned]),
+                         torch.cat(shares), band)
+        return refined.mean(0, keepdim=True) if channels == 1 else refined
 
 
 __all__ = ["BAND_REACH", "BLEND_MODES", "BLEND_RADIUS", "SharpnessBlend", "blend_band", "blend_label",
-           "laplacian_energy", "sharpness_weights", "weight_reach"]
+           "laplacian_energy", "refiner_reach", "sharpness_weights", "weight_reach"]

@@ -8,7 +8,7 @@ from typing import Any
 from ...backends.base import Backend
 from ..base import ReadRegion
 from .blend_net import BlendNet
-from .boundary_blend import BAND_REACH, MIN_FRAMES, blend_label, weight_reach
+from .boundary_blend import BAND_REACH, MIN_FRAMES, blend_label, refiner_reach, weight_reach
 from .halo import halo_for
 from .model import GACN
 from .network import GacnNetwork
@@ -45,7 +45,8 @@ class GacnMethod:
     def halo(self, frames: int = 2) -> int:
         halo = halo_for(self.reduce)
         if self.boundary_blend and frames >= MIN_FRAMES:  # the band needs the index map, the weights the frames
-            halo = max(halo + BAND_REACH, weight_reach(self.blend_net))
+            # (the refiner looks its reach further, at the blends and at the band)
+            halo = max(halo + BAND_REACH, weight_reach(self.blend_net)) + refiner_reach(self.blend_net)
         multiple = self.tile_multiple()
         return -(-halo // multiple) * multiple  # tiles must start on reduced blocks (and the blend net's)
 

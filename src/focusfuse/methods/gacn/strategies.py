@@ -84,7 +84,7 @@ class StackStrategy:
         """Add the frames to the sharpness sums of the boundary blend (when asked)."""
         if self.sharpness is not None:
             for item, gray in zip(items, grays):
-                self.sharpness.add(item.frame, gray, has_image(item.fill))
+                self.sharpness.add(item.frame, gray, has_image(item.fill), item.bracket)
 
     @staticmethod
     def _gray(item: FrameInput) -> torch.Tensor:

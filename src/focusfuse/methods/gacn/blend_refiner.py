@@ -1,0 +1,88 @@
+"""The blend's last step: a network that redraws the band from the streamed blends, once per region.
+
+Blending whole frames cannot remove what every frame holds: beside a near object's edge, the frames focused on
+the background carry the object's defocused spread, and the frames focused on the object carry a blurred
+background. No choice or mean of frames is close to the all-in-focus scene there (``benchmarks/blend_ceilings.py``:
+even a perfect choice over 7x7 windows among such blends gains only 13%). ``BlendRefiner`` synthesises instead:
+it sees the learned blend, GACN's image, ``bins`` blends of the frames binned by their place in the focus
+bracket (a coarse depth: near-focused frames, far-focused ones) with their share of the weight, and the band,
+and returns an RGB correction of the blend. Its inputs are running sums, so the blend still streams; it runs
+once per region, in strips of rows. Its last layer starts at zero: untrained, it changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WIDTH = 32
+DILATIONS = (1, 2, 4, 8, 1)
+BINS = 4  # blends of frames binned by position in the bracket
+STRIP_ROWS = 256  # rows refined at once (the working set: about 0.3 kB per pixel of a strip)
+
+
+def bin_weights(position: float, bins: int) -> list[float]:
+    """The weight of a frame at ``position`` (0: the bracket's first frame, 1: its last) in each of ``bins``
+    hat-shaped bins centred evenly on 0..1 (neighbouring hats sum to one)."""
+    if bins == 1:
+        return [1.0]
+    return [max(0.0, 1.0 - abs(position - k / (bins - 1)) * (bins - 1)) for k in range(bins)]
+
+
+def log_share(bin_weight: torch.Tensor, total_weight: torch.Tensor) -> torch.Tensor:
+    """log(a bin's weight / all the weight), finite where either is zero (taken as float's smallest)."""
+    tiny = torch.finfo(total_weight.dtype).tiny
+    return torch.log(bin_weight.clamp_min(tiny)) - torch.log(total_weight.clamp_min(tiny))
+
+
+class BlendRefiner(nn.Module):
+    """RGB correction (B, 3, H, W) of the blend from the blend, GACN's image, the binned blends (RGB in [0, 1]),
+    the bins' log share of the weight and the band."""
+
+    def __init__(self, width: int = WIDTH, dilations: Sequence[int] = DILATIONS, bins: int = BINS) -> None:
+        super().__init__()
+        self.config = {"width": int(width), "dilations": [int(d) for d in dilations], "bins": int(bins)}
+        self.bins = int(bins)
+        self.reach = sum(dilations)  # px of its inputs a correction depends on
+        channels = [3 * (2 + bins) + bins + 1] + [width] * len(dilations)
+        self.convs = nn.ModuleList(nn.Conv2d(channels[k], channels[k + 1], 3, padding=d, dilation=d)
+                                   for k, d in enumerate(dilations))
+        self.out = nn.Conv2d(width, 3, 1)
+        nn.init.zeros_(self.out.weight)  # untrained: no correction
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, blend: torch.Tensor, fused: torch.Tensor, binned: torch.Tensor, log_share: torch.Tensor,
+                band: torch.Tensor) -> torch.Tensor:
+        """``blend``, ``fused`` (B, 3, H, W); ``binned`` (B, 3 * bins, H, W); ``log_share`` (B, bins, H, W):
+        log(bin's weight / all weight); ``band`` (B, 1, H, W)."""
+        x = torch.cat([blend - 0.5, fused - 0.5, binned - 0.5, log_share / 10.0, band], 1)
+        x = x.contiguous(memory_format=torch.channels_last)
+        for conv in self.convs:
+            x = F.relu(conv(x))
+        return self.out(x).contiguous()
+
+
+def refine(refiner: BlendRefiner, blend: torch.Tensor, fused: torch.Tensor, binned: torch.Tensor,
+           log_share: torch.Tensor, band: torch.Tensor, strip_rows: int = STRIP_ROWS) -> torch.Tensor:
+    """The refined blend (3, H, W) of one region, in strips of ``strip_rows`` rows (each read with the network's
+    reach above and below, so the result is the whole region's); strips without band are left as they are."""
+    height = blend.shape[-2]
+    reach = refiner.reach
+    out = blend.clone(memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        for top in range(0, height, strip_rows):
+            bottom = min(height, top + strip_rows)
+            if not bool((band[..., top:bottom, :] > 0).any()):
+                continue
+            lo, hi = max(0, top - reach), min(height, bottom + reach)
+            rows = slice(lo, hi)
+            correction = refiner(blend[None, :, rows], fused[None, :, rows], binned[None, :, rows],
+                                 log_share[None, :, rows], band[None, :, rows])[0]
+            out[:, top:bottom] += correction[:, top - lo:bottom - lo]
+    return out
+
+
+__all__ = ["BINS", "BlendRefiner", "bin_weights", "log_share", "refine"]
