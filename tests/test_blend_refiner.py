@@ -43,17 +43,18 @@ def test_an_untrained_refiner_changes_nothing():
     assert torch.equal(out, blend)
 
 
-def test_strips_give_the_whole_regions_result():
+def test_blocks_give_the_whole_regions_result():
     refiner = refined_net(0).refiner.eval()
-    inputs = [torch.rand(3, 70, 40), torch.rand(3, 70, 40), torch.rand(12, 70, 40), -torch.rand(4, 70, 40),
-              torch.ones(1, 70, 40)]
-    whole = refine(refiner, *inputs, strip_rows=1000)
+    inputs = [torch.rand(3, 70, 50), torch.rand(3, 70, 50), torch.rand(12, 70, 50), -torch.rand(4, 70, 50),
+              torch.ones(1, 70, 50)]
+    whole = refine(refiner, *inputs, block=1000)
     assert not torch.equal(whole, inputs[0])
-    assert torch.allclose(refine(refiner, *inputs, strip_rows=16), whole, atol=1e-5)
-    band = torch.zeros(1, 70, 40)
-    band[..., 40:, :] = 1  # strips without band stay as they are
-    partial = refine(refiner, *inputs[:4], band, strip_rows=16)
-    assert torch.equal(partial[:, :32], inputs[0][:, :32]) and not torch.equal(partial[:, 48:], inputs[0][:, 48:])
+    assert torch.allclose(refine(refiner, *inputs, block=16), whole, atol=1e-5)
+    band = torch.zeros(1, 70, 50)
+    band[..., 40:, 20:] = 1  # blocks without band stay as they are
+    partial = refine(refiner, *inputs[:4], band, block=16)
+    assert torch.equal(partial[:, :32], inputs[0][:, :32]) and torch.equal(partial[:, :, :16], inputs[0][:, :, :16])
+    assert not torch.equal(partial[:, 48:, 32:], inputs[0][:, 48:, 32:])
 
 
 def test_the_streamed_refiner_matches_the_training_formula(monkeypatch):

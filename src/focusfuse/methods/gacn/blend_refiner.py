@@ -7,7 +7,7 @@ even a perfect choice over 7x7 windows among such blends gains only 13%). ``Blen
 it sees the learned blend, GACN's image, ``bins`` blends of the frames binned by their place in the focus
 bracket (a coarse depth: near-focused frames, far-focused ones) with their share of the weight, and the band,
 and returns an RGB correction of the blend. Its inputs are running sums, so the blend still streams; it runs
-once per region, in strips of rows. Its last layer starts at zero: untrained, it changes nothing.
+once per region, in blocks. Its last layer starts at zero: untrained, it changes nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import nn
 WIDTH = 32
 DILATIONS = (1, 2, 4, 8, 1)
 BINS = 4  # blends of frames binned by position in the bracket
-STRIP_ROWS = 256  # rows refined at once (the working set: about 0.3 kB per pixel of a strip)
+BLOCK = 256  # px of the blocks refined at once (with the reach: about 0.35 kB per pixel, some 30 MB)
 
 
 def bin_weights(position: float, bins: int) -> list[float]:
@@ -66,23 +66,24 @@ class BlendRefiner(nn.Module):
 
 
 def refine(refiner: BlendRefiner, blend: torch.Tensor, fused: torch.Tensor, binned: torch.Tensor,
-           log_share: torch.Tensor, band: torch.Tensor, strip_rows: int = STRIP_ROWS) -> torch.Tensor:
-    """The refined blend (3, H, W) of one region, in strips of ``strip_rows`` rows (each read with the network's
-    reach above and below, so the result is the whole region's); strips without band are left as they are."""
-    height = blend.shape[-2]
+           log_share: torch.Tensor, band: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
+    """The refined blend (3, H, W) of one region, in blocks of ``block`` x ``block`` px (each read with the
+    network's reach around it, so the result is the whole region's and the working set stays small, whatever
+    the region's size); blocks without band are left as they are."""
+    height, width = blend.shape[-2:]
     reach = refiner.reach
     out = blend.clone(memory_format=torch.contiguous_format)
     with torch.no_grad():
-        for top in range(0, height, strip_rows):
-            bottom = min(height, top + strip_rows)
-            if not bool((band[..., top:bottom, :] > 0).any()):
-                continue
-            lo, hi = max(0, top - reach), min(height, bottom + reach)
-            rows = slice(lo, hi)
-            correction = refiner(blend[None, :, rows], fused[None, :, rows], binned[None, :, rows],
-                                 log_share[None, :, rows], band[None, :, rows])[0]
-            out[:, top:bottom] += correction[:, top - lo:bottom - lo]
+        for top in range(0, height, block):
+            for left in range(0, width, block):
+                bottom, right = min(height, top + block), min(width, left + block)
+                if not bool((band[..., top:bottom, left:right] > 0).any()):
+                    continue
+                y0, x0 = max(0, top - reach), max(0, left - reach)
+                rows, cols = slice(y0, min(height, bottom + reach)), slice(x0, min(width, right + reach))
+                correction = refiner(*(x[None, :, rows, cols] for x in (blend, fused, binned, log_share, band)))[0]
+                out[:, top:bottom, left:right] += correction[:, top - y0:bottom - y0, left - x0:right - x0]
     return out
 
 
-__all__ = ["BINS", "BlendRefiner", "bin_weights", "log_share", "refine"]
+__all__ = ["BINS", "BLOCK", "BlendRefiner", "bin_weights", "log_share", "refine"]

@@ -51,7 +51,9 @@ class GacnMethod:
         return -(-halo // multiple) * multiple  # tiles must start on reduced blocks (and the blend net's)
 
     def bytes_per_pixel(self) -> int:
-        return self.net.backend.bytes_per_pixel  # the network's working set, measured per backend
+        # the network's working set, measured per backend; and the refiner's running sums (RGB and weight per bin)
+        refiner = None if self.blend_net is None else self.blend_net.refiner
+        return self.net.backend.bytes_per_pixel + (0 if refiner is None else refiner.bins * 4 * 4)
 
     def tile_multiple(self) -> int:
         # reduced blocks, and the blend net's 2x2 means, must not straddle tiles
