@@ -43,6 +43,17 @@ def test_an_untrained_refiner_changes_nothing():
     assert torch.equal(out, blend)
 
 
+def test_the_correction_is_the_same_for_a_stack_given_far_to_near_or_near_to_far():
+    refiner = refined_net(6).refiner.eval()
+    blend, fused, binned, share, band = (torch.rand(1, 3, 30, 34), torch.rand(1, 3, 30, 34), torch.rand(1, 12, 30, 34),
+                                         -torch.rand(1, 4, 30, 34), torch.ones(1, 1, 30, 34))
+    reversed_bins = binned.reshape(1, 4, 3, 30, 34).flip(1).reshape(1, 12, 30, 34)
+    with torch.no_grad():
+        given, reversed_ = refiner(blend, fused, binned, share, band), refiner(blend, fused, reversed_bins,
+                                                                               share.flip(1), band)
+    assert given.abs().max() > 1e-3 and torch.allclose(given, reversed_, atol=1e-6)
+
+
 def test_blocks_give_the_whole_regions_result():
     refiner = refined_net(0).refiner.eval()
     inputs = [torch.rand(3, 70, 50), torch.rand(3, 70, 50), torch.rand(12, 70, 50), -torch.rand(4, 70, 50),

@@ -6,7 +6,8 @@ background. No choice or mean of frames is close to the all-in-focus scene there
 even a perfect choice over 7x7 windows among such blends gains only 13%). ``BlendRefiner`` synthesises instead:
 it sees the learned blend, GACN's image, ``bins`` blends of the frames binned by their place in the focus
 bracket (a coarse depth: near-focused frames, far-focused ones) with their share of the weight, and the band,
-and returns an RGB correction of the blend. Its inputs are running sums, so the blend still streams; it runs
+and returns an RGB correction of the blend (the mean over both orders of the bins: a stack may run either
+way). Its inputs are running sums, so the blend still streams; it runs
 once per region, in blocks. Its last layer starts at zero: untrained, it changes nothing.
 """
 
@@ -57,12 +58,18 @@ class BlendRefiner(nn.Module):
     def forward(self, blend: torch.Tensor, fused: torch.Tensor, binned: torch.Tensor, log_share: torch.Tensor,
                 band: torch.Tensor) -> torch.Tensor:
         """``blend``, ``fused`` (B, 3, H, W); ``binned`` (B, 3 * bins, H, W); ``log_share`` (B, bins, H, W):
-        log(bin's weight / all weight); ``band`` (B, 1, H, W)."""
-        x = torch.cat([blend - 0.5, fused - 0.5, binned - 0.5, log_share / 10.0, band], 1)
+        log(bin's weight / all weight); ``band`` (B, 1, H, W). Whether a stack runs near to far or far to near
+        is not known, so the correction is the mean of the network's with the bins in the given order and
+        reversed (one pass over both)."""
+        batch, _, height, width = blend.shape
+        reversed_bins = binned.reshape(batch, self.bins, 3, height, width).flip(1).reshape_as(binned)
+        x = torch.cat([torch.cat([blend - 0.5, fused - 0.5, bins - 0.5, share / 10.0, band], 1)
+                       for bins, share in ((binned, log_share), (reversed_bins, log_share.flip(1)))])
         x = x.contiguous(memory_format=torch.channels_last)
         for conv in self.convs:
             x = F.relu(conv(x))
-        return self.out(x).contiguous()
+        correction = self.out(x).contiguous()
+        return 0.5 * (correction[:batch] + correction[batch:])
 
 
 def refine(refiner: BlendRefiner, blend: torch.Tensor, fused: torch.Tensor, binned: torch.Tensor,

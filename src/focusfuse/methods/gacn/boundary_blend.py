@@ -10,7 +10,7 @@ that sees the frame: ``(E + 1) ** 2 * exp(c)``; without one (``laplacian``) the 
 When the BlendNet has a refiner (:mod:`.blend_refiner`), the same weights also fill a few running sums of frames
 binned by their place in the stack, and at the end the refiner redraws the band from the blends.
 Measured on ``benchmarks/boundary.py`` (docs/boundaries.md), against GACN's hard switch: stacks +0.5 dB
-laplacian, +1.5 dB with the learned weights and +4.35 dB with the refiner. A pair is left as it is:
+laplacian, +1.5 dB with the learned weights and +3.3 dB with the refiner. A pair is left as it is:
 there the plain blend gains little on that benchmark and costs the reference-free measures of real pairs.
 
 The weights depend on each frame alone, so the blend is streamed: running sums, and the band from the
