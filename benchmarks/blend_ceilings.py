@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from focusfuse.methods.gacn.blend_net import BlendNet, load_blend_net
+from focusfuse.methods.gacn.blend_refiner import bin_weights
 from focusfuse.methods.gacn.boundary_blend import SHARPNESS_POWER, laplacian_energy
 from focusfuse.ops.color import to_gray
 from focusfuse.ops.filters import gaussian_blur
@@ -50,9 +51,8 @@ def candidates(batch: torch.Tensor, net: BlendNet, bins: int) -> dict[str, torch
     plain = (SHARPNESS_POWER * log_energy).reshape(b, FRAMES, 1, h, w)
     score = plain + net(gray, log_energy).reshape(b, FRAMES, 1, h, w)
     learned = (torch.softmax(score, 1) * frames).sum(1)
-    position = torch.linspace(0, 1, FRAMES, device=x.device)
-    centres = torch.linspace(0, 1, bins, device=x.device)
-    hats = (1 - (position[:, None] - centres[None]).abs() * (bins - 1)).clamp_min(1e-6)  # (FRAMES, bins)
+    hats = torch.tensor([bin_weights(k / (FRAMES - 1), bins) for k in range(FRAMES)],
+                        device=x.device).clamp_min(1e-6)  # (FRAMES, bins): the refiner's bins
     binned = torch.einsum("bfkhw,bfchw->bkchw", torch.softmax(score + hats.log()[None, :, :, None, None], 1), frames)
     return {"truth": truth, "fused": fused, "band": band, "plain": (torch.softmax(plain, 1) * frames).sum(1)[:, None],
             "learned": learned[:, None], "frames": frames, "learned+gacn": torch.stack([learned, fused], 1),
