@@ -1,9 +1,11 @@
 """Pictures of focus boundaries on real images: V-4 crops around the pins, gacn26 pairs with near objects.
 
 Each picture is a row of crops, enlarged 2x (nearest neighbour) so that halos and seams show:
-V-4: the fused image and its index map; pairs: frame 1, frame 2, the fused image and the decision map.
+V-4: the fused image and its index map; pairs: frame 1, frame 2, the fused image and the decision map
+(with ``--pair-blend``, the pair fused with those blend weights next to GACN's fused image).
 
     python benchmarks/halo_views.py --out docs/images --prefix halo
+    python benchmarks/halo_views.py --prefix pair-refiner --pair-blend focusfuse-blend-pairs --skip-v4
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def main() -> None:
     parser.add_argument("--prefix", default="halo")
     parser.add_argument("--weights", default=None)
     parser.add_argument("--skip-v4", action="store_true")
+    parser.add_argument("--pair-blend", default=None, help="boundary_blend of a second fusion of each pair")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -70,6 +73,8 @@ def main() -> None:
             raise SystemExit(f"needs the gacn26 pairs in {GACN26} (set FOCUSFUSE_SHARED)")
         result = fuse_pair(a, b, weights=args.weights, align="none")
         images = [read_image(a), read_image(b), result.fused, result.decision_map]
+        if args.pair_blend:
+            images.insert(3, fuse_pair(a, b, weights=args.weights, align="none", boundary_blend=args.pair_blend).fused)
         save(args.out / f"{args.prefix}-{name}.jpg", row([crop(i, box) for i in images]))
 
     if not args.skip_v4:

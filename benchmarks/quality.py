@@ -32,16 +32,18 @@ OFFICIAL_FUSED = SHARED / "reference" / "gacn_official" / "gacn26"
 BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
 
 
-def fuse_all(weights: str, out_dir: Path, device: str, reduce: int = 1, swapped: bool = False) -> float:
-    """Fuse the 26 pairs into out_dir/NAME.png (``swapped``: NAME_2 as the first frame); returns seconds spent
-    fusing. The six metrics are symmetric in the two sources, so both orders are scored the same way."""
+def fuse_all(weights: str, out_dir: Path, device: str, reduce: int = 1, swapped: bool = False,
+             boundary_blend: str | None = None) -> float:
+    """Fuse the 26 pairs into out_dir/NAME.png (``swapped``: NAME_2 as the first frame; ``boundary_blend`` as
+    in fuse_pair); returns seconds spent fusing. The six metrics are symmetric in the two sources, so both
+    orders are scored the same way."""
     model = load_model(weights, device)
     seconds = 0.0
     for first in sorted(PAIRS.glob("*_1.png")):
         name = first.name[: -len("_1.png")]
         frames = (PAIRS / f"{name}_2.png", first) if swapped else (first, PAIRS / f"{name}_2.png")
         start = time.perf_counter()
-        result = fuse_pair(*frames, weights=model, device=device, reduce=reduce)
+        result = fuse_pair(*frames, weights=model, device=device, reduce=reduce, boundary_blend=boundary_blend)
         seconds += time.perf_counter() - start
         write_image(out_dir / f"{name}.png", result.fused)
     return seconds
@@ -79,6 +81,9 @@ def main() -> None:
                         help="--reduce factor(s) (decision path resolution), each run with every --weights (default 1)")
     parser.add_argument("--swapped", action="store_true",
                         help="give each pair's second frame first (GACN is not exactly symmetric in its inputs)")
+    parser.add_argument("--boundary-blend", action="append", default=None,
+                        help="fuse_pair's boundary_blend (learned, off, blend weights), each run with every --weights "
+                             "(default: the default, learned)")
     args = parser.parse_args()
     if args.swapped and args.markdown:
         parser.error("--swapped runs are not the quality table of docs/benchmarks.md: drop --markdown")
@@ -86,11 +91,12 @@ def main() -> None:
     rows = [("official fused images (authors' code)", means_for(OFFICIAL_FUSED, "_fused"))]
     timings = []
     for weights in args.weights:
-        for reduce in args.reduce or [1]:
+        for reduce, blend in ((r, b) for r in args.reduce or [1] for b in args.boundary_blend or [None]):
             label = (Path(weights).name + (f", --reduce {reduce}" if reduce > 1 else "")
+                     + (f", --boundary-blend {Path(blend).name}" if blend else "")
                      + (", frames swapped" if args.swapped else ""))
             with tempfile.TemporaryDirectory() as tmp:
-                seconds = fuse_all(weights, Path(tmp), args.device, reduce, args.swapped)
+                seconds = fuse_all(weights, Path(tmp), args.device, reduce, args.swapped, blend)
                 rows.append((f"focusfuse, weights `{label}`", means_for(Path(tmp))))
                 timings.append(f"{label}: {seconds:.1f} s for 26 pairs")
     text = table(rows)

@@ -181,6 +181,27 @@ def _json_line(event: str, **fields) -> None:
     click.echo(json.dumps({"event": event, **fields}, default=str))
 
 
+def boundary_blend_options() -> list[Callable[[Callable], Callable]]:
+    """--boundary-blend and --no-boundary-blend (stacks and pairs)."""
+    return [
+        click.option("--boundary-blend", default=None, metavar="learned|laplacian|off|WEIGHTS",
+                     help="gacn [default: learned]: blend the frames by sharpness within 9 px of the index map's "
+                          "edges (fewer seams, stripes and halos; 3 frames or more). learned: weights corrected by "
+                          "the shipped blend network, the band then redrawn by its refiner; laplacian: Laplacian "
+                          "energy alone; off: GACN's own maps; or blend weights from `focusfuse train --method "
+                          "blend` (file or name). Pairs only with weights that carry a pair refiner: "
+                          "focusfuse-blend-pairs (closer to the truth at depth edges, lower reference-free scores)."),
+        click.option("--no-boundary-blend", "boundary_blend", flag_value="off", help="Same as --boundary-blend off."),
+    ]
+
+
+def with_boundary_blend_options(func: Callable) -> Callable:
+    """Decorate a command with the boundary-blend options."""
+    for option in reversed(boundary_blend_options()):
+        func = option(func)
+    return func
+
+
 def size_options(func: Callable) -> Callable:
     """--tile-size, --reduce, --memory-limit, --workers, --compression and --edge-fill: how images are processed.
     Their values are checked by the library (focusfuse.FusionOptions), once."""
@@ -217,12 +238,13 @@ def size_options(func: Callable) -> Callable:
               help="Write the final decision map (1 = from A) as a 16-bit PNG/TIFF.")
 @click.option("--align", type=ALIGN_CHOICE, default="none", show_default=True, help="Register B onto A first.")
 @click.option("--method", type=METHOD_CHOICE, default="gacn", show_default=True, help=METHOD_HELP)
+@with_boundary_blend_options
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @size_options
 @common_options
 @handle_errors
 def pair(image_a: Path, image_b: Path, output: Path, decision_map: Path | None, align: str, method: str,
-         tile_size: int | None,
+         boundary_blend: str | None, tile_size: int | None,
          memory_limit: str | None, workers: int | None, reduce: int, compression: str, edge_fill: bool,
          overwrite: bool, weights: str | None, device: str, quiet: bool) -> None:
     """Fuse two images IMAGE_A and IMAGE_B into OUTPUT."""
@@ -230,7 +252,7 @@ def pair(image_a: Path, image_b: Path, output: Path, decision_map: Path | None, 
     from .jobs.pair_job import run_pair
 
     options = FusionOptions(method=method, align=align, tile_size=tile_size, reduce=reduce, edge_fill=edge_fill,
-                            memory_limit=memory_limit, workers=workers)
+                            memory_limit=memory_limit, workers=workers, boundary_blend=boundary_blend)
     for path in (image_a, image_b):
         if not path.is_file():
             raise UsageError(f"{path}: no such file")
@@ -253,13 +275,7 @@ def stack_options(func: Callable) -> Callable:
         click.option("--align", type=ALIGN_CHOICE, default="auto", show_default=True,
                      help="Register frames onto the middle one (auto: phase correlation + ECC, affine)."),
         click.option("--crop", is_flag=True, help="Keep only the area valid in all aligned frames."),
-        click.option("--boundary-blend", default=None, metavar="learned|laplacian|off|WEIGHTS",
-                     help="gacn, 3 frames or more [default: learned]: blend the frames by sharpness within 9 px of "
-                          "the index map's edges (fewer seams, stripes and halos). learned: weights corrected by "
-                          "the shipped blend network, the band then redrawn by its refiner; laplacian: Laplacian "
-                          "energy alone; off: GACN's hard switch; or blend weights from `focusfuse train --method "
-                          "blend` (file or name)."),
-        click.option("--no-boundary-blend", "boundary_blend", flag_value="off", help="Same as --boundary-blend off."),
+        *boundary_blend_options(),
         click.option("--depth-smooth", type=int, default=0, show_default=True,
                      help="Median-filter radius for the index/depth map (0 to 32)."),
         click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
@@ -519,8 +535,9 @@ def demo(out_dir: Path, n_frames: int, scale: float, method: str, strategy: str 
                    "image of generated colour pairs (--crop sets the patch size); blend: the network of GACN's "
                    "learned boundary blend, on 8-frame stacks rendered from the images and fused by the default "
                    "GACN weights (--crop: patch size, --workers: rendering processes, --samples-per-image: "
-                   "crops per stack, --refiner-epochs: its second stage; --init: keep the weights' network of "
-                   "these blend weights and train the refiner only). The GACN loss options apply to gacn only.")
+                   "crops per stack, --refiner-epochs: its second stage, --pair-epochs: its third, the pair refiner "
+                   "on rendered pairs; --init: keep the weights' network of these blend weights, and their "
+                   "refiners where not trained again). The GACN loss options apply to gacn only.")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs [gacn: 50, sesf: 30, rpsnn: 59, "
                                                                        "blend: 40].")
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
@@ -543,6 +560,9 @@ def demo(out_dir: Path, n_frames: int, scale: float, method: str, strategy: str 
               help="Change a knob of the pair generator, e.g. max_gain=0.06 (repeatable; see PairRecipe).")
 @click.option("--refiner-epochs", type=click.IntRange(0), default=None,
               help="blend: epochs of the refiner, trained after the weights' network [120; 0: none].")
+@click.option("--pair-epochs", type=click.IntRange(0), default=None,
+              help="blend: epochs of the pair refiner, trained last on rendered pairs [0: none; the shipped "
+                   "focusfuse-blend-pairs: 120].")
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Data loader processes.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--name", default=None, help="Install the best weights as NAME (default: the run folder's name).")
@@ -559,7 +579,8 @@ def train(images: Path, segments: Path | None, out_dir: Path, method: str, epoch
           lr: float,
           lr_decay: float, lr_step: int, qg_weight: float, symmetric_dice: bool, boundary_weight: float,
           boundary_width: int, samples_per_image: int, crop: int,
-          recipe_items: tuple[str, ...], refiner_epochs: int | None, workers: int, seed: int, name: str | None,
+          recipe_items: tuple[str, ...], refiner_epochs: int | None, pair_epochs: int | None, workers: int,
+          seed: int, name: str | None,
           init_weights: Path | None,
           max_steps: int, resume: bool, overwrite: bool, device: str, quiet: bool) -> None:
     """Train GACN on focus pairs generated from a folder of images (or SESF-Fuse's autoencoder on the images)."""
@@ -572,8 +593,9 @@ def train(images: Path, segments: Path | None, out_dir: Path, method: str, epoch
     if name is not None and (not name or Path(name).name != name or name.startswith(".")):
         raise UsageError(f"--name {name!r}: use a plain name (no folders), e.g. --name microscope-v1")
     _refuse_gacn_only_training_options(method)
-    if refiner_epochs is not None and method != "blend":
-        raise UsageError(f"--refiner-epochs is for --method blend, not {method}")
+    for flag, value in (("--refiner-epochs", refiner_epochs), ("--pair-epochs", pair_epochs)):
+        if value is not None and method != "blend":
+            raise UsageError(f"{flag} is for --method blend, not {method}")
     if method == "sesf":
         _train_sesf(images, out_dir, epochs or 30, batch_size, lr or 1e-4, lr_decay or 0.8, lr_step or 2, seed,
                     device, max_steps, name or out_dir.resolve().name, overwrite, quiet, segments=segments, init=init_weights,
@@ -583,7 +605,7 @@ def train(images: Path, segments: Path | None, out_dir: Path, method: str, epoch
         _train_blend(images, segments, out_dir, epochs or 40, batch_size, lr or 3e-3, crop or 96,
                      samples_per_image or 3, workers, seed, device, max_steps, name or out_dir.resolve().name,
                      overwrite, quiet, init=init_weights, resume=resume, lr_schedule=(lr_decay, lr_step),
-                     refiner_epochs=refiner_epochs)
+                     refiner_epochs=refiner_epochs, pair_epochs=pair_epochs)
         return
     if method == "rpsnn":
         _train_rpsnn(images, segments, out_dir, epochs or 59, batch_size, lr or 2e-4, lr_decay, lr_step or 5,
@@ -672,20 +694,24 @@ def _train_rpsnn(images: Path, segments: Path | None, out_dir: Path, epochs: int
 def _train_blend(images: Path, segments: Path | None, out_dir: Path, epochs: int, batch_size: int, lr: float,
                  patch: int, crops: int, workers: int, seed: int, device: str, max_steps: int, name: str,
                  overwrite: bool, quiet: bool, *, init: Path | None, resume: bool,
-                 lr_schedule: tuple[float | None, int | None], refiner_epochs: int | None) -> None:
+                 lr_schedule: tuple[float | None, int | None], refiner_epochs: int | None,
+                 pair_epochs: int | None) -> None:
     """``train --method blend``: the networks of GACN's learned boundary blend."""
-    from .train.blend import REFINER_EPOCHS, train_blend
+    from .train.blend import PAIR_EPOCHS, REFINER_EPOCHS, train_blend
 
     _refuse_gacn_training_flags("blend", {"--resume": resume, "--lr-decay": lr_schedule[0] is not None,
                                           "--lr-step": lr_schedule[1] is not None}, " (its lr follows one cycle)")
     refiner_epochs = REFINER_EPOCHS if refiner_epochs is None else refiner_epochs
+    pair_epochs = PAIR_EPOCHS if pair_epochs is None else pair_epochs
     summary = _with_epoch_bar(
-        quiet, (0 if init else epochs) + refiner_epochs, lambda row: f"{row['stage']}: val MSE {row['val_mse']:.2f}",
+        quiet, (0 if init else epochs) + refiner_epochs + pair_epochs,
+        lambda row: f"{row['stage']}: val MSE {row['val_mse']:.2f}",
         lambda row: f"{row['stage']}: train MSE {row['train_mse']:.2f}, val MSE {row['val_mse']:.2f} "
                     f"(plain blend {row['val_mse_plain']:.2f})",
         lambda report: train_blend(images, out_dir, segments=segments, epochs=epochs, batch_size=batch_size, lr=lr,
                                    patch=patch, crops_per_image=crops, seed=seed, device=device, workers=workers,
-                                   refiner_epochs=refiner_epochs, init=init, max_steps=max_steps, install_as=name,
+                                   refiner_epochs=refiner_epochs, pair_epochs=pair_epochs, init=init,
+                                   max_steps=max_steps, install_as=name,
                                    replace_installed=overwrite, progress=report))
     if not quiet:
         stderr_console().print(f"best validation MSE {summary['best_val_mse']:.2f} (epoch {summary['best_epoch']}; "

@@ -81,8 +81,9 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, method: str = DEFAULT
     at most 8). ``output`` may direct the result elsewhere than into arrays (e.g. a streamed TIFF).
     ``client``: a Dask client whose workers fuse the tiles of a tiled run (alignment and the whole-frame
     statistics run here first; the result is the same); each worker loads the weights once, onto its own
-    ``device``. ``boundary_blend`` (gacn): with three frames or more, blend the frames by
-    sharpness near the index map's edges (fewer seams and stripes): ``learned`` (the default, or True) corrects
+    ``device``. ``boundary_blend`` (gacn): with three frames or more (two: only with blend weights that carry
+    a pair refiner, see :func:`fuse_pair`), blend the frames by sharpness near the index map's edges (fewer
+    seams and stripes): ``learned`` (the default, or True) corrects
     the weights with the shipped blend network, ``laplacian`` uses the Laplacian energy alone (faster), a weights
     file or installed name uses blend weights trained by ``focusfuse train --method blend``; ``off`` (or False)
     keeps GACN's hard switch.
@@ -137,15 +138,18 @@ def stack_result(run: FusionRun, options: FusionOptions) -> StackResult:
 def fuse_pair(a: FrameLike, b: FrameLike, *, weights: Weights = None, device: str | torch.device | Backend = "auto",
               align: str = "none", tile_size: int | None = None, reduce: int = 1, edge_fill: bool = True,
               memory_limit: int | str | None = None, workers: int | None = None,
-              method: str = DEFAULT_METHOD) -> PairResult:
+              method: str = DEFAULT_METHOD, boundary_blend: str | bool | None = None) -> PairResult:
     """Fuse two frames (arrays or paths). The fused image keeps the inputs' dtype and channels.
 
     ``align`` (none, auto, translation, affine, homography) registers B onto A first (a failure is an
     error); ``method``, ``tile_size``, ``reduce``, ``edge_fill``, ``memory_limit`` and ``workers`` as in
     :func:`fuse_stack`. With the wavelet method the decision maps are 1 where A's finest detail was kept.
+    ``boundary_blend`` (gacn): blend weights with a pair refiner (a file or a name, such as the shipped
+    ``focusfuse-blend-pairs``) redraw the band around the decision map's edge; the default (learned), laplacian,
+    off, or weights without one keep GACN's fused image. The decision maps returned are GACN's either way.
     """
     options = FusionOptions(method=method, align=align, tile_size=tile_size, reduce=reduce, edge_fill=edge_fill,
-                            memory_limit=memory_limit, workers=workers)
+                            memory_limit=memory_limit, workers=workers, boundary_blend=boundary_blend)
     refs = frame_refs([a, b])
     if len(refs) != 2:
         raise UsageError("fuse_pair takes exactly two single frames (use fuse_stack for more)")
@@ -159,7 +163,8 @@ def run_pair_fusion(refs: Sequence, options: FusionOptions, *, weights: Weights 
                     device: str | torch.device | Backend = "auto", output: Output | None = None) -> FusionRun:
     """A pair fusion with validated ``options``: B registered onto A (when aligned), decision maps kept."""
     backend = select_backend(device)
-    method = make_method(options.method, backend, weights=weights, strategy="pair", reduce=options.reduce)
+    method = make_method(options.method, backend, weights=weights, strategy="pair", reduce=options.reduce,
+                         boundary_blend=options.boundary_blend)
     return run_fusion(refs, method, backend, options, output=output, reference=0, require_alignment=True)
 
 

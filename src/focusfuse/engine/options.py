@@ -107,7 +107,8 @@ class FusionOptions:
         gacn (the default), wavelet (a classical pyramid method: no network, no weights) or sesf
         (SESF-Fuse: an autoencoder's features decide).
     boundary_blend : str, bool or None
-        GACN, stacks of three frames or more: blend the frames by sharpness near the index map's edges
+        GACN, stacks of three frames or more (pairs: only with blend weights that carry a pair refiner, such as
+        the shipped ``focusfuse-blend-pairs``): blend the frames by sharpness near the index map's edges
         (fewer seams and stripes; see :mod:`focusfuse.methods.gacn.boundary_blend`). ``learned`` (the
         default for gacn; also True): weights corrected by the shipped blend network, the band then redrawn
         by its refiner; ``laplacian``: the Laplacian energy's weights alone; ``off`` (also False): GACN's

@@ -42,7 +42,7 @@ def make_method(name: str, backend: Backend, *, weights: str | os.PathLike | GAC
 
         raise UsageError(f"unknown method {name!r} (use {', '.join(METHODS)})", option="method")
     blend_net = None
-    if boundary_blend not in ("off", "laplacian") and strategy != "pair":
+    if boundary_blend not in ("off", "laplacian"):
         from .gacn.blend_net import load_blend_net
 
         blend_net = load_blend_net(None if boundary_blend == "learned" else boundary_blend, backend.device)

@@ -13,6 +13,8 @@ crops of the held-out images (every 10th) is kept.
 
 Then the refiner (:mod:`focusfuse.methods.gacn.blend_refiner`), with the weights' network fixed: the same loss on
 ``(1 - band) * fused + band * (blend + refiner(...))``, its inputs computed as inference streams them.
+Then, when asked (``pair_epochs``), the pair refiner the same way on crops of rendered pairs (a near layer of
+segments in front of the rest, one frame focused on each, fused by GACN with its own maps).
 ``init`` skips the first stage: the weights' network comes from a blend trained before.
 """
 
@@ -29,13 +31,13 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UsageError
-from ..evaluation.synthetic import make_stack
+from ..evaluation.synthetic import layered_defocus, make_stack
 from ..io.images import read_image
 from ..methods.gacn.blend_net import BlendNet, load_blend_net, save_blend_weights
 from ..methods.gacn.blend_refiner import bin_weights, log_share
 from ..methods.gacn.boundary_blend import SHARPNESS_POWER, blend_band, laplacian_energy
 from ..ops.color import to_gray
-from .data import segment_depth, shapes_depth
+from .data import random_shapes_mask, segment_depth, segment_mask, shapes_depth
 from .loop import seed_everything
 from .runs import install, log_epoch, start_run, training_split
 
@@ -47,26 +49,46 @@ CROP = 128  # crops kept per stack (around the band), px
 CROPS_PER_IMAGE = 3
 MARGIN = 8  # px of a patch's edge left out of the loss (the weights there see past the patch)
 CHANNELS = 3 * FRAMES + 3 + 3 + 1  # frames, truth, GACN's fused image, band
+PAIR_BLUR = (1.5, 9.0)  # disk radius (px) of a pair's layer in the frame focused on the other, drawn per layer
 REFINER_EPOCHS = 120
 REFINER_LR = 1e-3  # the refiner's one-cycle peak
+PAIR_EPOCHS = 0  # the pair refiner is not trained unless asked (pairs are not redrawn by default)
 
 
 def stack_crops(image: np.ndarray, depth: np.ndarray, model: Any, rng: np.random.Generator,
                 crops: int = CROPS_PER_IMAGE, size: int = CROP) -> np.ndarray:
     """(crops, CHANNELS, size, size) uint8: a stack rendered from ``image`` at ``depth``, fused by GACN
     ``model`` with its hard switch, cut around the blend's band (the band scaled to 0..255)."""
+    stack = make_stack(_rgb(image), depth, FRAMES, max_blur=float(rng.uniform(*MAX_BLUR)))
+    return _fused_crops(stack.frames, stack.truth, model, rng, crops, size)
+
+
+def pair_crops(image: np.ndarray, near: np.ndarray, model: Any, rng: np.random.Generator,
+               crops: int = CROPS_PER_IMAGE, size: int = CROP) -> np.ndarray:
+    """(crops, 3 * 2 + 7, size, size) uint8: a pair rendered from ``image`` with the ``near`` mask (1: near)
+    in front, one frame focused near and one far (each layer's blur in the other frame drawn from
+    ``PAIR_BLUR``; the order of the two random), fused by GACN ``model``, cut around the band."""
+    image = _rgb(image)
+    blur_far, blur_near = rng.uniform(*PAIR_BLUR, size=2)
+    frames = [layered_defocus(image, near, focus=1.0, blur_per_unit=float(blur_far), layers=2),
+              layered_defocus(image, near, focus=0.0, blur_per_unit=float(blur_near), layers=2)]
+    return _fused_crops(frames[::-1] if rng.random() < 0.5 else frames, image, model, rng, crops, size)
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image[:, :, :3]
+
+
+def _fused_crops(frames: Sequence[np.ndarray], truth: np.ndarray, model: Any, rng: np.random.Generator,
+                 crops: int, size: int) -> np.ndarray:
+    """Float frames and truth in [0, 1] -> uint8 crops (frames, truth, GACN's fused image, band) around the band."""
     from ..engine.fuse import fuse_stack
 
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    stack = make_stack(image[:, :, :3], depth, FRAMES, max_blur=float(rng.uniform(*MAX_BLUR)))
-    frames = [np.round(np.clip(f, 0.0, 1.0) * 255.0).astype(np.uint8) for f in stack.frames]
+    frames = [_to_uint8(f) for f in frames]
     result = fuse_stack(frames, weights=model, device=model.device, align="none", boundary_blend="off",
                         tile_size=0, workers=0)
     band = blend_band(torch.from_numpy(result.index_map.astype(np.int64)))[0, 0].numpy()
-    truth = np.round(np.clip(stack.truth, 0.0, 1.0) * 255.0).astype(np.uint8)
-    planes = np.concatenate(frames + [truth, result.fused, np.round(band * 255.0).astype(np.uint8)[:, :, None]],
-                            axis=2)
+    planes = np.concatenate(frames + [_to_uint8(truth), result.fused, _to_uint8(band)[:, :, None]], axis=2)
     h, w = band.shape
     ys, xs = np.nonzero(band > 0.5)
     out = []
@@ -78,25 +100,50 @@ def stack_crops(image: np.ndarray, depth: np.ndarray, model: Any, rng: np.random
     return np.stack(out)
 
 
-def image_crops(path: Path, segments_dir: Path | None, seed: int, crops: int, size: int) -> np.ndarray:
-    """The crops of one training image (deterministic in ``seed``), GACN with the default weights on the CPU."""
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def image_crops(path: Path, segments_dir: Path | None, seed: int, crops: int, size: int,
+                frames: int = FRAMES) -> np.ndarray:
+    """The crops of one training image (deterministic in ``seed``), GACN with the default weights on the CPU:
+    of a stack of ``frames`` (2: a pair)."""
     from ..methods.gacn.weights import load_model
 
     torch.set_num_threads(1)
     image = read_image(path)
+    image = image.astype(np.float32) / (np.iinfo(image.dtype).max if image.dtype.kind in "ui" else 1.0)
     if min(image.shape[:2]) < size:
         raise UsageError(f"{path}: smaller than the {size} px crops", option="images")
     rng = np.random.default_rng(seed)
     seg_path = None if segments_dir is None else segments_dir / (path.stem + ".png")
-    depth = segment_depth(read_image(seg_path), rng) if seg_path is not None and seg_path.exists() else \
-        shapes_depth(*image.shape[:2], rng)
-    return stack_crops(image, depth, load_model(None, "cpu"), rng, crops, size)
+    segments = read_image(seg_path) if seg_path is not None and seg_path.exists() else None
+    model = load_model(None, "cpu")
+    if frames == 2:
+        return pair_crops(image, near_mask(segments, image.shape[:2], rng), model, rng, crops, size)
+    depth = segment_depth(segments, rng) if segments is not None else shapes_depth(*image.shape[:2], rng)
+    return stack_crops(image, depth, model, rng, crops, size)
+
+
+def near_mask(segments: np.ndarray | None, shape: tuple[int, int], rng: np.random.Generator,
+              tries: int = 20) -> np.ndarray:
+    """A pair's near layer (float 0/1): a random subset of the labelled segments covering 5-95% of the image
+    when it can (random shapes without segments)."""
+    if segments is None:
+        return random_shapes_mask(*shape, rng).astype(np.float32)
+    near = segment_mask(segments, rng)
+    for _ in range(tries):
+        if 0.05 <= near.mean() <= 0.95:
+            break
+        near = segment_mask(segments, rng)
+    return near
 
 
 def make_crops(paths: Sequence[Path], segments_dir: Path | None, seed: int, workers: int = 0,
-               crops: int = CROPS_PER_IMAGE, size: int = CROP) -> torch.Tensor:
-    """(len(paths) * crops, CHANNELS, size, size) uint8 crops of ``paths``; ``workers`` processes (0: here)."""
-    jobs = [(path, segments_dir, seed * 1_000_003 + k, crops, size) for k, path in enumerate(paths)]
+               crops: int = CROPS_PER_IMAGE, size: int = CROP, frames: int = FRAMES) -> torch.Tensor:
+    """(len(paths) * crops, 3 * frames + 7, size, size) uint8 crops of ``paths`` (``frames`` 2: pairs);
+    ``workers`` processes (0: here)."""
+    jobs = [(path, segments_dir, seed * 1_000_003 + k, crops, size, frames) for k, path in enumerate(paths)]
     if workers > 0:
         with ProcessPoolExecutor(workers) as pool:  # the platform's start method, as torch's data loaders
             parts = list(pool.map(image_crops, *zip(*jobs)))
@@ -109,33 +156,41 @@ def make_crops(paths: Sequence[Path], segments_dir: Path | None, seed: int, work
     return torch.from_numpy(np.concatenate(parts))
 
 
+def frame_count(batch: torch.Tensor) -> int:
+    """The frames of a batch of crops (3 * frames + 7 channels: 2 for pairs, FRAMES for stacks)."""
+    return (batch.shape[1] - 7) // 3
+
+
 def _split(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(frames (B * FRAMES, 3, H, W), truth, GACN's fused image, band) of uint8 crops, float in [0, 1]."""
+    """(frames (B * frames, 3, H, W), truth, GACN's fused image, band) of uint8 crops, float in [0, 1]."""
     x = batch.float() / 255.0
     b, _, h, w = x.shape
-    return (x[:, :3 * FRAMES].reshape(b * FRAMES, 3, h, w), x[:, 3 * FRAMES:3 * FRAMES + 3],
-            x[:, 3 * FRAMES + 3:3 * FRAMES + 6], x[:, -1:])
+    n = frame_count(batch)
+    return x[:, :3 * n].reshape(b * n, 3, h, w), x[:, 3 * n:3 * n + 3], x[:, 3 * n + 3:3 * n + 6], x[:, -1:]
 
 
 def refined(net: BlendNet, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(what the blend and ``net``'s refiner make of the crops, their truth), float (B, 3, H, W) in [0, 1]: the
-    refiner's inputs as :class:`~focusfuse.methods.gacn.boundary_blend.SharpnessBlend` streams them."""
+    """(what the blend and ``net``'s refiner for the crops' frame count make of them, their truth), float
+    (B, 3, H, W) in [0, 1]: the refiner's inputs as :class:`~focusfuse.methods.gacn.boundary_blend.SharpnessBlend`
+    streams them."""
     frames, truth, fused, band = _split(batch)
-    b, h, w = truth.shape[0], truth.shape[-2], truth.shape[-1]
+    b, h, w, n = truth.shape[0], truth.shape[-2], truth.shape[-1], frame_count(batch)
+    refiner = net.refiner_for(n)
     gray = to_gray(frames)
     log_energy = torch.log1p(laplacian_energy(gray))
     with torch.no_grad():
-        score = (SHARPNESS_POWER * log_energy + net(gray, log_energy)).reshape(b, FRAMES, 1, h, w)
-        frames = frames.reshape(b, FRAMES, 3, h, w)
+        score = (SHARPNESS_POWER * log_energy + net(gray, log_energy)).reshape(b, n, 1, h, w)
+        frames = frames.reshape(b, n, 3, h, w)
         weights = torch.exp(score - score.amax(1, keepdim=True))  # the streamed weights up to a common factor
         total = weights.sum(1)
         blend = (weights * frames).sum(1) / total
-        hats = torch.tensor([bin_weights(k / (FRAMES - 1), net.refiner.bins) for k in range(FRAMES)],
-                            device=batch.device)  # (FRAMES, bins)
+        hats = torch.tensor([bin_weights(k / (n - 1), refiner.bins) for k in range(n)],
+                            device=batch.device)  # (n, bins)
         binned_weights = torch.einsum("bfxhw,fk->bkxhw", weights, hats)  # (b, bins, 1, h, w)
         binned = torch.einsum("bfhw,fk,bfchw->bkchw", weights[:, :, 0], hats, frames) / binned_weights
         shares = log_share(binned_weights[:, :, 0], total)
-    out = blend + net.refiner(blend, fused, binned.reshape(b, -1, h, w), shares, band)
+    binned = binned.reshape(b, -1, h, w)
+    out = refiner.bounded(blend + refiner(blend, fused, binned, shares, band), binned)
     return fused + band * (out - fused), truth
 
 
@@ -150,9 +205,10 @@ def blended(net: BlendNet, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     b, h, w = truth.shape[0], truth.shape[-2], truth.shape[-1]
     gray = to_gray(frames)
     log_energy = torch.log1p(laplacian_energy(gray))
+    n = frame_count(batch)
     score = SHARPNESS_POWER * log_energy + net(gray, log_energy)  # the log of the inference weights
-    weights = torch.softmax(score.reshape(b, FRAMES, 1, h, w), dim=1)
-    mean = (weights * frames.reshape(b, FRAMES, 3, h, w)).sum(1)
+    weights = torch.softmax(score.reshape(b, n, 1, h, w), dim=1)
+    mean = (weights * frames.reshape(b, n, 3, h, w)).sum(1)
     return fused + band * (mean - fused), truth
 
 
@@ -184,13 +240,15 @@ def random_patches(crops: torch.Tensor, batch_size: int, patch: int, rng: np.ran
 def train_blend(images: str | Path, out: str | Path, *, segments: str | Path | None = None, epochs: int = 40,
                 steps_per_epoch: int = 50, batch_size: int = 16, lr: float = 3e-3, patch: int = 96,
                 crops_per_image: int = CROPS_PER_IMAGE, seed: int = 0, device: str = "auto", workers: int = 0,
-                refiner_epochs: int = REFINER_EPOCHS, refiner_lr: float = REFINER_LR,
+                refiner_epochs: int = REFINER_EPOCHS, refiner_lr: float = REFINER_LR, pair_epochs: int = PAIR_EPOCHS,
                 init: str | Path | None = None, max_steps: int = 0, install_as: str | None = None,
                 replace_installed: bool = False, progress: Progress | None = None) -> dict[str, Any]:
     """Train the blend net on stacks rendered from ``images`` (every 10th image held out: fixed validation
-    crops), then its refiner for ``refiner_epochs`` (0: none); ``out`` gets ``best.pt`` (lowest validation MSE)
-    and ``log.jsonl``. ``lr``, ``refiner_lr``: the one-cycle peaks. ``init``: blend weights whose weights'
-    network is kept (the first stage is skipped). ``workers``: processes that render and fuse the stacks;
+    crops), then its refiner for ``refiner_epochs`` (0: none), then its pair refiner on rendered pairs for
+    ``pair_epochs`` (0: none); ``out`` gets ``best.pt`` (lowest validation MSE of the last stage) and
+    ``log.jsonl``. ``lr``, ``refiner_lr``: the one-cycle peaks (the pair refiner's: ``refiner_lr``). ``init``:
+    blend weights whose weights' network (and refiners, where not trained again) are kept (the first stage is
+    skipped). ``workers``: processes that render and fuse the stacks;
     ``max_steps`` > 0 caps the steps of an epoch (a smoke test). Returns a summary."""
     from ..backends.select import resolve_device
 
@@ -203,32 +261,45 @@ def train_blend(images: str | Path, out: str | Path, *, segments: str | Path | N
     seed_everything(seed)
     segments_dir = None if segments is None else Path(segments)
     started = time.perf_counter()
-    train_set = make_crops(training, segments_dir, seed, workers, crops_per_image)
-    val_set = make_crops(validation, segments_dir, seed + 1, workers, crops_per_image)
+    stacks = refiner_epochs > 0 or first is None
+    sets = {"stacks": (make_crops(training, segments_dir, seed, workers, crops_per_image),
+                       make_crops(validation, segments_dir, seed + 1, workers, crops_per_image)) if stacks else None,
+            "pairs": (make_crops(training, segments_dir, seed + 2, workers, crops_per_image, frames=2),
+                      make_crops(validation, segments_dir, seed + 3, workers, crops_per_image, frames=2))
+            if pair_epochs > 0 else None}
     rendered = round(time.perf_counter() - started, 1)
     net = (BlendNet() if first is None else first).to(target, memory_format=torch.contiguous_format)
+    baselines = {}  # validation MSE of GACN's image, and of the blends without refiners (an untrained net)
     with torch.no_grad():
-        plain = validation_mse(BlendNet().to(target), val_set, target)  # an untrained net: the plain blend
+        for name, crops in sets.items():
+            if crops is not None:
+                baselines[f"val_mse_gacn_{name}"] = gacn_mse(crops[1])
+                untrained = BlendNet(pair_refiner={}).to(target)  # (its pair refiner changes nothing)
+                baselines[f"val_mse_plain_{name}"] = validation_mse(untrained, crops[1], target, refiner_loss
+                                                                    if name == "pairs" else blend_loss)
     steps = steps_per_epoch if max_steps == 0 else min(max_steps, steps_per_epoch)
-    stages = ([] if first is not None else [("weights", epochs, lr, blend_loss)]) + \
-        ([("refiner", refiner_epochs, refiner_lr, refiner_loss)] if refiner_epochs > 0 else [])
+    stages = ([] if first is not None else [("weights", epochs, lr, blend_loss, "stacks")]) + \
+        ([("refiner", refiner_epochs, refiner_lr, refiner_loss, "stacks")] if refiner_epochs > 0 else []) + \
+        ([("pair_refiner", pair_epochs, refiner_lr, refiner_loss, "pairs")] if pair_epochs > 0 else [])
     total_epochs = sum(stage[1] for stage in stages)
     metadata = {"images": str(images), "segments": None if segments is None else str(segments), "epochs": epochs,
-                "refiner_epochs": refiner_epochs, "init": None if init is None else str(init),
-                "steps_per_epoch": steps, "batch_size": batch_size, "patch": patch, "lr": lr,
+                "refiner_epochs": refiner_epochs, "pair_epochs": pair_epochs, "init": None if init is None else
+                str(init), "steps_per_epoch": steps, "batch_size": batch_size, "patch": patch, "lr": lr,
                 "refiner_lr": refiner_lr, "seed": seed, "frames": FRAMES, "max_blur": list(MAX_BLUR),
-                "crops": len(train_set), "val_mse_plain": plain}
+                "pair_blur": list(PAIR_BLUR), "crops": {name: len(c[0]) for name, c in sets.items() if c is not None},
+                **baselines}
     rng = np.random.default_rng(seed)
-    summary: dict[str, Any] = {"val_mse_plain": plain}
-    best_state = (net if first is None else first).state_dict()  # what the refiner is trained on
+    summary: dict[str, Any] = dict(baselines)
+    best_state = (net if first is None else first).state_dict()  # what the refiners are trained on
     done = 0
-    for stage, stage_epochs, peak, loss_of in stages:
-        if stage == "refiner":
-            net = BlendNet(**{**net.config, "refiner": {}}).to(target)
-            net.load_state_dict(best_state, strict=False)  # (a refiner in ``init`` is trained on)
+    for stage, stage_epochs, peak, loss_of, data in stages:
+        train_set, val_set = sets[data]
+        if stage != "weights":  # a refiner, the rest fixed (one in ``init`` is trained on)
+            net = BlendNet(**{**net.config, stage: {}}).to(target)
+            net.load_state_dict(best_state, strict=False)
             for parameter in net.parameters():
                 parameter.requires_grad_(False)
-            for parameter in net.refiner.parameters():
+            for parameter in getattr(net, stage).parameters():
                 parameter.requires_grad_(True)
         trainable = [parameter for parameter in net.parameters() if parameter.requires_grad]
         optimizer = torch.optim.Adam(trainable, lr=peak / 3)
@@ -239,7 +310,7 @@ def train_blend(images: str | Path, out: str | Path, *, segments: str | Path | N
             net.train()
             running = 0.0
             for _ in range(steps):
-                patches = random_patches(train_set, batch_size, patch, rng, transpose=stage == "refiner")
+                patches = random_patches(train_set, batch_size, patch, rng, transpose=stage != "weights")
                 loss = loss_of(net, patches.to(target))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -248,8 +319,10 @@ def train_blend(images: str | Path, out: str | Path, *, segments: str | Path | N
                 running += loss.item()
             val = validation_mse(net, val_set, target, loss_of)
             done += 1
-            row = {"epoch": done, "stage": stage, "train_mse": running / steps, "val_mse": val, "val_mse_plain": plain,
-                   "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 1)}
+            row = {"epoch": done, "stage": stage, "train_mse": running / steps, "val_mse": val,
+                   "val_mse_plain": baselines[f"val_mse_plain_{data}"],
+                   "val_mse_gacn": baselines[f"val_mse_gacn_{data}"], "lr": optimizer.param_groups[0]["lr"],
+                   "seconds": round(time.perf_counter() - started, 1)}
             log_epoch(out, row)
             if val < best:
                 best, best_epoch = val, epoch + 1
@@ -259,9 +332,10 @@ def train_blend(images: str | Path, out: str | Path, *, segments: str | Path | N
             if progress is not None:
                 progress(done, total_epochs, row)
         summary.update({f"{stage}_best_epoch": best_epoch, f"{stage}_val_mse": best})
-    final = stages[-1][0] if stages else None
-    return {**summary, "best_epoch": summary.get(f"{final}_best_epoch", -1), "best_val_mse": summary.get(
-        f"{final}_val_mse", float("nan")), "weights": str(out / "best.pt"),
+    final, data = (stages[-1][0], stages[-1][4]) if stages else (None, None)
+    return {**summary, "val_mse_plain": baselines.get(f"val_mse_plain_{data}", float("nan")),
+            "best_epoch": summary.get(f"{final}_best_epoch", -1),
+            "best_val_mse": summary.get(f"{final}_val_mse", float("nan")), "weights": str(out / "best.pt"),
             "installed": install(out / "best.pt", installed), "render_seconds": rendered,
             "seconds": round(time.perf_counter() - started, 1)}
 
@@ -276,6 +350,12 @@ def _initial_blend(init: str | Path) -> BlendNet:
         raise WeightsError(str(exc), option="init") from exc
 
 
+def gacn_mse(crops: torch.Tensor) -> float:
+    """Mean squared error (8-bit scale, inside the margin) of GACN's own fused image in ``crops``."""
+    _, truth, fused, _ = _split(crops)
+    return _inner_mse(fused, truth).item()
+
+
 def validation_mse(net: BlendNet, crops: torch.Tensor, device: torch.device,
                    loss_of: Callable[[BlendNet, torch.Tensor], torch.Tensor] | None = None,
                    batch_size: int = 16) -> float:
@@ -288,4 +368,5 @@ def validation_mse(net: BlendNet, crops: torch.Tensor, device: torch.device,
     return sum(losses) / len(crops)
 
 
-__all__ = ["train_blend", "stack_crops", "make_crops", "blend_loss", "blended", "refiner_loss", "refined"]
+__all__ = ["train_blend", "stack_crops", "pair_crops", "make_crops", "blend_loss", "blended", "refiner_loss",
+           "refined"]

@@ -7,8 +7,9 @@ frame (its gray and log energy) through three dilated 3x3 convolutions of 8 chan
 ``c`` of the log-weight, so the weight becomes ``(E + 1) ** 2 * exp(c)``. It sees one frame
 at a time, so the blend still streams; its last layer starts at zero, so an untrained net is the plain blend.
 With a :class:`~.blend_refiner.BlendRefiner` (``refiner``), the band is then redrawn from the streamed blends
-once per region. Trained by ``focusfuse train --method blend`` (:mod:`focusfuse.train.blend`) on stacks rendered
-with layered defocus; model card: docs/model-card-blend.md.
+once per region; a second one (``pair_refiner``, two bins: one per frame) redraws the band of pairs. Trained
+by ``focusfuse train --method blend`` (:mod:`focusfuse.train.blend`) on stacks (and pairs) rendered with
+layered defocus; model card: docs/model-card-blend.md.
 """
 
 from __future__ import annotations
@@ -27,20 +28,24 @@ DEFAULT_BLEND_WEIGHTS_NAME = "focusfuse-blend"
 WIDTH = 8
 DILATIONS = (1, 2, 4)
 SCALE = 1  # full resolution (> 1: on scale x scale means, enlarged bilinearly; tiles then start on its multiples)
+PAIR_BINS = 2  # the pair refiner's bins: one frame each
 MAX_CORRECTION = 20.0  # |c| is clamped: exp(c) stays far from float32's limits
 
 
 class BlendNet(nn.Module):
     """Log-weight correction (B,1,H,W) of frames from their gray (B,1,H,W) in [0, 1] and log(E + 1); with
-    ``refiner`` (its keyword arguments, ``{}`` for the default shape), the refiner of the blended band too."""
+    ``refiner`` (its keyword arguments, ``{}`` for the default shape), the refiner of stacks' blended band too;
+    with ``pair_refiner`` (the same, ``bins`` 2), the refiner of pairs'."""
 
     def __init__(self, width: int = WIDTH, dilations: Sequence[int] = DILATIONS, scale: int = SCALE,
-                 refiner: dict | None = None) -> None:
+                 refiner: dict | None = None, pair_refiner: dict | None = None) -> None:
         super().__init__()
         self.config = {"width": int(width), "dilations": [int(d) for d in dilations], "scale": int(scale)}
         self.refiner = None if refiner is None else BlendRefiner(**refiner)
-        if self.refiner is not None:
-            self.config["refiner"] = self.refiner.config
+        self.pair_refiner = None if pair_refiner is None else BlendRefiner(**{"bins": PAIR_BINS, **pair_refiner})
+        for name, module in (("refiner", self.refiner), ("pair_refiner", self.pair_refiner)):
+            if module is not None:
+                self.config[name] = module.config
         self.scale = scale
         # how far (px of the frame) a correction looks: the convolutions' reach (when reduced: in reduced
         # pixels, plus the bilinear enlargement's one, and the other pixels of a block)
@@ -51,6 +56,10 @@ class BlendNet(nn.Module):
         self.out = nn.Conv2d(width, 1, 1)
         nn.init.zeros_(self.out.weight)  # untrained: no correction, the plain blend
         nn.init.zeros_(self.out.bias)
+
+    def refiner_for(self, frames: int) -> BlendRefiner | None:
+        """The refiner of a region of ``frames`` frames: the pair refiner for two, the stack refiner for more."""
+        return self.pair_refiner if frames == 2 else self.refiner if frames > 2 else None
 
     @property
     def device(self) -> torch.device:

@@ -71,6 +71,15 @@ class BlendRefiner(nn.Module):
         correction = self.out(x).contiguous()
         return 0.5 * (correction[:batch] + correction[batch:])
 
+    def bounded(self, refined: torch.Tensor, binned: torch.Tensor) -> torch.Tensor:
+        """A pair refiner's result (..., 3, H, W) clamped at each pixel and channel to the range of the pair's
+        two frames (``binned``, (..., 6, H, W)): it draws no value beyond what one of them shows (on real pairs
+        this keeps the reference-free measures closer, docs/boundaries.md). Other refiners' as it is."""
+        if self.bins != 2:
+            return refined
+        a, b = binned[..., :3, :, :], binned[..., 3:6, :, :]
+        return torch.minimum(torch.maximum(refined, torch.minimum(a, b)), torch.maximum(a, b))
+
 
 def refine(refiner: BlendRefiner, blend: torch.Tensor, fused: torch.Tensor, binned: torch.Tensor,
            log_share: torch.Tensor, band: torch.Tensor, block: int = BLOCK) -> torch.Tensor:

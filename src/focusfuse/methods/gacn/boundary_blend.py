@@ -10,8 +10,9 @@ that sees the frame: ``(E + 1) ** 2 * exp(c)``; without one (``laplacian``) the 
 When the BlendNet has a refiner (:mod:`.blend_refiner`), the same weights also fill a few running sums of frames
 binned by their place in the stack, and at the end the refiner redraws the band from the blends.
 Measured on ``benchmarks/boundary.py`` (docs/boundaries.md), against GACN's hard switch: stacks +0.5 dB
-laplacian, +1.5 dB with the learned weights and +3.3 dB with the refiner. A pair is left as it is:
-there the plain blend gains little on that benchmark and costs the reference-free measures of real pairs.
+laplacian, +1.5 dB with the learned weights and +3.3 dB with the refiner. A pair is left as GACN fused it
+unless the blend weights carry a pair refiner (``focusfuse-blend-pairs``, not the default): it gains on that
+benchmark's pairs but costs the reference-free measures of real pairs (docs/boundaries.md).
 
 The weights depend on each frame alone, so the blend is streamed: running sums, and the band from the
 final index map at the end. The band reaches ``BAND_REACH`` px from the index map, the weights
@@ -30,13 +31,13 @@ import torch.nn.functional as F
 from ...frames.refs import match_channels
 from ...ops.filters import SeparableFilter, gaussian_blur, gaussian_kernel1d, separable_filter
 from .blend_net import MAX_CORRECTION, BlendNet
-from .blend_refiner import bin_weights, log_share, refine
+from .blend_refiner import BlendRefiner, bin_weights, log_share, refine
 
 BLEND_RADIUS = 9  # px from an index-map edge (Chebyshev distance) where frames are blended
 BAND_SOFTNESS = 1.5  # sigma (px) of the band's soft edge
 BAND_BLUR_SIZE = 2 * math.ceil(3 * BAND_SOFTNESS) + 1
 SHARPNESS_POWER = 2  # weights (E + 1) ** SHARPNESS_POWER
-MIN_FRAMES = 3  # a pair is not blended
+MIN_FRAMES = 3  # fewer (a pair) are blended only by a pair refiner
 BAND_REACH = 1 + BLEND_RADIUS + BAND_BLUR_SIZE // 2  # from the index map: its edge, the band, the soft edge
 ENERGY_REACH = 2  # from the frame: the Laplacian and its 3x3 mean
 BLEND_MODES = ("learned", "laplacian", "off")  # or a BlendNet weights file / installed name (learned with them)
@@ -74,9 +75,17 @@ def weight_reach(net: BlendNet | None) -> int:
     return ENERGY_REACH + (net.reach if net is not None else 0)
 
 
-def refiner_reach(net: BlendNet | None) -> int:
-    """How far (px) the refiner of the blend looks beyond its inputs (0 without one)."""
-    return net.refiner.reach if net is not None and net.refiner is not None else 0
+def refiner_reach(net: BlendNet | None, frames: int = MIN_FRAMES) -> int:
+    """How far (px) the refiner of the blend of ``frames`` frames looks beyond its inputs (0 without one)."""
+    refiner = None if net is None else net.refiner_for(frames)
+    return 0 if refiner is None else refiner.reach
+
+
+def kept_bins(net: BlendNet | None) -> int:
+    """How many running sums of frames binned by place the blend keeps for ``net``'s refiners (a pair's two
+    frames fall in the outer bins of the stack refiner's)."""
+    refiner = None if net is None else net.refiner or net.pair_refiner
+    return 0 if refiner is None else refiner.bins
 
 
 def sharpness_weights(energy: torch.Tensor, correction: torch.Tensor | None = None) -> torch.Tensor:
@@ -122,10 +131,10 @@ class SharpnessBlend:
     def __init__(self, separable: SeparableFilter = separable_filter, net: BlendNet | None = None) -> None:
         self.separable = separable
         self.net = net
-        self.refiner = None if net is None else net.refiner
+        self.bins = kept_bins(net)  # running sums of frames binned by place in the stack
         self.weighted: torch.Tensor | None = None  # (C, H, W): sum of w * frame
         self.total: torch.Tensor | None = None  # (1, H, W): sum of w
-        self.binned: list[list[torch.Tensor]] = []  # per bin of the refiner: [sum of h w frame, sum of h w]
+        self.binned: list[list[torch.Tensor]] = []  # per bin: [sum of h w frame, sum of h w]
         self.frames = 0
 
     def add(self, frame: torch.Tensor, gray: torch.Tensor, has_image: torch.Tensor | None,
@@ -139,7 +148,7 @@ class SharpnessBlend:
         if has_image is not None:
             w = w * has_image[0]
         self.frames += 1
-        if self.refiner is not None:
+        if self.bins:
             self._add_to_bins(frame, w, bracket)
         if self.weighted is None:
             self.weighted, self.total = w * frame, w
@@ -150,8 +159,8 @@ class SharpnessBlend:
 
     def _add_to_bins(self, frame: torch.Tensor, w: torch.Tensor, bracket: float) -> None:
         if not self.binned:
-            self.binned = [[torch.zeros_like(frame), torch.zeros_like(w)] for _ in range(self.refiner.bins)]
-        for sums, share in zip(self.binned, bin_weights(bracket, self.refiner.bins)):
+            self.binned = [[torch.zeros_like(frame), torch.zeros_like(w)] for _ in range(self.bins)]
+        for sums, share in zip(self.binned, bin_weights(bracket, self.bins)):
             if share > 0:
                 sums[0], frame_ = match_channels(sums[0], frame)
                 sums[0].addcmul_(w.expand_as(frame_), frame_, value=share)
@@ -159,33 +168,38 @@ class SharpnessBlend:
 
     def apply(self, fused: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """``fused`` (C, H, W) with the sharpness-weighted frames blended in near the edges of ``index`` (H, W);
-        unchanged for fewer than MIN_FRAMES frames, and where no frame has image pixels."""
-        if self.frames < MIN_FRAMES or self.weighted is None:
+        unchanged where no frame has image pixels, and for fewer than MIN_FRAMES frames unless the net has a
+        refiner for them (a pair: blended and redrawn by the pair refiner)."""
+        refiner = None if self.net is None else self.net.refiner_for(self.frames)
+        if self.weighted is None or (self.frames < MIN_FRAMES and refiner is None):
             return fused
         band = blend_band(index, self.separable)[0]
         tiny = torch.finfo(self.total.dtype).tiny
         mean = self.weighted / self.total.clamp_min(tiny)
         band = torch.where(self.total > 0, band, torch.zeros_like(band))
         fused, mean = match_channels(fused, mean)
-        if self.refiner is not None:
-            mean = self._refined(mean, fused, band, tiny)
+        if refiner is not None:
+            mean = self._refined(refiner, mean, fused, band, tiny)
         return fused + band * (mean - fused)
 
-    def _refined(self, mean: torch.Tensor, fused: torch.Tensor, band: torch.Tensor, tiny: float) -> torch.Tensor:
-        """The blend redrawn by the refiner (RGB; a gray region as three equal channels)."""
+    def _refined(self, refiner: BlendRefiner, mean: torch.Tensor, fused: torch.Tensor, band: torch.Tensor,
+                 tiny: float) -> torch.Tensor:
+        """The blend redrawn by ``refiner`` (RGB; a gray region as three equal channels)."""
         channels = mean.shape[0]
         if channels not in (1, 3):
             return mean
+        # a pair's two frames (places 0 and 1) are the outer bins, whatever the number kept
+        sums = self.binned if refiner.bins == len(self.binned) else [self.binned[0], self.binned[-1]]
         binned, shares = [], []
-        for weighted, total in self.binned:
+        for weighted, total in sums:
             # an empty bin (no weight at a pixel) stands in as the whole blend
             binned.append(torch.where(total > 0, match_channels(weighted, mean)[0] / total.clamp_min(tiny), mean))
             shares.append(log_share(total, self.total))
         rgb = (lambda x: x.expand(3, -1, -1)) if channels == 1 else (lambda x: x)
-        refined = refine(self.refiner, rgb(mean), rgb(fused), torch.cat([rgb(b) for b in binned]),
-                         torch.cat(shares), band)
+        binned = torch.cat([rgb(b) for b in binned])
+        refined = refiner.bounded(refine(refiner, rgb(mean), rgb(fused), binned, torch.cat(shares), band), binned)
         return refined.mean(0, keepdim=True) if channels == 1 else refined
 
 
-__all__ = ["BAND_REACH", "BLEND_MODES", "BLEND_RADIUS", "SharpnessBlend", "blend_band", "blend_label",
+__all__ = ["BAND_REACH", "BLEND_MODES", "BLEND_RADIUS", "SharpnessBlend", "blend_band", "blend_label", "kept_bins",
            "laplacian_energy", "refiner_reach", "sharpness_weights", "weight_reach"]

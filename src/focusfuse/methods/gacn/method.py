@@ -8,7 +8,7 @@ from typing import Any
 from ...backends.base import Backend
 from ..base import ReadRegion
 from .blend_net import BlendNet
-from .boundary_blend import BAND_REACH, MIN_FRAMES, blend_label, refiner_reach, weight_reach
+from .boundary_blend import BAND_REACH, MIN_FRAMES, blend_label, kept_bins, refiner_reach, weight_reach
 from .halo import halo_for
 from .model import GACN
 from .network import GacnNetwork
@@ -21,7 +21,8 @@ class GacnMethod:
 
     ``reduce`` > 1 (a speed option) runs the decision path at that many times lower resolution.
     ``boundary_blend``: stacks of three frames or more are blended by sharpness near the index map's edges
-    (see :mod:`.boundary_blend`), the weights corrected by ``blend_net`` when given; pairs never are.
+    (see :mod:`.boundary_blend`), the weights corrected by ``blend_net`` when given; pairs only when
+    ``blend_net`` has a pair refiner.
     """
 
     name = "gacn"
@@ -32,7 +33,8 @@ class GacnMethod:
         self.strategy = strategy
         self.state_type: type[StackStrategy] = PairStack if strategy == "pair" else STRATEGIES[strategy]
         self.reduce = reduce
-        self.boundary_blend = boundary_blend and strategy != "pair"
+        pair_refiner = blend_net is not None and blend_net.pair_refiner is not None
+        self.boundary_blend = boundary_blend and (strategy != "pair" or pair_refiner)
         self.blend_net = blend_net if self.boundary_blend else None
 
     @property
@@ -44,16 +46,21 @@ class GacnMethod:
 
     def halo(self, frames: int = 2) -> int:
         halo = halo_for(self.reduce)
-        if self.boundary_blend and frames >= MIN_FRAMES:  # the band needs the index map, the weights the frames
+        if self.blends(frames):  # the band needs the index map, the weights the frames
             # (the refiner looks its reach further, at the blends and at the band)
-            halo = max(halo + BAND_REACH, weight_reach(self.blend_net)) + refiner_reach(self.blend_net)
+            halo = max(halo + BAND_REACH, weight_reach(self.blend_net)) + refiner_reach(self.blend_net, frames)
         multiple = self.tile_multiple()
         return -(-halo // multiple) * multiple  # tiles must start on reduced blocks (and the blend net's)
 
+    def blends(self, frames: int) -> bool:
+        """Whether a region of ``frames`` frames is blended at its boundaries (a pair: with a pair refiner)."""
+        if not self.boundary_blend:
+            return False
+        return frames >= MIN_FRAMES or (self.blend_net is not None and self.blend_net.refiner_for(frames) is not None)
+
     def bytes_per_pixel(self) -> int:
-        # the network's working set, measured per backend; and the refiner's running sums (RGB and weight per bin)
-        refiner = None if self.blend_net is None else self.blend_net.refiner
-        return self.net.backend.bytes_per_pixel + (0 if refiner is None else refiner.bins * 4 * 4)
+        # the network's working set, measured per backend; and the refiners' running sums (RGB and weight per bin)
+        return self.net.backend.bytes_per_pixel + kept_bins(self.blend_net) * 4 * 4
 
     def tile_multiple(self) -> int:
         # reduced blocks, and the blend net's 2x2 means, must not straddle tiles
