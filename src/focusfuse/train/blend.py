@@ -34,7 +34,7 @@ from ..errors import UsageError
 from ..evaluation.synthetic import layered_defocus, make_stack
 from ..io.images import read_image
 from ..methods.gacn.blend_net import BlendNet, load_blend_net, save_blend_weights
-from ..methods.gacn.blend_refiner import bin_weights, log_share
+from ..methods.gacn.blend_refiner import bin_weights, log_share, within_pair
 from ..methods.gacn.boundary_blend import SHARPNESS_POWER, blend_band, laplacian_energy
 from ..ops.color import to_gray
 from .data import random_shapes_mask, segment_depth, segment_mask, shapes_depth
@@ -190,7 +190,9 @@ def refined(net: BlendNet, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
         binned = torch.einsum("bfhw,fk,bfchw->bkchw", weights[:, :, 0], hats, frames) / binned_weights
         shares = log_share(binned_weights[:, :, 0], total)
     binned = binned.reshape(b, -1, h, w)
-    out = refiner.bounded(blend + refiner(blend, fused, binned, shares, band), binned)
+    out = blend + refiner(blend, fused, binned, shares, band)
+    if n == 2:
+        out = within_pair(out, binned)
     return fused + band * (out - fused), truth
 
 

@@ -21,14 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blend_refiner import BlendRefiner
+from .blend_refiner import PAIR_BINS, BlendRefiner
 
 ARCHITECTURE = "gacn-blend-v1"
 DEFAULT_BLEND_WEIGHTS_NAME = "focusfuse-blend"
 WIDTH = 8
 DILATIONS = (1, 2, 4)
 SCALE = 1  # full resolution (> 1: on scale x scale means, enlarged bilinearly; tiles then start on its multiples)
-PAIR_BINS = 2  # the pair refiner's bins: one frame each
 MAX_CORRECTION = 20.0  # |c| is clamped: exp(c) stays far from float32's limits
 
 

@@ -22,6 +22,7 @@ from torch import nn
 WIDTH = 32
 DILATIONS = (1, 2, 4, 8, 1)
 BINS = 4  # blends of frames binned by position in the bracket
+PAIR_BINS = 2  # a pair refiner's bins: one frame each
 BLOCK = 256  # px of the blocks refined at once (with the reach: about 0.35 kB per pixel, some 30 MB)
 
 
@@ -71,14 +72,13 @@ class BlendRefiner(nn.Module):
         correction = self.out(x).contiguous()
         return 0.5 * (correction[:batch] + correction[batch:])
 
-    def bounded(self, refined: torch.Tensor, binned: torch.Tensor) -> torch.Tensor:
-        """A pair refiner's result (..., 3, H, W) clamped at each pixel and channel to the range of the pair's
-        two frames (``binned``, (..., 6, H, W)): it draws no value beyond what one of them shows (on real pairs
-        this keeps the reference-free measures closer, docs/boundaries.md). Other refiners' as it is."""
-        if self.bins != 2:
-            return refined
-        a, b = binned[..., :3, :, :], binned[..., 3:6, :, :]
-        return torch.minimum(torch.maximum(refined, torch.minimum(a, b)), torch.maximum(a, b))
+
+def within_pair(refined: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """A pair's redrawn band (..., 3, H, W) clamped at each pixel and channel to the range of its two frames
+    (``frames``, (..., 6, H, W)): the pair refiner draws no value beyond what one of them shows (on real pairs
+    this keeps the reference-free measures closer, docs/boundaries.md)."""
+    a, b = frames[..., :3, :, :], frames[..., 3:6, :, :]
+    return torch.minimum(torch.maximum(refined, torch.minimum(a, b)), torch.maximum(a, b))
 
 
 def refine(refiner: BlendRefiner, blend: torch.Tensor, fused: torch.Tensor, binned: torch.Tensor,
@@ -102,4 +102,4 @@ def refine(refiner: BlendRefiner, blend: torch.Tensor, fused: torch.Tensor, binn
     return out
 
 
-__all__ = ["BINS", "BLOCK", "BlendRefiner", "bin_weights", "log_share", "refine"]
+__all__ = ["BINS", "BLOCK", "PAIR_BINS", "BlendRefiner", "bin_weights", "log_share", "refine", "within_pair"]

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from ...frames.refs import match_channels
 from ...ops.filters import SeparableFilter, gaussian_blur, gaussian_kernel1d, separable_filter
 from .blend_net import MAX_CORRECTION, BlendNet
-from .blend_refiner import BlendRefiner, bin_weights, log_share, refine
+from .blend_refiner import BlendRefiner, bin_weights, log_share, refine, within_pair
 
 BLEND_RADIUS = 9  # px from an index-map edge (Chebyshev distance) where frames are blended
 BAND_SOFTNESS = 1.5  # sigma (px) of the band's soft edge
@@ -197,7 +197,9 @@ class SharpnessBlend:
             shares.append(log_share(total, self.total))
         rgb = (lambda x: x.expand(3, -1, -1)) if channels == 1 else (lambda x: x)
         binned = torch.cat([rgb(b) for b in binned])
-        refined = refiner.bounded(refine(refiner, rgb(mean), rgb(fused), binned, torch.cat(shares), band), binned)
+        refined = refine(refiner, rgb(mean), rgb(fused), binned, torch.cat(shares), band)
+        if self.frames == 2:
+            refined = within_pair(refined, binned)
         return refined.mean(0, keepdim=True) if channels == 1 else refined
 
 
