@@ -169,10 +169,11 @@ def _split(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return x[:, :3 * n].reshape(b * n, 3, h, w), x[:, 3 * n:3 * n + 3], x[:, 3 * n + 3:3 * n + 6], x[:, -1:]
 
 
-def refined(net: BlendNet, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def refined(net: BlendNet, batch: torch.Tensor, orders: tuple[bool, ...] = (False, True)) -> tuple[torch.Tensor,
+                                                                                                     torch.Tensor]:
     """(what the blend and ``net``'s refiner for the crops' frame count make of them, their truth), float
     (B, 3, H, W) in [0, 1]: the refiner's inputs as :class:`~focusfuse.methods.gacn.boundary_blend.SharpnessBlend`
-    streams them."""
+    streams them. ``orders``: the refiner's orders of the bins (inference: both)."""
     frames, truth, fused, band = _split(batch)
     b, h, w, n = truth.shape[0], truth.shape[-2], truth.shape[-1], frame_count(batch)
     refiner = net.refiner_for(n)
@@ -190,15 +191,15 @@ def refined(net: BlendNet, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
         binned = torch.einsum("bfhw,fk,bfchw->bkchw", weights[:, :, 0], hats, frames) / binned_weights
         shares = log_share(binned_weights[:, :, 0], total)
     binned = binned.reshape(b, -1, h, w)
-    out = blend + refiner(blend, fused, binned, shares, band)
+    out = blend + refiner(blend, fused, binned, shares, band, orders)
     if n == 2:
         out = within_pair(out, binned)
     return fused + band * (out - fused), truth
 
 
-def refiner_loss(net: BlendNet, batch: torch.Tensor) -> torch.Tensor:
+def refiner_loss(net: BlendNet, batch: torch.Tensor, orders: tuple[bool, ...] = (False, True)) -> torch.Tensor:
     """Mean squared error (8-bit scale) of the refined crops against the truth, inside the margin."""
-    return _inner_mse(*refined(net, batch))
+    return _inner_mse(*refined(net, batch, orders))
 
 
 def blended(net: BlendNet, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -313,7 +314,10 @@ def train_blend(images: str | Path, out: str | Path, *, segments: str | Path | N
             running = 0.0
             for _ in range(steps):
                 patches = random_patches(train_set, batch_size, patch, rng, transpose=stage != "weights")
-                loss = loss_of(net, patches.to(target))
+                if stage == "weights":
+                    loss = loss_of(net, patches.to(target))
+                else:  # one order of the bins, drawn at random: half the work of both, which inference averages
+                    loss = loss_of(net, patches.to(target), (bool(rng.random() < 0.5),))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

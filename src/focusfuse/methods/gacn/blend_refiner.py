@@ -57,20 +57,20 @@ class BlendRefiner(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, blend: torch.Tensor, fused: torch.Tensor, binned: torch.Tensor, log_share: torch.Tensor,
-                band: torch.Tensor) -> torch.Tensor:
+                band: torch.Tensor, orders: tuple[bool, ...] = (False, True)) -> torch.Tensor:
         """``blend``, ``fused`` (B, 3, H, W); ``binned`` (B, 3 * bins, H, W); ``log_share`` (B, bins, H, W):
         log(bin's weight / all weight); ``band`` (B, 1, H, W). Whether a stack runs near to far or far to near
         is not known, so the correction is the mean of the network's with the bins in the given order and
-        reversed (one pass over both)."""
+        reversed (one pass over both). ``orders``: which (True: reversed); training may take one at a time."""
         batch, _, height, width = blend.shape
         reversed_bins = binned.reshape(batch, self.bins, 3, height, width).flip(1).reshape_as(binned)
         x = torch.cat([torch.cat([blend - 0.5, fused - 0.5, bins - 0.5, share / 10.0, band], 1)
-                       for bins, share in ((binned, log_share), (reversed_bins, log_share.flip(1)))])
+                       for bins, share in ((reversed_bins, log_share.flip(1)) if flip else (binned, log_share)
+                                           for flip in orders)])
         x = x.contiguous(memory_format=torch.channels_last)
         for conv in self.convs:
             x = F.relu(conv(x))
-        correction = self.out(x).contiguous()
-        return 0.5 * (correction[:batch] + correction[batch:])
+        return self.out(x).contiguous().reshape(len(orders), batch, 3, height, width).mean(0)
 
 
 def within_pair(refined: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
