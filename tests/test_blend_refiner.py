@@ -254,3 +254,15 @@ def test_the_pair_command_redraws_with_the_pair_file_only(tmp_path):
         assert r.exit_code == 0, r.output
         outputs[name] = read_image(tmp_path / f"{name}.png")
     assert np.array_equal(outputs["default"], outputs["off"]) and not np.array_equal(outputs["pairs"], outputs["off"])
+
+
+def test_one_order_at_a_time_averages_to_the_inference_correction():
+    """Training takes one order of the bins per step; inference averages both."""
+    refiner = refined_net(6).refiner.eval()
+    inputs = (torch.rand(2, 3, 22, 26), torch.rand(2, 3, 22, 26), torch.rand(2, 12, 22, 26), -torch.rand(2, 4, 22, 26),
+              torch.ones(2, 1, 22, 26))
+    with torch.no_grad():
+        both = refiner(*inputs)
+        given, reversed_ = refiner(*inputs, orders=(False,)), refiner(*inputs, orders=(True,))
+    assert (given - reversed_).abs().max() > 1e-4
+    assert torch.allclose(both, (given + reversed_) / 2, atol=1e-6)
