@@ -81,6 +81,12 @@ def refiner_reach(net: BlendNet | None, frames: int = MIN_FRAMES) -> int:
     return 0 if refiner is None else refiner.reach
 
 
+def is_blended(net: BlendNet | None, frames: int) -> bool:
+    """Whether a region of ``frames`` frames gets the boundary blend: three or more always, fewer (a pair) only
+    when ``net`` has a refiner for them."""
+    return frames >= MIN_FRAMES or (net is not None and net.refiner_for(frames) is not None)
+
+
 def kept_bins(net: BlendNet | None) -> int:
     """How many running sums of frames binned by place the blend keeps for ``net``'s refiners (a pair's two
     frames fall in the outer bins of the stack refiner's)."""
@@ -170,9 +176,9 @@ class SharpnessBlend:
         """``fused`` (C, H, W) with the sharpness-weighted frames blended in near the edges of ``index`` (H, W);
         unchanged where no frame has image pixels, and for fewer than MIN_FRAMES frames unless the net has a
         refiner for them (a pair: blended and redrawn by the pair refiner)."""
-        refiner = None if self.net is None else self.net.refiner_for(self.frames)
-        if self.weighted is None or (self.frames < MIN_FRAMES and refiner is None):
+        if self.weighted is None or not is_blended(self.net, self.frames):
             return fused
+        refiner = None if self.net is None else self.net.refiner_for(self.frames)
         band = blend_band(index, self.separable)[0]
         tiny = torch.finfo(self.total.dtype).tiny
         mean = self.weighted / self.total.clamp_min(tiny)
@@ -203,5 +209,5 @@ class SharpnessBlend:
         return refined.mean(0, keepdim=True) if channels == 1 else refined
 
 
-__all__ = ["BAND_REACH", "BLEND_MODES", "BLEND_RADIUS", "SharpnessBlend", "blend_band", "blend_label", "kept_bins",
-           "laplacian_energy", "refiner_reach", "sharpness_weights", "weight_reach"]
+__all__ = ["BAND_REACH", "BLEND_MODES", "BLEND_RADIUS", "SharpnessBlend", "blend_band", "blend_label", "is_blended",
+           "kept_bins", "laplacian_energy", "refiner_reach", "sharpness_weights", "weight_reach"]

@@ -8,7 +8,7 @@ from typing import Any
 from ...backends.base import Backend
 from ..base import ReadRegion
 from .blend_net import BlendNet
-from .boundary_blend import BAND_REACH, MIN_FRAMES, blend_label, kept_bins, refiner_reach, weight_reach
+from .boundary_blend import BAND_REACH, blend_label, is_blended, kept_bins, refiner_reach, weight_reach
 from .halo import halo_for
 from .model import GACN
 from .network import GacnNetwork
@@ -54,9 +54,7 @@ class GacnMethod:
 
     def blends(self, frames: int) -> bool:
         """Whether a region of ``frames`` frames is blended at its boundaries (a pair: with a pair refiner)."""
-        if not self.boundary_blend:
-            return False
-        return frames >= MIN_FRAMES or (self.blend_net is not None and self.blend_net.refiner_for(frames) is not None)
+        return self.boundary_blend and is_blended(self.blend_net, frames)
 
     def bytes_per_pixel(self) -> int:
         # the network's working set, measured per backend; and the refiners' running sums (RGB and weight per bin)
