@@ -33,10 +33,11 @@ import torch.nn.functional as F
 from ..errors import UsageError
 from ..evaluation.synthetic import layered_defocus, make_stack
 from ..io.images import read_image
+from ..jobs.demo import to_uint8
 from ..methods.gacn.blend_net import BlendNet, load_blend_net, save_blend_weights
 from ..methods.gacn.blend_refiner import bin_weights, log_share, within_pair
 from ..methods.gacn.boundary_blend import SHARPNESS_POWER, blend_band, laplacian_energy
-from ..ops.color import to_gray
+from ..ops.color import dtype_scale, to_gray
 from .data import random_shapes_mask, segment_depth, segment_mask, shapes_depth
 from .loop import seed_everything
 from .runs import install, log_epoch, start_run, training_split
@@ -84,11 +85,11 @@ def _fused_crops(frames: Sequence[np.ndarray], truth: np.ndarray, model: Any, rn
     """Float frames and truth in [0, 1] -> uint8 crops (frames, truth, GACN's fused image, band) around the band."""
     from ..engine.fuse import fuse_stack
 
-    frames = [_to_uint8(f) for f in frames]
+    frames = [to_uint8(f) for f in frames]
     result = fuse_stack(frames, weights=model, device=model.device, align="none", boundary_blend="off",
                         tile_size=0, workers=0)
     band = blend_band(torch.from_numpy(result.index_map.astype(np.int64)))[0, 0].numpy()
-    planes = np.concatenate(frames + [_to_uint8(truth), result.fused, _to_uint8(band)[:, :, None]], axis=2)
+    planes = np.concatenate(frames + [to_uint8(truth), result.fused, to_uint8(band)[:, :, None]], axis=2)
     h, w = band.shape
     ys, xs = np.nonzero(band > 0.5)
     out = []
@@ -100,10 +101,6 @@ def _fused_crops(frames: Sequence[np.ndarray], truth: np.ndarray, model: Any, rn
     return np.stack(out)
 
 
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
 def image_crops(path: Path, segments_dir: Path | None, seed: int, crops: int, size: int,
                 frames: int = FRAMES) -> np.ndarray:
     """The crops of one training image (deterministic in ``seed``), GACN with the default weights on the CPU:
@@ -112,7 +109,7 @@ def image_crops(path: Path, segments_dir: Path | None, seed: int, crops: int, si
 
     torch.set_num_threads(1)
     image = read_image(path)
-    image = image.astype(np.float32) / (np.iinfo(image.dtype).max if image.dtype.kind in "ui" else 1.0)
+    image = image.astype(np.float32) / dtype_scale(image.dtype)
     if min(image.shape[:2]) < size:
         raise UsageError(f"{path}: smaller than the {size} px crops", option="images")
     rng = np.random.default_rng(seed)

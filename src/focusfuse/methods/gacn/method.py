@@ -33,8 +33,7 @@ class GacnMethod:
         self.strategy = strategy
         self.state_type: type[StackStrategy] = PairStack if strategy == "pair" else STRATEGIES[strategy]
         self.reduce = reduce
-        pair_refiner = blend_net is not None and blend_net.pair_refiner is not None
-        self.boundary_blend = boundary_blend and (strategy != "pair" or pair_refiner)
+        self.boundary_blend = boundary_blend and (strategy != "pair" or is_blended(blend_net, 2))
         self.blend_net = blend_net if self.boundary_blend else None
 
     @property
