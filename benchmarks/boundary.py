@@ -10,6 +10,9 @@ the background behind it:
   near, B far; each layer's blur radius in the other frame is drawn from ``--pair-blur``.
 - ``demo``: the ``focusfuse demo`` stack (continuous depth from a real disparity map).
 
+``--compositing slab`` renders every set with the layer model used before 2026-12-05's seventh session (seams
+at every layer edge; see :mod:`focusfuse.evaluation.synthetic`), to reproduce the figures measured with it.
+
 Scores (8-bit, against the sharp original): PSNR over all channels and pixels, SSIM on gray, MSE (and its
 PSNR) in the band of ``--band`` px around true depth boundaries and away from it, index-map accuracy
 (all pixels, band). Ceilings on the same frames: ``true index`` takes every pixel from the frame focused
@@ -35,7 +38,7 @@ from scipy import ndimage
 
 from focusfuse import fuse_stack
 from focusfuse.evaluation.metrics import ssim, to_gray_matlab
-from focusfuse.evaluation.synthetic import layered_defocus, make_stack
+from focusfuse.evaluation.synthetic import COMPOSITING, layered_defocus, make_stack
 from focusfuse.io.images import read_image
 
 from shared_data import SHARED  # noqa: E402
@@ -86,7 +89,8 @@ def demo_boundary_band(depth: np.ndarray, width: int, jump: float) -> np.ndarray
     return ndimage.distance_transform_edt(~edge) <= width if edge.any() else edge
 
 
-def stack_scenes(count: int, frames: int, max_blur: float, band: int, seed: int) -> list[Scene]:
+def stack_scenes(count: int, frames: int, max_blur: float, band: int, seed: int,
+                 compositing: str = "extended") -> list[Scene]:
     from focusfuse.train.data import segment_depth, split_images
 
     _, validation = split_images(BSDS / "images")
@@ -95,13 +99,14 @@ def stack_scenes(count: int, frames: int, max_blur: float, band: int, seed: int)
     for path in validation[:count]:
         image = read_image(path)
         depth = segment_depth(read_image(BSDS / "segments" / (path.stem + ".png")), rng)
-        stack = make_stack(image, depth, frames, max_blur=max_blur)
+        stack = make_stack(image, depth, frames, max_blur=max_blur, compositing=compositing)
         scenes.append(Scene(path.stem, [to_uint8(f) for f in stack.frames], to_uint8(stack.truth),
                             stack.index_truth.astype(np.int64), boundary_band(stack.depth, band)))
     return scenes
 
 
-def pair_scenes(count: int, blur: tuple[float, float], band: int, seed: int) -> list[Scene]:
+def pair_scenes(count: int, blur: tuple[float, float], band: int, seed: int,
+                compositing: str = "extended") -> list[Scene]:
     from focusfuse.train.data import segment_mask, split_images
 
     _, validation = split_images(BSDS / "images")
@@ -115,18 +120,18 @@ def pair_scenes(count: int, blur: tuple[float, float], band: int, seed: int) -> 
         while len(np.unique(segments)) > 1 and not 0.05 <= near.mean() <= 0.95:  # a boundary worth scoring
             near = segment_mask(segments, rng)
         r_far, r_near = rng.uniform(*blur, size=2)
-        a = layered_defocus(image, near, focus=1.0, blur_per_unit=float(r_far), layers=2)  # near in focus
-        b = layered_defocus(image, near, focus=0.0, blur_per_unit=float(r_near), layers=2)  # far in focus
+        a = layered_defocus(image, near, 1.0, float(r_far), 2, compositing)  # near in focus
+        b = layered_defocus(image, near, 0.0, float(r_near), 2, compositing)  # far in focus
         index = (near < 0.5).astype(np.int64)  # 0: A (near), 1: B (far)
         scenes.append(Scene(f"{path.stem}-{k}", [to_uint8(a), to_uint8(b)], to_uint8(image), index,
                             boundary_band(near, band)))
     return scenes
 
 
-def demo_scene(band: int) -> Scene:
+def demo_scene(band: int, compositing: str = "extended") -> Scene:
     from focusfuse.jobs.demo import demo_stack
 
-    stack = demo_stack()
+    stack = demo_stack(compositing=compositing)
     return Scene("motorcycle", [to_uint8(f) for f in stack.frames], to_uint8(stack.truth),
                  stack.index_truth.astype(np.int64), demo_boundary_band(stack.depth, band, 0.05))
 
@@ -254,6 +259,7 @@ def main() -> None:
     parser.add_argument("--max-blur", type=float, default=8.0)
     parser.add_argument("--pair-blur", type=float, nargs=2, default=(2.0, 8.0))
     parser.add_argument("--band", type=int, default=6)
+    parser.add_argument("--compositing", choices=COMPOSITING, default="extended", help="the layer model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variant", action="append", default=None,
                         help="NAME[:key=value,...] of fuse_stack (repeatable; default: the default settings)")
@@ -272,11 +278,11 @@ def main() -> None:
     wanted = args.sets.split(",")
     sets = {}
     if "stacks" in wanted:
-        sets["stacks"] = stack_scenes(args.stacks, args.frames, args.max_blur, args.band, args.seed)
+        sets["stacks"] = stack_scenes(args.stacks, args.frames, args.max_blur, args.band, args.seed, args.compositing)
     if "pairs" in wanted:
-        sets["pairs"] = pair_scenes(args.pairs, tuple(args.pair_blur), args.band, args.seed)
+        sets["pairs"] = pair_scenes(args.pairs, tuple(args.pair_blur), args.band, args.seed, args.compositing)
     if "demo" in wanted:
-        sets["demo"] = [demo_scene(args.band)]
+        sets["demo"] = [demo_scene(args.band, args.compositing)]
     results = evaluate(sets, fusers, args.verbose)
     table = markdown(results, next(iter(fusers)))
     print(table)

@@ -100,6 +100,8 @@ def main() -> None:
     parser.add_argument("--focus-stack", default=None, help="a focus-stack binary to time on V-4 as well")
     parser.add_argument("--skip-v4", action="store_true")
     parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument("--compositing", choices=("extended", "slab"), default="extended",
+                        help="the synthetic scenes' layer model (slab: as before 2026-12-05's seventh session)")
     args = parser.parse_args()
     methods = args.method or list(METHOD_NAMES)
     if not PAIRS.is_dir():
@@ -108,7 +110,8 @@ def main() -> None:
     from focusfuse.methods.gacn.weights import load_model
 
     model = load_model(None, "cpu")
-    sets = {"stacks": boundary.stack_scenes(20, 8, 8.0, 6, 0), "pairs": boundary.pair_scenes(40, (2.0, 8.0), 6, 0)}
+    sets = {"stacks": boundary.stack_scenes(20, 8, 8.0, 6, 0, args.compositing),
+            "pairs": boundary.pair_scenes(40, (2.0, 8.0), 6, 0, args.compositing)}
     rows = []
     for method in methods:
         means, seconds26 = gacn26_means(method)

@@ -47,3 +47,35 @@ def test_make_stack_gives_frames_truth_and_index():
     assert stack.truth.dtype == np.float32 and stack.truth.max() <= 1.0
     assert stack.index_truth.min() == 0 and stack.index_truth.max() == 3
     assert np.all(np.diff(stack.index_truth[0]) >= 0)  # depth grows left to right
+
+
+@pytest.mark.parametrize("focus", [0.0, 0.5, 1.0])
+def test_a_continuous_slope_renders_without_seams(focus):
+    # a linear ramp of brightness on a plane sloping in depth: any symmetric blur of a linear image is the
+    # image itself, so a frame must match it away from the borders (within one 8-bit level: what a layer
+    # hides is its edge colour extended, not the ramp continued), whatever layers the depth is cut into
+    ramp = np.tile(np.linspace(0.2, 0.8, 96, dtype=np.float32)[:, None], (1, 64))
+    depth = np.tile(np.linspace(0.0, 1.0, 96, dtype=np.float32)[:, None], (1, 64))
+    frame = layered_defocus(ramp, depth, focus=focus, blur_per_unit=4.0, layers=12)
+    assert np.abs(frame - ramp)[8:-8, 8:-8].max() < 1 / 255
+    # the earlier slab model lets the layers behind show through at every layer edge: seams
+    slab = layered_defocus(ramp, depth, focus=focus, blur_per_unit=4.0, layers=12, compositing="slab")
+    assert np.abs(slab - ramp)[8:-8, 8:-8].max() > 0.01
+
+
+def test_behind_a_blurred_near_edge_the_background_shows_its_own_colours():
+    image = np.full((40, 60), 0.2, np.float32)
+    image[:, 30:] = 0.9  # a bright near object on the right of a dark background
+    image[:, :10] = 0.6  # a third, farther region: it must not show through at the near edge
+    depth = np.zeros((40, 60), np.float32)
+    depth[:, 10:30] = 0.5
+    depth[:, 30:] = 1.0
+    frame = layered_defocus(image, depth, focus=0.5, blur_per_unit=6.0, layers=3)
+    near_edge = frame[:, 24:36]
+    assert near_edge.min() >= 0.2 - 1e-5 and near_edge.max() <= 0.9 + 1e-5  # a blend of the two, nothing else
+    assert np.all(np.diff(frame[20, 20:40]) >= -1e-5)  # rising from background to object, no dip
+
+
+def test_layered_defocus_rejects_an_unknown_compositing():
+    with pytest.raises(ValueError, match="compositing"):
+        layered_defocus(np.zeros((8, 8), np.float32), np.zeros((8, 8), np.float32), 0.0, 1.0, compositing="x")

@@ -4,6 +4,12 @@ Layered defocus model: the depth map is cut into layers; each layer is blurred w
 radius grows with its distance from the focus plane, and layers are composited back to front, so a
 defocused foreground spreads over the background behind it (as real lenses do). Depth is taken in
 units where blur is linear in depth (disparity / inverse distance), as in a thin lens.
+
+Each layer goes on, in the colour of its nearest own pixel, behind the nearer layers at its edges, as far as
+blur can reveal it: a surface of continuous depth, cut into layers, renders without seams, and behind a blurred
+near edge the background shows its own colours, not the layers farther back. ``compositing="slab"`` renders as
+before 2026-12-05 (each layer covers only its own slab; at every layer edge the half-covered pixels let
+the layers behind show through, which draws dark seams across a continuous slope and rims at occlusions).
 """
 
 from __future__ import annotations
@@ -41,25 +47,36 @@ def fill_invalid(depth: np.ndarray) -> np.ndarray:
     return depth[iy, ix].astype(np.float32)
 
 
+COMPOSITING = ("extended", "slab")
+
+
 def layered_defocus(image: np.ndarray, depth: np.ndarray, focus: float, blur_per_unit: float,
-                    layers: int = 12) -> np.ndarray:
+                    layers: int = 12, compositing: str = "extended") -> np.ndarray:
     """Render ``image`` (HxW or HxWxC float in [0,1]) focused at depth ``focus``.
 
     Larger depth = nearer to the camera (as disparity). Blur radius = blur_per_unit * |depth - focus|.
+    ``compositing``: ``"extended"`` (default) or ``"slab"`` (the earlier model; see the module's docstring).
     """
+    if compositing not in COMPOSITING:
+        raise ValueError(f"compositing must be one of {COMPOSITING}, got {compositing!r}")
     image = image.astype(np.float32)
     lo, hi = float(depth.min()), float(depth.max())
     edges = np.linspace(lo, hi + 1e-6, layers + 1)
     label = np.clip(np.digitize(depth, edges) - 1, 0, layers - 1)
+    widest = blur_per_unit * max(abs(lo - focus), abs(hi - focus))  # the largest blur radius in this frame
     out = None
     for layer in range(layers):  # far (small depth) to near
-        mask = (label == layer).astype(np.float32)
-        if not mask.any():
+        own = label == layer
+        if not own.any():
             continue
-        centre = float(depth[label == layer].mean())
+        centre = float(depth[own].mean())
         radius = blur_per_unit * abs(centre - focus)
+        if compositing == "slab":
+            mask, colours = own.astype(np.float32), image
+        else:  # the layer goes on behind the nearer layers at its edge, as far as their blur and its own reach
+            mask, colours = _extended(image, own, label > layer, int(np.ceil(radius + widest)) + 1)
         alpha = disk_blur(mask, radius)
-        weighted = disk_blur(image * (mask if image.ndim == 2 else mask[:, :, None]), radius)
+        weighted = disk_blur(colours * (mask if image.ndim == 2 else mask[:, :, None]), radius)
         a = alpha if image.ndim == 2 else alpha[:, :, None]
         colour = weighted / np.maximum(a, 1e-6)
         if out is None:
@@ -67,6 +84,16 @@ def layered_defocus(image: np.ndarray, depth: np.ndarray, focus: float, blur_per
         else:
             out = a * colour + (1.0 - a) * out
     return np.clip(out, 0.0, 1.0)
+
+
+def _extended(image: np.ndarray, own: np.ndarray, nearer: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray]:
+    """A layer's mask (float32) and colours: its own pixels, and the pixels of ``nearer`` layers within
+    ``reach`` px of them in the colour of the nearest own pixel (what the nearer layers hide there)."""
+    if own.all():
+        return own.astype(np.float32), image
+    distance, (iy, ix) = ndimage.distance_transform_edt(~own, return_indices=True)
+    mask = own | (nearer & (distance <= reach))
+    return mask.astype(np.float32), image[iy, ix]
 
 
 def _fill_holes(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -90,10 +117,11 @@ class SyntheticStack:
 
 
 def make_stack(image: np.ndarray, depth: np.ndarray, n_frames: int, max_blur: float = 6.0,
-               layers: int = 12) -> SyntheticStack:
+               layers: int = 12, compositing: str = "extended") -> SyntheticStack:
     """A focus bracket of ``n_frames`` with focus planes spread evenly over the depth range.
 
-    ``max_blur`` is the disk radius (px) of the nearest layer when the farthest is in focus.
+    ``max_blur`` is the disk radius (px) of the nearest layer when the farthest is in focus; ``compositing``
+    as in :func:`layered_defocus`.
     """
     if np.issubdtype(image.dtype, np.integer):
         image = image.astype(np.float32) / np.iinfo(image.dtype).max
@@ -103,6 +131,6 @@ def make_stack(image: np.ndarray, depth: np.ndarray, n_frames: int, max_blur: fl
     span = max(float(hi - lo), 1e-6)
     focus = np.linspace(lo, hi, n_frames).astype(np.float32)
     blur_per_unit = max_blur / span
-    frames = [layered_defocus(image, depth, float(f), blur_per_unit, layers) for f in focus]
+    frames = [layered_defocus(image, depth, float(f), blur_per_unit, layers, compositing) for f in focus]
     index_truth = np.abs(depth[None] - focus[:, None, None]).argmin(axis=0).astype(np.uint16)
     return SyntheticStack(frames, image.astype(np.float32), depth, focus, index_truth)

@@ -39,9 +39,11 @@ def motorcycle_scene(scale: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(image), disparity
 
 
-def demo_stack(n_frames: int = 6, scale: float = 0.5, max_blur: float = 5.0) -> SyntheticStack:
+def demo_stack(n_frames: int = 6, scale: float = 0.5, max_blur: float = 5.0,
+               compositing: str = "extended") -> SyntheticStack:
+    """The motorcycle rendered as a focus bracket (``compositing``: see :func:`make_stack`)."""
     image, disparity = motorcycle_scene(scale)
-    return make_stack(image, disparity, n_frames, max_blur=max_blur * scale * 2)
+    return make_stack(image, disparity, n_frames, max_blur=max_blur * scale * 2, compositing=compositing)
 
 
 @dataclass
