@@ -314,3 +314,24 @@ def test_runs_that_cannot_train_or_would_replace_installed_weights_are_refused_u
     for result in (one, few, taken):
         assert len(result.stderr.splitlines()) == 1
     assert not [p for p in tmp_path.iterdir() if p.name in ("one", "few", "taken")]  # no empty run folders
+
+
+def test_sloped_segment_depth_is_a_tilted_plane_per_segment_with_edges_between():
+    from focusfuse.train.data import sloped_segment_depth
+
+    segments = np.zeros((60, 80), np.uint8)
+    segments[:, 40:] = 1
+    segments[10:30, 10:30] = 2
+    depth = sloped_segment_depth(segments, np.random.default_rng(3), slope=0.5)
+    assert depth.dtype == np.float32 and depth.min() == 0.0 and depth.max() == 1.0
+    for label in (0, 1, 2):  # planar inside each segment: second differences vanish
+        inside = segments == label
+        rows, cols = np.nonzero(inside)
+        patch = depth[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        mask = inside[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        if mask.all():
+            assert np.abs(np.diff(patch, 2, axis=0)).max() < 1e-5 and np.abs(np.diff(patch, 2, axis=1)).max() < 1e-5
+            assert np.ptp(patch) > 1e-3  # tilted, not flat
+    jump = np.abs(depth[:, 40] - depth[:, 39])  # across the outline between segments 0 and 1
+    step = np.abs(depth[:, 39] - depth[:, 38])  # within segment 0
+    assert jump.mean() > 5 * step.mean()

@@ -38,7 +38,7 @@ from ..methods.gacn.blend_net import BlendNet, load_blend_net, save_blend_weight
 from ..methods.gacn.blend_refiner import bin_weights, log_share, within_pair
 from ..methods.gacn.boundary_blend import SHARPNESS_POWER, blend_band, laplacian_energy
 from ..ops.color import dtype_scale, to_gray
-from .data import random_shapes_mask, segment_depth, segment_mask, shapes_depth
+from .data import random_shapes_mask, segment_depth, segment_mask, shapes_depth, sloped_segment_depth
 from .loop import seed_everything
 from .runs import install, log_epoch, start_run, training_split
 
@@ -50,6 +50,7 @@ CROP = 128  # crops kept per stack (around the band), px
 CROPS_PER_IMAGE = 3
 MARGIN = 8  # px of a patch's edge left out of the loss (the weights there see past the patch)
 CHANNELS = 3 * FRAMES + 3 + 3 + 1  # frames, truth, GACN's fused image, band
+SLOPED = 0.5  # the share of training stacks whose segments are tilted planes (continuous depth within objects)
 PAIR_BLUR = (1.5, 9.0)  # disk radius (px) of a pair's layer in the frame focused on the other, drawn per layer
 REFINER_EPOCHS = 120
 REFINER_LR = 1e-3  # the refiner's one-cycle peak
@@ -118,7 +119,10 @@ def image_crops(path: Path, segments_dir: Path | None, seed: int, crops: int, si
     model = load_model(None, "cpu")
     if frames == 2:
         return pair_crops(image, near_mask(segments, image.shape[:2], rng), model, rng, crops, size)
-    depth = segment_depth(segments, rng) if segments is not None else shapes_depth(*image.shape[:2], rng)
+    if segments is None:
+        depth = shapes_depth(*image.shape[:2], rng)
+    else:
+        depth = sloped_segment_depth(segments, rng) if rng.random() < SLOPED else segment_depth(segments, rng)
     return stack_crops(image, depth, model, rng, crops, size)
 
 

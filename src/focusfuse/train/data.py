@@ -142,6 +142,20 @@ def segment_depth(segments: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return rng.random(len(labels)).astype(np.float32)[inverse.reshape(segments.shape)]
 
 
+def sloped_segment_depth(segments: np.ndarray, rng: np.random.Generator, slope: float = 0.5) -> np.ndarray:
+    """A depth map (float32 in [0, 1]) giving each labelled segment its own tilted plane (a random depth, and a
+    random tilt of up to ``slope`` across the image): sharp depth edges along the outlines, as in
+    :func:`segment_depth`, and continuous depth within each object, as real surfaces have."""
+    labels, inverse = np.unique(segments, return_inverse=True)
+    inverse = inverse.reshape(segments.shape)
+    h, w = segments.shape[:2]
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32) / max(h, w)
+    offset = rng.random(len(labels)).astype(np.float32)
+    tilt_x, tilt_y = (rng.uniform(-slope, slope, size=(2, len(labels)))).astype(np.float32)
+    depth = offset[inverse] + tilt_x[inverse] * x + tilt_y[inverse] * y
+    return ((depth - depth.min()) / max(float(np.ptp(depth)), 1e-6)).astype(np.float32)
+
+
 def shapes_depth(h: int, w: int, rng: np.random.Generator, layers: int = 4) -> np.ndarray:
     """A depth map (float32 in [0, 1)) of random shapes at random depths over a background at its own."""
     depth = np.full((h, w), rng.random(), np.float32)
