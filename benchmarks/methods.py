@@ -32,6 +32,7 @@ import torch
 from focusfuse import fuse_pair
 from focusfuse.evaluation.evaluate import evaluate_cases, find_cases, summarize
 from focusfuse.evaluation.metrics import METRIC_NAMES
+from focusfuse.evaluation.synthetic import COMPOSITING
 from focusfuse.io.images import write_image
 from focusfuse.methods import METHOD_NAMES
 
@@ -100,7 +101,7 @@ def main() -> None:
     parser.add_argument("--focus-stack", default=None, help="a focus-stack binary to time on V-4 as well")
     parser.add_argument("--skip-v4", action="store_true")
     parser.add_argument("--markdown", type=Path, default=None)
-    parser.add_argument("--compositing", choices=("extended", "slab"), default="extended",
+    parser.add_argument("--compositing", choices=COMPOSITING, default="extended",
                         help="the synthetic scenes' layer model (slab: as before 2026-12-05's seventh session)")
     args = parser.parse_args()
     methods = args.method or list(METHOD_NAMES)
