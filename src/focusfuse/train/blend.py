@@ -2,7 +2,8 @@
 
 Data: for every image, an 8-frame stack rendered with layered defocus (:func:`make_stack`; a defocused near
 object spreads over the background, as real lenses do) over a depth map from its human segmentation (each
-segment at its own depth; random shapes without segmentations), fused by GACN with its hard switch (the
+segment at its own depth, in a ``SLOPED`` share of the stacks on its own tilted plane; random shapes without
+segmentations), fused by GACN with its hard switch (the
 default weights, ``boundary_blend="off"``). Crops are taken around the blend's band (the final index map's
 edges), holding the frames, the all-in-focus truth, GACN's fused image and the band.
 
