@@ -38,7 +38,7 @@ from scipy import ndimage
 
 from focusfuse import fuse_stack
 from focusfuse.evaluation.metrics import ssim, to_gray_matlab
-from focusfuse.evaluation.synthetic import COMPOSITING, layered_defocus, make_stack
+from focusfuse.evaluation.synthetic import COMPOSITING, layered_pair, make_stack
 from focusfuse.io.images import read_image
 
 from shared_data import SHARED  # noqa: E402
@@ -107,7 +107,7 @@ def stack_scenes(count: int, frames: int, max_blur: float, band: int, seed: int,
 
 def pair_scenes(count: int, blur: tuple[float, float], band: int, seed: int,
                 compositing: str = "extended") -> list[Scene]:
-    from focusfuse.train.data import segment_mask, split_images
+    from focusfuse.train.data import near_mask, split_images
 
     _, validation = split_images(BSDS / "images")
     rng = np.random.default_rng(seed + 1)
@@ -116,12 +116,9 @@ def pair_scenes(count: int, blur: tuple[float, float], band: int, seed: int,
         path = validation[k % len(validation)]
         image = read_image(path).astype(np.float32) / 255.0
         segments = read_image(BSDS / "segments" / (path.stem + ".png"))
-        near = segment_mask(segments, rng)
-        while len(np.unique(segments)) > 1 and not 0.05 <= near.mean() <= 0.95:  # a boundary worth scoring
-            near = segment_mask(segments, rng)
+        near = near_mask(segments, segments.shape[:2], rng)  # a boundary worth scoring
         r_far, r_near = rng.uniform(*blur, size=2)
-        a = layered_defocus(image, near, 1.0, float(r_far), 2, compositing)  # near in focus
-        b = layered_defocus(image, near, 0.0, float(r_near), 2, compositing)  # far in focus
+        a, b = layered_pair(image, near, float(r_far), float(r_near), compositing)  # A: near in focus, B: far
         index = (near < 0.5).astype(np.int64)  # 0: A (near), 1: B (far)
         scenes.append(Scene(f"{path.stem}-{k}", [to_uint8(a), to_uint8(b)], to_uint8(image), index,
                             boundary_band(near, band)))

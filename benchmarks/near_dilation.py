@@ -26,7 +26,7 @@ import torch
 from focusfuse.ops.color import to_gray, to_tensor
 from focusfuse.methods.gacn.decision import decide_pair
 from focusfuse.io.images import read_image
-from focusfuse.evaluation.synthetic import layered_defocus
+from focusfuse.evaluation.synthetic import layered_pair
 from focusfuse.train.data import segment_mask, split_images
 from focusfuse.methods.gacn.weights import load_model
 
@@ -48,8 +48,7 @@ def near_far_pair(sharp: np.ndarray, near: np.ndarray, model: str, rng: np.rando
         focused_far = (1 - near) * sharp + near * cv2.GaussianBlur(sharp, (0, 0), s_near)
     else:
         r_far, r_near = rng.uniform(*blur, size=2)
-        focused_near = layered_defocus(sharp, near, focus=1.0, blur_per_unit=r_far, layers=2)
-        focused_far = layered_defocus(sharp, near, focus=0.0, blur_per_unit=r_near, layers=2)
+        focused_near, focused_far = layered_pair(sharp, near, r_far, r_near)
     noise = rng.uniform(0.0, 0.01)
     return tuple(np.clip(x + rng.normal(0, noise, x.shape), 0, 1).astype(np.float32)  # type: ignore[return-value]
                  for x in (focused_near, focused_far))

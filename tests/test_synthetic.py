@@ -79,3 +79,20 @@ def test_behind_a_blurred_near_edge_the_background_shows_its_own_colours():
 def test_layered_defocus_rejects_an_unknown_compositing():
     with pytest.raises(ValueError, match="compositing"):
         layered_defocus(np.zeros((8, 8), np.float32), np.zeros((8, 8), np.float32), 0.0, 1.0, compositing="x")
+
+
+def test_a_stack_cut_once_renders_each_frame_as_layered_defocus_does():
+    from focusfuse.evaluation.synthetic import layered_pair
+
+    rng = np.random.default_rng(4)
+    image = rng.random((40, 52, 3)).astype(np.float32)
+    depth = np.repeat(rng.random((1, 52)), 40, axis=0).astype(np.float32)
+    stack = make_stack(image, depth, 3, max_blur=4.0, layers=6)
+    lo, hi = np.percentile(depth, [2, 98])  # the depth range make_stack spreads the focus planes over
+    blur_per_unit = 4.0 / float(hi - lo)
+    for frame, focus in zip(stack.frames, stack.focus):
+        assert np.array_equal(frame, layered_defocus(image, stack.depth, float(focus), blur_per_unit, 6))
+    near = (depth > 0.5).astype(np.float32)
+    pair = layered_pair(image, near, 3.0, 2.0)
+    assert np.array_equal(pair[0], layered_defocus(image, near, 1.0, 3.0, 2))
+    assert np.array_equal(pair[1], layered_defocus(image, near, 0.0, 2.0, 2))

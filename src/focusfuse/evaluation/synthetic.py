@@ -50,31 +50,53 @@ def fill_invalid(depth: np.ndarray) -> np.ndarray:
 COMPOSITING = ("extended", "slab")
 
 
-def layered_defocus(image: np.ndarray, depth: np.ndarray, focus: float, blur_per_unit: float,
-                    layers: int = 12, compositing: str = "extended") -> np.ndarray:
-    """Render ``image`` (HxW or HxWxC float in [0,1]) focused at depth ``focus``.
+@dataclass
+class Layers:
+    """An image cut into depth layers, what every frame focused anywhere is rendered from: per present layer
+    (far to near) its pixels, mean depth and, for ``extended`` compositing, the distance to it and its colours
+    extended beyond it (computed once for all the frames of a stack)."""
 
-    Larger depth = nearer to the camera (as disparity). Blur radius = blur_per_unit * |depth - focus|.
-    ``compositing``: ``"extended"`` (default) or ``"slab"`` (the earlier model; see the module's docstring).
-    """
+    image: np.ndarray
+    label: np.ndarray
+    lo: float
+    hi: float
+    compositing: str
+    parts: list[tuple[int, np.ndarray, float, np.ndarray | None, np.ndarray | None]]
+
+
+def cut_layers(image: np.ndarray, depth: np.ndarray, layers: int = 12, compositing: str = "extended") -> Layers:
+    """``image`` (HxW or HxWxC float in [0,1]) cut into ``layers`` layers of ``depth`` (see :func:`layered_defocus`)."""
     if compositing not in COMPOSITING:
         raise ValueError(f"compositing must be one of {COMPOSITING}, got {compositing!r}")
     image = image.astype(np.float32)
     lo, hi = float(depth.min()), float(depth.max())
     edges = np.linspace(lo, hi + 1e-6, layers + 1)
     label = np.clip(np.digitize(depth, edges) - 1, 0, layers - 1)
-    widest = blur_per_unit * max(abs(lo - focus), abs(hi - focus))  # the largest blur radius in this frame
-    out = None
+    parts = []
     for layer in range(layers):  # far (small depth) to near
         own = label == layer
         if not own.any():
             continue
-        centre = float(depth[own].mean())
+        distance = colours = None
+        if compositing == "extended" and not own.all():  # the nearest own pixel of every other one
+            distance, (iy, ix) = ndimage.distance_transform_edt(~own, return_indices=True)
+            colours = image[iy, ix]
+        parts.append((layer, own, float(depth[own].mean()), distance, colours))
+    return Layers(image, label, lo, hi, compositing, parts)
+
+
+def render(layers: Layers, focus: float, blur_per_unit: float) -> np.ndarray:
+    """The frame of cut ``layers`` focused at depth ``focus`` (see :func:`layered_defocus`)."""
+    image, label = layers.image, layers.label
+    widest = blur_per_unit * max(abs(layers.lo - focus), abs(layers.hi - focus))  # the largest blur radius here
+    out = None
+    for layer, own, centre, distance, colours in layers.parts:
         radius = blur_per_unit * abs(centre - focus)
-        if compositing == "slab":
-            mask, colours = own.astype(np.float32), image
-        else:  # the layer goes on behind the nearer layers at its edge, as far as their blur and its own reach
-            mask, colours = _extended(image, own, label > layer, int(np.ceil(radius + widest)) + 1)
+        mask = own
+        if distance is not None:  # the layer goes on behind the nearer layers at its edge, as far as blur reveals
+            mask = own | ((label > layer) & (distance <= int(np.ceil(radius + widest)) + 1))
+        mask = mask.astype(np.float32)
+        colours = image if colours is None else colours
         alpha = disk_blur(mask, radius)
         weighted = disk_blur(colours * (mask if image.ndim == 2 else mask[:, :, None]), radius)
         a = alpha if image.ndim == 2 else alpha[:, :, None]
@@ -86,14 +108,23 @@ def layered_defocus(image: np.ndarray, depth: np.ndarray, focus: float, blur_per
     return np.clip(out, 0.0, 1.0)
 
 
-def _extended(image: np.ndarray, own: np.ndarray, nearer: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray]:
-    """A layer's mask (float32) and colours: its own pixels, and the pixels of ``nearer`` layers within
-    ``reach`` px of them in the colour of the nearest own pixel (what the nearer layers hide there)."""
-    if own.all():
-        return own.astype(np.float32), image
-    distance, (iy, ix) = ndimage.distance_transform_edt(~own, return_indices=True)
-    mask = own | (nearer & (distance <= reach))
-    return mask.astype(np.float32), image[iy, ix]
+def layered_defocus(image: np.ndarray, depth: np.ndarray, focus: float, blur_per_unit: float,
+                    layers: int = 12, compositing: str = "extended") -> np.ndarray:
+    """Render ``image`` (HxW or HxWxC float in [0,1]) focused at depth ``focus``.
+
+    Larger depth = nearer to the camera (as disparity). Blur radius = blur_per_unit * |depth - focus|.
+    ``compositing``: ``"extended"`` (default) or ``"slab"`` (the earlier model; see the module's docstring).
+    Several frames of one scene: :func:`cut_layers` once, then :func:`render` each.
+    """
+    return render(cut_layers(image, depth, layers, compositing), focus, blur_per_unit)
+
+
+def layered_pair(image: np.ndarray, near: np.ndarray, blur_far: float, blur_near: float,
+                 compositing: str = "extended") -> tuple[np.ndarray, np.ndarray]:
+    """(focused near, focused far): ``image`` with the ``near`` mask (1: near) in front of the rest, one frame
+    focused on each layer; ``blur_far`` / ``blur_near``: the other layer's disk radius (px) in each."""
+    layers = cut_layers(image, near, 2, compositing)
+    return render(layers, 1.0, blur_far), render(layers, 0.0, blur_near)
 
 
 def _fill_holes(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -131,6 +162,7 @@ def make_stack(image: np.ndarray, depth: np.ndarray, n_frames: int, max_blur: fl
     span = max(float(hi - lo), 1e-6)
     focus = np.linspace(lo, hi, n_frames).astype(np.float32)
     blur_per_unit = max_blur / span
-    frames = [layered_defocus(image, depth, float(f), blur_per_unit, layers, compositing) for f in focus]
+    cut = cut_layers(image, depth, layers, compositing)
+    frames = [render(cut, float(f), blur_per_unit) for f in focus]
     index_truth = np.abs(depth[None] - focus[:, None, None]).argmin(axis=0).astype(np.uint16)
     return SyntheticStack(frames, image.astype(np.float32), depth, focus, index_truth)

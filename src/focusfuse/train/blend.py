@@ -32,14 +32,14 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UsageError
-from ..evaluation.synthetic import layered_defocus, make_stack
+from ..evaluation.synthetic import layered_pair, make_stack
 from ..io.images import read_image
 from ..jobs.demo import to_uint8
 from ..methods.gacn.blend_net import BlendNet, load_blend_net, save_blend_weights
 from ..methods.gacn.blend_refiner import bin_weights, log_share, within_pair
 from ..methods.gacn.boundary_blend import SHARPNESS_POWER, blend_band, laplacian_energy
 from ..ops.color import dtype_scale, to_gray
-from .data import random_shapes_mask, segment_depth, segment_mask, shapes_depth, sloped_segment_depth
+from .data import near_mask, segment_depth, shapes_depth, sloped_segment_depth
 from .loop import seed_everything
 from .runs import install, log_epoch, start_run, training_split
 
@@ -73,8 +73,7 @@ def pair_crops(image: np.ndarray, near: np.ndarray, model: Any, rng: np.random.G
     ``PAIR_BLUR``; the order of the two random), fused by GACN ``model``, cut around the band."""
     image = _rgb(image)
     blur_far, blur_near = rng.uniform(*PAIR_BLUR, size=2)
-    frames = [layered_defocus(image, near, focus=1.0, blur_per_unit=float(blur_far), layers=2),
-              layered_defocus(image, near, focus=0.0, blur_per_unit=float(blur_near), layers=2)]
+    frames = list(layered_pair(image, near, float(blur_far), float(blur_near)))
     return _fused_crops(frames[::-1] if rng.random() < 0.5 else frames, image, model, rng, crops, size)
 
 
@@ -125,20 +124,6 @@ def image_crops(path: Path, segments_dir: Path | None, seed: int, crops: int, si
     else:
         depth = sloped_segment_depth(segments, rng) if rng.random() < SLOPED else segment_depth(segments, rng)
     return stack_crops(image, depth, model, rng, crops, size)
-
-
-def near_mask(segments: np.ndarray | None, shape: tuple[int, int], rng: np.random.Generator,
-              tries: int = 20) -> np.ndarray:
-    """A pair's near layer (float 0/1): a random subset of the labelled segments covering 5-95% of the image
-    when it can (random shapes without segments)."""
-    if segments is None:
-        return random_shapes_mask(*shape, rng).astype(np.float32)
-    near = segment_mask(segments, rng)
-    for _ in range(tries):
-        if 0.05 <= near.mean() <= 0.95:
-            break
-        near = segment_mask(segments, rng)
-    return near
 
 
 def make_crops(paths: Sequence[Path], segments_dir: Path | None, seed: int, workers: int = 0,

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..io.images import list_images, read_image
-from ..evaluation.synthetic import layered_defocus
+from ..evaluation.synthetic import cut_layers, layered_pair, render
 
 GRAY = (0.2125, 0.7154, 0.0721)
 
@@ -142,6 +142,20 @@ def segment_depth(segments: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return rng.random(len(labels)).astype(np.float32)[inverse.reshape(segments.shape)]
 
 
+def near_mask(segments: np.ndarray | None, shape: tuple[int, int], rng: np.random.Generator,
+              tries: int = 20) -> np.ndarray:
+    """A pair's near layer (float 0/1): a random subset of the labelled segments covering 5-95% of the image
+    when it can (random shapes without segments)."""
+    if segments is None:
+        return random_shapes_mask(*shape, rng).astype(np.float32)
+    near = segment_mask(segments, rng)
+    for _ in range(tries):
+        if 0.05 <= near.mean() <= 0.95:
+            break
+        near = segment_mask(segments, rng)
+    return near
+
+
 def sloped_segment_depth(segments: np.ndarray, rng: np.random.Generator, slope: float = 0.5) -> np.ndarray:
     """A depth map (float32 in [0, 1]) giving each labelled segment its own tilted plane (a random depth, and a
     random tilt of up to ``slope`` across the image): sharp depth edges along the outlines, as in
@@ -209,8 +223,8 @@ def ramp_pair(sharp: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     depth = 0.7 * plane + mask * rng.uniform(0.3, 0.8)
     focus_a, focus_b = np.sort(rng.uniform(0.0, float(depth.max()), size=2))[::-1]
     blur = rng.uniform(*recipe.disk_radius) / max(float(focus_a - focus_b), 0.15)
-    a = layered_defocus(sharp, depth, float(focus_a), blur, layers=10)
-    b = layered_defocus(sharp, depth, float(focus_b), blur, layers=10)
+    layers = cut_layers(sharp, depth, 10)
+    a, b = render(layers, float(focus_a), blur), render(layers, float(focus_b), blur)
     label = (np.abs(depth - focus_a) <= np.abs(depth - focus_b)).astype(np.float32)
     return a, b, label
 
@@ -238,8 +252,7 @@ def make_pair(sharp: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
         # mask = foreground (near, depth 1), rest far (depth 0); A focused near, B far
         r_far = rng.uniform(*recipe.disk_radius)
         r_near = rng.uniform(*recipe.disk_radius)
-        a = layered_defocus(sharp, mask, focus=1.0, blur_per_unit=r_far, layers=2)
-        b = layered_defocus(sharp, mask, focus=0.0, blur_per_unit=r_near, layers=2)
+        a, b = layered_pair(sharp, mask, r_far, r_near)
     else:
         sigma_a, sigma_b = rng.uniform(*recipe.gaussian_sigma, size=2)
         a = mask * sharp + (1 - mask) * cv2.GaussianBlur(sharp, (0, 0), sigma_a)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UsageError
-from ..evaluation.synthetic import layered_defocus
+from ..evaluation.synthetic import layered_pair
 from ..io.images import read_image
 from ..methods.rpsnn.network import RPSNN
 from ..methods.rpsnn.weights import save_rpsnn_weights
@@ -42,8 +42,7 @@ def colour_pair(image: np.ndarray, segments: np.ndarray | None, size: int, rng: 
     near = segment_mask(segments[y:y + size, x:x + size], rng) if segments is not None else \
         random_shapes_mask(size, size, rng)
     r_far, r_near = rng.uniform(*blur, size=2)
-    a = layered_defocus(crop, near, focus=1.0, blur_per_unit=float(r_far), layers=2)
-    b = layered_defocus(crop, near, focus=0.0, blur_per_unit=float(r_near), layers=2)
+    a, b = layered_pair(crop, near, float(r_far), float(r_near))
     if rng.random() < 0.5:
         a, b = b, a
     return tuple(np.ascontiguousarray(v.transpose(2, 0, 1)) for v in (a, b, crop))  # type: ignore[return-value]
