@@ -772,3 +772,18 @@ def test_banded_warp_with_exposure_equals_the_plain_formula(transform: list, dty
     image = image.astype(dtype) if dtype != np.float32 else image.astype(np.float32)
     alignment = FrameAlignment(np.array(transform), gain=1.07, offset=-0.02)
     np.testing.assert_array_equal(warp_frame(image, alignment, (150, 170)), plain_warp(image, alignment, (150, 170)))
+
+
+@pytest.mark.parametrize("shape", [(8, 2000), (2000, 8), (40, 1500)])
+def test_frames_too_narrow_to_align_are_refused_in_words(shape) -> None:
+    frames = [np.full(shape, 0.5, np.float32)] * 2
+    with pytest.raises(ValueError, match="too narrow to align"):
+        estimate_alignment(frames)
+
+
+def test_an_elongated_frame_that_can_be_aligned_is() -> None:
+    rng = np.random.default_rng(0)
+    scene = cv2.GaussianBlur(rng.random((64, 2000)).astype(np.float32), (0, 0), 1.5)
+    moved = np.roll(scene, 3, axis=1)
+    result = estimate_alignment([scene, moved], mode="translation", reference=0)
+    assert abs(result.frames[1].transform[0, 2] + 3) < 0.2

@@ -157,3 +157,6 @@ def test_batch_from_python_takes_the_cli_options(root, tmp_path, model):
     with pytest.raises(UsageError, match="compression"):
         focusfuse.batch(root, tmp_path / "other", weights=model, compression="lzw")
     assert not (tmp_path / "other").exists()
+    with pytest.raises(UsageError, match="output format 'gif'"):
+        focusfuse.batch(root, tmp_path / "other", weights=model, image_format="gif")
+    assert not (tmp_path / "other").exists()

@@ -238,3 +238,52 @@ def test_files_in_shell_glob_order_fuse_as_the_folder_does(stack_dir, good_model
     assert set(np.unique(folder)) == {0, 1, 2}  # every frame is chosen somewhere, so the order shows
     glob_order = [stack_dir / name for name in ("img1.png", "img10.png", "img2.png")]
     assert np.array_equal(index_map(*glob_order, name="files"), folder)
+
+
+@pytest.mark.parametrize("kwargs,message", [({"n_frames": 1}, "number of frames"), ({"scale": 5}, "scale 5"),
+                                            ({"scale": 0}, "scale 0")])
+def test_the_demo_checks_its_options_in_the_library(tmp_path, kwargs, message):
+    from focusfuse import UsageError, run_demo
+
+    with pytest.raises(UsageError, match=message):
+        run_demo(out_dir=tmp_path / "demo", **kwargs)
+    assert not (tmp_path / "demo").exists()
+
+
+def test_a_library_option_named_otherwise_on_the_command_line_points_at_its_flag():
+    result = CliRunner().invoke(main, ["demo", "--frames", "1"])
+    assert result.exit_code == 2 and result.output.strip().endswith("(--frames)")
+
+
+def test_sigterm_ends_a_command_like_an_interrupt_with_its_clean_up(tmp_path, monkeypatch):
+    import os
+    import signal
+    import time
+
+    import focusfuse.jobs.pair_job as pair_job
+
+    for name in ("a.png", "b.png"):
+        write_image(tmp_path / name, np.zeros((32, 32), np.uint8))
+    partial = tmp_path / ".out.partial.png"
+
+    def interrupted_run(*args, **kwargs):
+        partial.write_bytes(b"half")
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)  # the handler raises in here
+        finally:
+            partial.unlink()
+
+    def ignore(signum, frame):  # without the command's own handler, SIGTERM must not end the test run
+        pass
+
+    monkeypatch.setattr(pair_job, "run_pair", interrupted_run)
+    previous = signal.signal(signal.SIGTERM, ignore)
+    try:
+        result = CliRunner().invoke(main, ["pair", str(tmp_path / "a.png"), str(tmp_path / "b.png"),
+                                           "-o", str(tmp_path / "out.png"), "-q"])
+        restored = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert result.exit_code == 143 and "focusfuse: terminated" in result.output
+    assert not partial.exists() and restored is ignore

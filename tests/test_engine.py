@@ -33,7 +33,7 @@ def test_memory_sizes_are_parsed_in_binary_units(value, expected):
     ({"reduce": 0}, "reduce must be"), ({"reduce": 2.0}, "reduce must be"), ({"tile_size": 8}, "at least 16"),
     ({"tile_size": -1}, "tile size"), ({"memory_limit": "a lot"}, "give a size"),
     ({"memory_limit": "10M"}, "at least 256 MiB"), ({"workers": -2}, "workers must be"),
-    ({"memory_limit": True}, "give a size"),
+    ({"memory_limit": True}, "give a size"), ({"memory_limit": -1}, "give a size"),
 ])
 def test_bad_options_are_refused_in_plain_words(kwargs, message):
     with pytest.raises(UsageError, match=message) as error:
@@ -270,3 +270,11 @@ def test_a_given_tile_size_that_breaks_the_memory_limit_is_refused(model, tile_s
     assert err.value.option == "memory_limit"
     small = plan_fusion((2000, 2000), 3, np.dtype(np.uint8), method, backend, replace(options, tile_size=64))
     assert len(small.tiles) > 1  # tiles that fit are kept
+
+
+def test_an_output_that_is_not_a_sink_is_refused_before_any_work(model):
+    from focusfuse.errors import UsageError
+
+    frames = [np.zeros((24, 24), np.uint8)] * 2
+    with pytest.raises(UsageError, match="not an output sink"):
+        fuse_stack(frames, weights=model, device="cpu", output="x.png")

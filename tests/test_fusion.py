@@ -114,3 +114,19 @@ def test_cuda_matches_cpu(model):
     cpu = fuse_pair(a, b, weights=model, device="cpu")
     gpu = fuse_pair(a, b, weights=model, device="cuda")
     assert np.abs(cpu.fused - gpu.fused).max() < 1e-3
+
+
+def test_read_only_arrays_are_fused_without_warnings_and_left_as_they_are(model):
+    import warnings
+
+    from focusfuse import fuse_pair
+
+    a, b, _ = focus_pair(40, 48)
+    a8, b8 = (np.round(x * 255).astype(np.uint8) for x in (a, b))
+    for x in (a8, b8):
+        x.flags.writeable = False
+    before = a8.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fuse_pair(a8, b8, weights=model, device="cpu")
+    assert np.array_equal(a8, before)

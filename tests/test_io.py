@@ -218,3 +218,16 @@ def test_gray_alpha_png_reads_as_gray_in_stacks(tmp_path):
     with pytest.warns(UserWarning, match="alpha"):
         result = fuse_stack(folder, weights=random_model(), device="cpu", align="none", tile_size=0)
     assert result.fused.shape == (20, 24)
+
+
+@pytest.mark.parametrize("image,kwargs,message", [
+    (np.zeros((4, 4, 5), np.uint8), {}, "shape"),
+    (np.zeros((2, 4, 4, 3), np.uint8), {}, "shape"),
+    (np.zeros((4, 4), np.uint8), {"compression": "lzw"}, "compression 'lzw'"),
+])
+def test_write_image_refuses_what_it_cannot_write_in_words(tmp_path, image, kwargs, message):
+    from focusfuse.errors import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        write_image(tmp_path / "x.tif", image, **kwargs)
+    assert list(tmp_path.iterdir()) == []

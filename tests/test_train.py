@@ -276,9 +276,10 @@ def test_training_smoke_lowers_the_loss_and_writes_loadable_weights(tmp_path, mo
     other_recipe = CliRunner().invoke(main, args(3) + ["--resume", "--recipe", "max_gain=0.05"])
     assert other_recipe.exit_code == 2 and "none (the defaults)" in other_recipe.output
     other_loss = CliRunner().invoke(main, args(3) + ["--resume", "--symmetric-dice"])
-    assert other_loss.exit_code == 2 and "without --symmetric-dice" in other_loss.output
+    assert other_loss.exit_code == 2 and "symmetric_dice=False" in other_loss.output
+    assert "(--symmetric-dice)" in other_loss.output  # the library names its option, the CLI the flag
     other_boundary = CliRunner().invoke(main, args(3) + ["--resume", "--boundary-weight", "1"])
-    assert other_boundary.exit_code == 2 and "--boundary-weight 0.0" in other_boundary.output
+    assert other_boundary.exit_code == 2 and "boundary_weight=0.0" in other_boundary.output
     resumed = CliRunner().invoke(main, args(3) + ["--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert len((out / "log.jsonl").read_text().splitlines()) == 3
@@ -335,3 +336,21 @@ def test_sloped_segment_depth_is_a_tilted_plane_per_segment_with_edges_between()
     jump = np.abs(depth[:, 40] - depth[:, 39])  # across the outline between segments 0 and 1
     step = np.abs(depth[:, 39] - depth[:, 38])  # within segment 0
     assert jump.mean() > 5 * step.mean()
+
+
+def test_a_run_folder_that_is_a_file_or_unreadable_init_weights_are_refused_before_any_work(tmp_path):
+    from click.testing import CliRunner
+
+    from focusfuse.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(12):
+        write_image(images / f"i{i}.png", np.full((48, 48), 10 * i, np.uint8))
+    (tmp_path / "file.png").write_bytes(b"x")
+    args = ["train", "--images", str(images), "--epochs", "1", "--batch-size", "2", "--crop", "32", "-q"]
+    as_file = CliRunner().invoke(main, args + ["--out", str(tmp_path / "file.png")])
+    assert as_file.exit_code == 2 and "is a file, not a run folder (--out)" in as_file.output
+    bad_init = CliRunner().invoke(main, args + ["--out", str(tmp_path / "run"), "--init", str(tmp_path / "file.png")])
+    assert bad_init.exit_code == 2 and "(--init)" in bad_init.output
+    assert not (tmp_path / "run").exists()

@@ -64,6 +64,12 @@ def test_installed_names_resolve_from_the_user_data_dir(tmp_path, monkeypatch):
     assert resolve_weights("microscope.pt") == target
     with pytest.raises(WeightsError, match="no such file"):
         resolve_weights("other")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "microscope").mkdir()  # the training run's folder, named like its installed weights
+    assert resolve_weights("microscope") == target
+    (tmp_path / "run").mkdir()
+    with pytest.raises(WeightsError, match="not a file"):
+        resolve_weights("run")
 
 
 def test_no_default_weights_gives_a_clear_error(tmp_path, monkeypatch):

@@ -155,6 +155,34 @@ def test_planar_rgb_pages_are_one_frame_each(tmp_path: Path) -> None:
         source.close()
 
 
+
+@pytest.mark.parametrize("samples", [1, 3])
+def test_pages_written_one_by_one_are_one_stack(tmp_path: Path, samples: int) -> None:
+    """tifffile makes each page written on its own a series of its own: the frames are all of them."""
+    data = _planes((3, H, W, samples) if samples > 1 else (3, H, W), np.uint16)
+    path = tmp_path / "pages.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for page in data:
+            tif.write(page, photometric="rgb" if samples > 1 else "minisblack", tile=(16, 16))
+    refs = _frames(path)
+    box = Box(2, 11, 4, 23)
+    assert tiff_page_count(path) == 3 and len(refs) == 3
+    for z, ref in enumerate(refs):
+        assert np.array_equal(ref.read(), data[z])
+        _assert_probe_matches(ref)
+        assert tiff_region_readable(ref)
+        assert np.array_equal(read_tiff_region(ref, box), data[z][box.slices])
+
+
+def test_pages_of_different_sizes_keep_the_first_series(tmp_path: Path) -> None:
+    """A page with a thumbnail (another size) is one image, not a stack."""
+    path = tmp_path / "thumb.tif"
+    full = _planes((H, W), np.uint8)
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(full)
+        tif.write(full[::2, ::2])
+    assert tiff_page_count(path) == 1 and np.array_equal(read_image(path), full)
+
 # --------------------------------------------------------------------------------------------- OME
 
 def test_ome_czyx_frames_stack_the_channel_planes(tmp_path: Path) -> None:

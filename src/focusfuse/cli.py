@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -15,6 +16,8 @@ import click
 from . import __version__
 from .engine.options import MAX_REDUCE, MIN_TILE_SIZE
 from .errors import FocusFuseError, UsageError
+from .methods import METHOD_NAMES
+from .methods.gacn import STRATEGY_NAMES
 
 # Heavy modules (torch, OpenCV, rich) are imported by the commands that need them, so that
 # `focusfuse --help` and option errors answer at once.
@@ -61,16 +64,19 @@ def handle_errors(func: Callable) -> Callable:
 
     @functools.wraps(func)
     def wrapper(*args, debug: bool = False, **kwargs):
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _terminate_as_interrupt():
             warnings.simplefilter("default")
             warnings.showwarning = _warning_printer()
             try:
                 _silence_decoders()
                 return func(*args, **kwargs)
+            except Terminated:
+                click.echo("focusfuse: terminated", err=True)
+                sys.exit(143)
             except FocusFuseError as exc:
                 if debug:
                     traceback.print_exc()
-                flag = f" (--{exc.option.replace('_', '-')})" if exc.option else ""
+                flag = f" ({OPTION_FLAGS.get(exc.option, '--' + exc.option.replace('_', '-'))})" if exc.option else ""
                 click.echo(f"focusfuse: error: {_one_line(exc)}{flag}", err=True)
                 sys.exit(exc.exit_code)
             except KeyboardInterrupt:
@@ -88,6 +94,34 @@ def handle_errors(func: Callable) -> Callable:
                 sys.exit(1)
 
     return wrapper
+
+
+OPTION_FLAGS = {"n_frames": "--frames", "image_format": "--format"}  # library options whose flag is named otherwise
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``), raised where the command runs: the same clean-up as Ctrl-C (partial outputs
+    removed, finished ones kept)."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in the main thread for the length of a command (Python's default
+    would end the process at once, leaving partial outputs behind)."""
+    import signal
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (an embedding application): leave its signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def common_options(func: Callable) -> Callable:
@@ -117,7 +151,7 @@ def frame_progress(quiet: bool):
 
 
 def _load_model(weights: str | None, device: str, method: str = "gacn"):
-    """Resolve the device and load GACN's weights up front, so their errors come before any work (None for a
+    """Resolve the device and load the method's weights up front, so their errors come before any work (None for a
     method without weights)."""
     from .backends.select import resolve_device
     from .methods.registry import load_method_weights
@@ -168,9 +202,9 @@ def _silence_decoders() -> None:
         cv_logging.setLogLevel(cv_logging.LOG_LEVEL_SILENT)
 
 
-ALIGN_CHOICE = click.Choice(["auto", "none", "translation", "affine", "homography"])
-STRATEGY_CHOICE = click.Choice(["calibrated", "calibration", "serial"])
-METHOD_CHOICE = click.Choice(["gacn", "wavelet", "sesf", "rpsnn"])
+ALIGN_CHOICE = click.Choice(["auto", "none", "translation", "affine", "homography"])  # align.MODES (heavy import)
+STRATEGY_CHOICE = click.Choice(STRATEGY_NAMES)
+METHOD_CHOICE = click.Choice(METHOD_NAMES)
 METHOD_HELP = ("gacn: the network (best boundaries on real pairs); wavelet: a classical Laplacian pyramid, no "
                "network, many times faster on a CPU; sesf: SESF-Fuse (whole images only); rpsnn: R-PSNN, "
                "regresses the fused image (no maps; heavy). --reduce is GACN's.")
@@ -255,7 +289,7 @@ def pair(image_a: Path, image_b: Path, output: Path, decision_map: Path | None, 
                             memory_limit=memory_limit, workers=workers, boundary_blend=boundary_blend)
     for path in (image_a, image_b):
         if not path.is_file():
-            raise UsageError(f"{path}: no such file")
+            raise UsageError(f"{path}: " + ("a folder, not an image" if path.is_dir() else "no such file"))
     model = _load_model(weights, device, method)
     report = run_pair(image_a, image_b, output, model, decision_map=decision_map, options=options,
                       compression=None if compression == "none" else compression, overwrite=overwrite,
@@ -487,11 +521,11 @@ def _decibels(value: float) -> str:
 @main.command()
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("focusfuse-demo"),
               show_default=True, help="Folder for the demo frames, truth, fused image and index map.")
-@click.option("--frames", "n_frames", type=click.IntRange(2, 64), default=6, show_default=True)
-@click.option("--scale", type=click.FloatRange(0.1, 1.0), default=0.5, show_default=True,
-              help="Scene size relative to the 741x500 original.")
+@click.option("--frames", "n_frames", type=int, default=6, show_default=True, help="2 to 64.")
+@click.option("--scale", type=float, default=0.5, show_default=True,
+              help="Scene size relative to the 741x500 original (0.1 to 1).")
 @click.option("--method", type=METHOD_CHOICE, default="gacn", show_default=True, help=METHOD_HELP)
-@click.option("--strategy", type=click.Choice(["calibrated", "calibration", "serial"]), default=None,
+@click.option("--strategy", type=STRATEGY_CHOICE, default=None,
               help="gacn and sesf [default: calibrated].")
 @click.option("--boundary-blend", default=None, metavar="learned|laplacian|off|WEIGHTS",
               help="gacn [default: learned]: blend the frames by sharpness near the index map's edges (see stack).")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .geometry import corners_and_centre, map_points, rescale_transform
+from .geometry import largest_displacement, rescale_transform
 from .model import FrameAlignment
 from .reduce import Reduced
 from .steps import Step, neighbour_step
@@ -279,9 +279,8 @@ def snap_to_identity(frame: FrameAlignment, shape: tuple[int, int]) -> FrameAlig
     Exposure: |gain - 1| <= SNAP_GAIN and |offset| <= SNAP_OFFSET. The two are snapped separately;
     when both are, :func:`warp_frame` returns the frame itself (no resampling).
     """
-    points = corners_and_centre(shape)
-    moved = np.linalg.norm(map_points(frame.transform, points) - points, axis=1)
-    transform = np.eye(3) if bool(np.all(moved <= SNAP_SHIFT_PX)) else frame.transform
+    near_identity = largest_displacement(frame.transform, np.eye(3), shape) <= SNAP_SHIFT_PX
+    transform = np.eye(3) if near_identity else frame.transform
     same_exposure = abs(frame.gain - 1.0) <= SNAP_GAIN and abs(frame.offset) <= SNAP_OFFSET
     gain, offset = (1.0, 0.0) if same_exposure else (frame.gain, frame.offset)
     return replace(frame, transform=transform, gain=gain, offset=offset)

@@ -8,9 +8,9 @@ to the reference frame. A frame whose neighbour step fails (e.g. one out of focu
 again afterwards and aligned to the frame of most similar focus, found by a small per-frame focus
 signature.
 
-The fusion pass reads each frame again and calls :func:`warp_frame` with that frame's
-:class:`FrameAlignment`; :meth:`StackAlignment.valid_box` and :func:`crop_to_box` cut away the
-border that is not covered by every frame.
+The fusion pass warps each frame with :func:`warp_frame` and that frame's :class:`FrameAlignment`; with
+cropping, :meth:`StackAlignment.valid_box` gives the area covered by every frame, and the engine reads only
+that window (``engine.alignment.crop_window``).
 
 Coordinates are pixel centres: pixel (x, y) is at column x, row y; transforms are 3x3 float64
 matrices acting on (x, y, 1) at full resolution.
@@ -26,34 +26,25 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from .chain import (
-    RECOVERY_CANDIDATES,
-    SNAP_GAIN,
-    SNAP_OFFSET,
     SNAP_SHIFT_PX,
-    _Chain,
     _Link,
     anchored_frames,
-    chain_to_root,
     frame_alignments,
     partner_candidates,
     snap_to_identity,
 )
 from .estimator import AlignmentEstimator
-from .geometry import frame_corners, map_points, rescale_transform, resize_matrix, translation_matrix, working_size
+from .geometry import resize_matrix
 from .model import MODES, FrameAlignment, StackAlignment, check_mode, identity_alignment, pick_reference
-from .reduce import check_frame, detail_image, focus_signature, reduce_frame, smooth_image
-from .steps import ecc_motion, exposure_match, implausibility, neighbour_step
+from .reduce import check_frame, detail_image, focus_signature
 from .valid_box import valid_box
 from .warp import crop_to_box, source_coordinates, warp_frame
 
 __all__ = [
-    "estimate_on_pool", "MODES", "RECOVERY_CANDIDATES", "SNAP_GAIN", "SNAP_OFFSET", "SNAP_SHIFT_PX", "AlignmentEstimator",
-    "FrameAlignment", "StackAlignment", "_Chain", "_Link", "anchored_frames", "chain_to_root", "check_frame",
-    "check_mode", "crop_to_box", "detail_image", "ecc_motion", "estimate_alignment", "exposure_match",
-    "focus_signature", "frame_alignments", "frame_corners", "identity_alignment", "implausibility", "map_points",
-    "neighbour_step", "partner_candidates", "pick_reference", "reduce_frame", "rescale_transform", "resize_matrix",
-    "smooth_image", "snap_to_identity", "source_coordinates", "translation_matrix", "valid_box", "warp_frame",
-    "working_size",
+    "estimate_on_pool", "MODES", "SNAP_SHIFT_PX", "AlignmentEstimator", "FrameAlignment", "StackAlignment", "_Link",
+    "anchored_frames", "check_frame", "check_mode", "crop_to_box", "detail_image", "estimate_alignment",
+    "focus_signature", "frame_alignments", "identity_alignment", "partner_candidates", "pick_reference",
+    "resize_matrix", "snap_to_identity", "source_coordinates", "valid_box", "warp_frame",
 ]
 
 MAX_DEFAULT_WORKERS = 4
@@ -114,7 +105,7 @@ def estimate_alignment(
 
     When ``frames`` can be indexed (a sequence or array), frames whose neighbour step failed are
     then read again and aligned to the aligned frame of most similar focus, up to
-    RECOVERY_CANDIDATES tries (see :func:`recover_failed`): a frame out of focus order is aligned to
+    RECOVERY_CANDIDATES tries (see :func:`.chain.recover_failed`): a frame out of focus order is aligned to
     the frames it really neighbours in focus. Such a frame is ``ok`` and says so in ``note``. A
     one-shot iterator cannot be read again: there, failed frames stay failed.
 

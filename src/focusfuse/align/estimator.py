@@ -17,6 +17,7 @@ from .steps import Step, ecc_motion, neighbour_step
 
 StepKey = tuple[int, int]  # (anchor, frame): the step from frame to anchor
 _STARTED = object()  # a step whose computation has been handed out but has not finished
+MIN_WORKING_SIDE = 32  # px: a frame compared (at its working size) on fewer rows or columns has no room for ECC
 
 
 class AlignmentEstimator:
@@ -46,6 +47,10 @@ class AlignmentEstimator:
         self._shape = (int(shape[0]), int(shape[1]))
         self._mode, self._reference, self._executor = mode, reference, executor
         self._size = working_size(self._shape, max_size)
+        if min(self._size) < MIN_WORKING_SIDE:
+            raise ValueError(f"frames of {self._shape[1]}x{self._shape[0]} are too narrow to align (compared at "
+                             f"{self._size[0]}x{self._size[1]}, at least {MIN_WORKING_SIDE} px a side is needed); "
+                             "fuse them unaligned")
         self._motion = ecc_motion(mode)
         self._changed = threading.Condition(threading.Lock())
         self._added: set[int] = set()

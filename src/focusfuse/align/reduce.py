@@ -13,6 +13,7 @@ from ..ops.color import GRAY_WEIGHTS, dtype_scale
 SIGNATURE_CELLS = 16  # focus signature grid: cells along the long side (16x12 for 4:3 frames)
 MIN_COARSE_SIDE = 160  # the coarsest ECC pyramid level keeps at least this many pixels on its long side
 MAX_PYRAMID_LEVELS = 3
+MIN_LEVEL_SIDE = 8  # ...and at least this many on its short side (phase correlation's window needs 2)
 GRAY_BAND = 64  # rows converted to float at a time (no full-size float RGB copy)
 
 
@@ -173,9 +174,11 @@ def focus_signature(gray: np.ndarray, fine: np.ndarray | None = None, overwrite:
 
 
 def pyramid_levels(shape: tuple[int, int]) -> int:
-    """Number of halvings for the coarse-to-fine ECC: the coarsest level keeps >= 160 px on its long side."""
+    """Number of halvings for the coarse-to-fine ECC: the coarsest level keeps >= 160 px on its long side and
+    >= 8 on its short side (an elongated frame gets fewer)."""
     levels = 0
-    while max(shape) / 2 ** (levels + 1) >= MIN_COARSE_SIDE and levels < MAX_PYRAMID_LEVELS:
+    while (max(shape) / 2 ** (levels + 1) >= MIN_COARSE_SIDE and min(shape) / 2 ** (levels + 1) >= MIN_LEVEL_SIDE
+           and levels < MAX_PYRAMID_LEVELS):
         levels += 1
     return levels
 

@@ -1,4 +1,4 @@
-"""The CUDA backend: cuDNN autotuning, channels-last, a bfloat16 decision path, pinned asynchronous uploads.
+"""The CUDA backend: cuDNN autotuning, a bfloat16 decision path, pinned asynchronous uploads.
 
 Precision policy: features and their spatial frequency run in float32 with TF32 off (cuDNN's TF32
 convolutions round inputs to 10 mantissa bits, and the activity multiplies spatial frequency

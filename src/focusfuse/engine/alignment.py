@@ -77,7 +77,9 @@ def align_frames(frames: OpenedFrames, mode: str, *, reference: int | None = Non
         source.expect_reads(many=True)
     alignment = estimate_stack_alignment(frames.sources, mode, reference=reference, executor=executor,
                                          read_ahead=read_ahead, progress=progress)
-    skipped = alignment.failures()
+    # the alignment counts frames from 0; messages name them as the user gave them (a file, or "frame N" from 1)
+    skipped = [_named(frame.message, i, frames.sources[i].name) for i, frame in enumerate(alignment.frames)
+               if not frame.ok]
     if skipped and require:
         raise InputError(f"alignment failed: {skipped[0]} (fuse the frames without alignment)")
     for message in skipped:
@@ -87,6 +89,12 @@ def align_frames(frames: OpenedFrames, mode: str, *, reference: int | None = Non
         raise InputError(f"need at least {minimum} frames, {len(used)} of {len(alignment.frames)} frames could be "
                          "used (alignment failed)")
     return Aligned(alignment, skipped, used)
+
+
+def _named(message: str, index: int, name: str) -> str:
+    """An alignment message about frame ``index`` (counted from 0) with the frame's own name instead."""
+    prefix = f"frame {index}:"
+    return f"{name}:{message[len(prefix):]}" if message.startswith(prefix) else f"{name}: {message}"
 
 
 

@@ -31,7 +31,7 @@ Weights = str | os.PathLike | GACN | None
 
 @dataclass
 class StackResult:
-    """Fused image (the frames' dtype), index map (uint16 HxW, 0-based index into the input
+    """Fused image (the frames' dtype; float32 for float frames), index map (uint16 HxW, 0-based index into the input
     frames), the frames used, the alignment (None without) and the frames left out with the reason."""
 
     fused: np.ndarray | None  # None when an output wrote it elsewhere
@@ -47,8 +47,8 @@ class StackResult:
 
 @dataclass
 class PairResult:
-    """Fused image (caller's dtype and layout), final and initial decision maps (float32 HxW, 1 = A; None for
-    a method that regresses pixels)."""
+    """Fused image (caller's dtype and layout; float32 for float frames), final and initial decision maps
+    (float32 HxW, 1 = A; None for a method that regresses pixels)."""
 
     fused: np.ndarray
     decision_map: np.ndarray | None
@@ -67,7 +67,8 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, method: str = DEFAULT
     (Z, Y, X[, C]) array.
 
     ``method``: gacn (the default), wavelet (a classical pyramid method, no network, no weights: fast on a
-    CPU) or sesf (SESF-Fuse); ``weights`` and ``strategy`` (default calibrated) are gacn's and sesf's.
+    CPU), sesf (SESF-Fuse) or rpsnn (R-PSNN, no maps); ``weights`` are gacn's, sesf's and rpsnn's, ``strategy``
+    (default calibrated) gacn's and sesf's.
     ``align`` (auto, none, translation, affine, homography) first registers every frame onto the middle
     frame; frames that cannot be aligned are left out with a warning. ``crop`` keeps only the area valid in
     all aligned frames. ``tile_size`` bounds memory: the image is processed in tiles of that size (with a
@@ -78,7 +79,8 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, method: str = DEFAULT
     lower resolution. ``edge_fill`` (default): constant bands along a frame's edges, as registration by
     other tools leaves them, are replaced by image pixels for the network and never chosen where
     another frame has pixels. ``workers``: threads that read and prepare frames (default: one per core,
-    at most 8). ``output`` may direct the result elsewhere than into arrays (e.g. a streamed TIFF).
+    at most 8). ``output`` may direct the result elsewhere than into arrays (an :class:`~focusfuse.io.sinks.Output`,
+    e.g. a streamed TIFF; to write image files with metadata and maps, use :func:`focusfuse.run_stack`).
     ``client``: a Dask client whose workers fuse the tiles of a tiled run (alignment and the whole-frame
     statistics run here first; the result is the same); each worker loads the weights once, onto its own
     ``device``. ``boundary_blend`` (gacn): with three frames or more (two: only with blend weights that carry
@@ -91,6 +93,9 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, method: str = DEFAULT
     options = FusionOptions(method=method, strategy=strategy, align=align, crop=crop, tile_size=tile_size,
                             reduce=reduce, edge_fill=edge_fill, memory_limit=memory_limit, workers=workers,
                             boundary_blend=boundary_blend)
+    if output is not None and not callable(getattr(output, "held_bytes", None)):
+        raise UsageError(f"output {output!r}: not an output sink (focusfuse.io.sinks); to write an image file, "
+                         "use focusfuse.run_stack with a StackJob", option="output")
     refs = frame_refs(frames)
     require_frames(refs)
     return stack_result(run_stack_fusion(refs, options, weights=weights, device=device, progress=progress,
@@ -102,8 +107,8 @@ def run_stack_fusion(refs: Sequence, options: FusionOptions, *, weights: Weights
                      align_progress: AlignProgress | None = None, output: Output | None = None,
                      method: FusionMethod | None = None, client: Any = None) -> FusionRun:
     """A stack fusion with validated ``options`` (what ``fuse_stack`` and the stack job run); ``method``
-    replaces GACN with ``weights`` (e.g. a stand-in that measures the host work alone); ``client``: a Dask
-    client whose workers fuse the tiles."""
+    replaces the method the options name, with ``weights`` (e.g. a stand-in that measures the host work alone);
+    ``client``: a Dask client whose workers fuse the tiles."""
     backend = select_backend(device)
     remote = None
     if client is not None:
@@ -139,7 +144,8 @@ def fuse_pair(a: FrameLike, b: FrameLike, *, weights: Weights = None, device: st
               align: str = "none", tile_size: int | None = None, reduce: int = 1, edge_fill: bool = True,
               memory_limit: int | str | None = None, workers: int | None = None,
               method: str = DEFAULT_METHOD, boundary_blend: str | bool | None = None) -> PairResult:
-    """Fuse two frames (arrays or paths). The fused image keeps the inputs' dtype and channels.
+    """Fuse two frames (arrays or paths). The fused image keeps the inputs' dtype (float frames give
+    float32) and channels.
 
     ``align`` (none, auto, translation, affine, homography) registers B onto A first (a failure is an
     error); ``method``, ``tile_size``, ``reduce``, ``edge_fill``, ``memory_limit`` and ``workers`` as in

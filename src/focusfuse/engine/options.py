@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ..errors import UsageError
 from ..methods import DEFAULT_METHOD, METHOD_NAMES
 from ..methods.gacn import DEFAULT_STRATEGY, STRATEGY_NAMES
+from ..methods.sesf import STRATEGIES as SESF_STRATEGIES
 
 MAX_REDUCE = 8
 MIN_TILE_SIZE = 16  # smaller tiles are almost all halo: far slower, no less memory
@@ -74,7 +75,7 @@ def parse_memory_size(value: int | float | str) -> int:
         if match is None:
             raise UsageError(f"memory limit {value!r}: give a size such as 4G or 512M", option="memory_limit")
         number, unit = float(match.group(1)), match.group(2).lower()
-    if not math.isfinite(number):
+    if not math.isfinite(number) or number < 0:
         raise UsageError(f"memory limit {value!r}: give a size such as 4G or 512M", option="memory_limit")
     return int(number * 1024 ** "_kmgt".index(unit or "_"))
 
@@ -87,7 +88,7 @@ class FusionOptions:
     ----------
     strategy : str or None
         The stack strategy of gacn and sesf: calibrated (running champion; the default), serial, or for
-        GACN also calibration (Eq. 18). The wavelet method has none (None).
+        GACN also calibration (Eq. 18). The wavelet and rpsnn methods have none (None).
     align : str
         auto, none, translation, affine or homography: register every frame onto the reference first.
     crop : bool
@@ -104,8 +105,8 @@ class FusionOptions:
     workers : int or None
         Threads that read, align and prepare frames (None: one per CPU core, at most 8).
     method : str
-        gacn (the default), wavelet (a classical pyramid method: no network, no weights) or sesf
-        (SESF-Fuse: an autoencoder's features decide).
+        gacn (the default), wavelet (a classical pyramid method: no network, no weights), sesf
+        (SESF-Fuse: an autoencoder's features decide) or rpsnn (R-PSNN: a network regresses the fused pixels).
     boundary_blend : str, bool or None
         GACN, stacks of three frames or more (pairs: only with blend weights that carry a pair refiner, such as
         the shipped ``focusfuse-blend-pairs``): blend the frames by sharpness near the index map's edges
@@ -139,9 +140,9 @@ class FusionOptions:
                                  "every frame the same way)", option="strategy")
         elif self.strategy is None:
             object.__setattr__(self, "strategy", DEFAULT_STRATEGY)
-        if self.method == "sesf" and self.strategy not in ("calibrated", "serial"):
-            raise UsageError(f"strategy {self.strategy!r} is GACN's; the sesf method takes calibrated or serial",
-                             option="strategy")
+        if self.method == "sesf" and self.strategy not in SESF_STRATEGIES:
+            raise UsageError(f"strategy {self.strategy!r} is GACN's; the sesf method takes "
+                             f"{' or '.join(SESF_STRATEGIES)}", option="strategy")
         if self.strategy is not None and self.strategy not in STRATEGY_NAMES:
             raise UsageError(f"unknown strategy {self.strategy!r} (use {', '.join(STRATEGY_NAMES)})", option="strategy")
         if self.align not in ALIGN_MODES:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backends.base import Backend, host_available_memory
+from ..backends.base import Backend
 from ..errors import UsageError
 from ..methods.base import FusionMethod
 from .options import FusionOptions
@@ -131,4 +131,4 @@ def auto_tile_size(height: int, width: int, bytes_per_pixel: int, budget: int, h
     return side if side >= SMALLEST_AUTO_TILE else None
 
 
-__all__ = ["Plan", "plan_fusion", "auto_tile_size", "resident_memory", "host_available_memory"]
+__all__ = ["Plan", "plan_fusion", "auto_tile_size", "resident_memory"]

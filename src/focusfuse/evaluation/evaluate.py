@@ -166,9 +166,13 @@ def evaluate_case(case: Case) -> Row:
     if gt is not None:
         shapes[case.gt.name] = gt.shape
     if len(set(shapes.values())) > 1:
-        listing = ", ".join(f"{name} {h}x{w}" for name, (h, w) in shapes.items())
+        listing = ", ".join(f"{name} {w}x{h}" for name, (h, w) in shapes.items())  # width x height, as elsewhere
         raise ValueError(f"{case.name}: image sizes differ ({listing})")
-    return {"name": case.name, **compute_all(sources, fused, gt)}
+    try:
+        metrics = compute_all(sources, fused, gt)
+    except ValueError as err:  # e.g. images too small for a metric's window
+        raise ValueError(f"{case.name}: {err}") from err
+    return {"name": case.name, **metrics}
 
 
 def evaluate_cases(cases: Sequence[Case], *, progress: ProgressCallback | None = None) -> list[Row]:

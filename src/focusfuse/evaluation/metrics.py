@@ -137,7 +137,8 @@ def _prepare(sources: Sequence[ArrayLike], fused: ArrayLike, min_size: int = 1) 
         if src.shape != fused_img.shape:
             raise ValueError(f"source {i + 1} has shape {src.shape}, fused image has {fused_img.shape}")
     if min(fused_img.shape) < min_size:
-        raise ValueError(f"images must be at least {min_size}x{min_size}, got {fused_img.shape}")
+        height, width = fused_img.shape
+        raise ValueError(f"images must be at least {min_size}x{min_size}, got {width}x{height}")
     return source_list, fused_img
 
 

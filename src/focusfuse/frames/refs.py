@@ -37,6 +37,9 @@ def frame_refs(frames: FrameLike | Sequence[FrameLike]) -> list[np.ndarray | Fra
         frames = [frames]
     refs: list[np.ndarray | FrameRef] = []
     for item in frames:
+        if isinstance(item, np.ndarray) and item.ndim > 4:
+            raise UsageError(f"an array of shape {item.shape}: give frames as (Y, X[, C]) arrays or a stack as one "
+                             "(Z, Y, X[, C]) array")
         if isinstance(item, np.ndarray) and is_stack_array(item):
             refs.extend(item[z] for z in range(item.shape[0]))
         elif isinstance(item, (np.ndarray, FrameRef)):

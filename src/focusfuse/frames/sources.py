@@ -26,8 +26,8 @@ from ..align.estimate import FrameAlignment, warp_frame
 from ..errors import InputError
 from .fill import EdgeFill, area_in, edge_fill, find_edge_fill, replace_fill
 from .refs import clean_pixels, read_frame, working_dtype
-from ..io.images import (FrameRef, TIFF_SUFFIXES, exif_orientation, open_header, png_header, tiff_frame_planes,
-                 tiff_orientation, tiff_plane_page)
+from ..io.images import (FrameRef, TIFF_SUFFIXES, exif_orientation, open_header, png_header, stack_series,
+                         tiff_frame_planes, tiff_orientation, tiff_plane_page)
 from ..box import Box
 
 
@@ -134,7 +134,7 @@ def _tiff_info(ref: FrameRef, tiffs: OpenTiffs | None = None) -> FrameInfo:
     """Size, channels and dtype of TIFF frame ``ref.page`` as :func:`read_frame` will give it."""
     try:
         with _opened(ref, tiffs) as (tif, lock), lock:
-            series = tif.series[0]
+            series = stack_series(tif)
             planes = tiff_frame_planes(series, ref.page or 0)
             height, width, samples = _page_layout(series.keyframe)
             dtype = np.dtype(series.keyframe.dtype)
@@ -185,7 +185,7 @@ def tiff_compressed(ref: FrameRef, tiffs: OpenTiffs | None = None) -> bool:
     """Whether the frame's TIFF pages are compressed (reading a region then means decoding its chunks)."""
     try:
         with _opened(ref, tiffs) as (tif, lock), lock:
-            return tif.series[0].keyframe.compression != 1
+            return stack_series(tif).keyframe.compression != 1
     except Exception:
         return True
 
@@ -198,7 +198,7 @@ def tiff_region_readable(ref: FrameRef, tiffs: OpenTiffs | None = None) -> bool:
     """
     try:
         with _opened(ref, tiffs) as (tif, lock), lock:
-            series = tif.series[0]
+            series = stack_series(tif)
             pages = [tiff_plane_page(series, i) for i in tiff_frame_planes(series, ref.page or 0)]
             single_samples = len(pages) == 1 or series.keyframe.samplesperpixel == 1
             upright = tiff_orientation(tif) == 1
@@ -259,7 +259,7 @@ def read_tiff_region(ref: FrameRef, box: Box, tiffs: OpenTiffs | None = None) ->
     """Pixels of ``box`` of TIFF frame ``ref.page``; a frame of C pages is read page by page and stacked."""
     with _opened(ref, tiffs) as (tif, lock):
         with lock:  # pages are parsed from the shared handle when first touched
-            series = tif.series[0]
+            series = stack_series(tif)
             pages = [series.pages[i] for i in tiff_frame_planes(series, ref.page or 0)]
             for page in pages:
                 page.keyframe, page.dataoffsets, page.databytecounts  # noqa: B018 (parse them now)

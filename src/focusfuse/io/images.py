@@ -32,6 +32,7 @@ READ_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 WRITE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
+TIFF_COMPRESSIONS = (None, "zlib")
 
 
 def natural_key(name: str) -> list:
@@ -216,6 +217,20 @@ def _channel_indices(size: int, rgb_pages: bool, notes: list[str]) -> tuple[int,
     return (0,)
 
 
+def stack_series(tif: tifffile.TiffFile) -> tifffile.TiffPageSeries:
+    """The series a TIFF's frames are read from: its first, or all its pages when it holds only one-page series
+    of one shape and type (pages written one by one, e.g. by ``tifffile.TiffWriter.write`` in a loop, which
+    makes each page a series of its own)."""
+    series = tif.series
+    first = series[0]
+    if len(series) < 2 or any(len(s.pages) != 1 or s.shape != first.shape or s.dtype != first.dtype
+                              or s.axes != first.axes for s in series):
+        return first
+    pages = [s.pages[0] for s in series]
+    return tifffile.TiffPageSeries(pages, (len(pages), *first.shape), first.dtype, "I" + first.axes, parent=tif,
+                                   kind="generic")
+
+
 def tiff_series_frames(series: tifffile.TiffPageSeries) -> TiffFrames:
     """The frames of a series: its axes before the page's own (Y, X, samples) index the planes."""
     key = series.keyframe
@@ -263,16 +278,16 @@ def _read_plane(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, plane: 
 
 
 def tiff_frames(path: str | os.PathLike) -> TiffFrames:
-    """The frames of a TIFF's first series (see :func:`plan_tiff_frames`)."""
+    """The frames of a TIFF's stack series (see :func:`stack_series`, :func:`plan_tiff_frames`)."""
     try:
         with tifffile.TiffFile(path) as tif:
-            return tiff_series_frames(tif.series[0])
+            return tiff_series_frames(stack_series(tif))
     except Exception as exc:
         raise InputError(f"{path}: not a readable TIFF ({str(exc).splitlines()[0]})") from exc
 
 
 def tiff_page_count(path: str | os.PathLike) -> int:
-    """Number of frames in a TIFF: Z planes of a hyperstack / OME-TIFF, else pages of its first series."""
+    """Number of frames in a TIFF: Z planes of a hyperstack / OME-TIFF, else pages of its stack series."""
     return len(tiff_frames(path))
 
 
@@ -280,7 +295,7 @@ def _read_tiff(path: Path, frame: int | None) -> np.ndarray:
     """Frame ``frame`` (default 0) of a TIFF: one page, or its C pages stacked as RGB."""
     try:
         with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
+            series = stack_series(tif)
             planes = [_read_plane(tif, series, i) for i in tiff_frame_planes(series, frame or 0)]
     except Exception as exc:
         raise InputError(f"{path}: not a readable TIFF ({str(exc).splitlines()[0]})") from exc
@@ -472,6 +487,12 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def check_compression(compression: str | None) -> None:
+    """Refuse a TIFF compression other than none or zlib (others need packages focusfuse does not require)."""
+    if compression not in TIFF_COMPRESSIONS:
+        raise UsageError(f"compression {compression!r}: use None or 'zlib'", option="compression")
+
+
 def write_image(path: str | os.PathLike, image: np.ndarray, *, compression: str | None = None,
                 description: str | None = None, metadata: ImageMetadata | None = None) -> Path:
     """Write by extension, keeping the dtype where the format allows it; atomic (temp file + rename).
@@ -485,6 +506,10 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, compression: str 
         raise UsageError(f"{path}: unknown output type '{path.suffix}' (use {', '.join(WRITE_SUFFIXES)})")
     if image.dtype not in (np.uint8, np.uint16) and image.dtype.kind != "f":
         raise UsageError(f"{final_name(path)}: cannot write pixels of type {image.dtype} (use uint8, uint16 or float)")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise UsageError(f"{final_name(path)}: cannot write an image of shape {image.shape} (use HxW, HxWx3 or "
+                         "HxWx4)")
+    check_compression(compression)
     target = output_dtype_for(path, image.dtype)
     if target != image.dtype:
         if image.dtype == np.uint16 and target == np.uint8:

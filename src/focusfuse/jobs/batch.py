@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from ..errors import FocusFuseError, UsageError
-from ..io.images import check_output_folder, list_images, natural_key, tiff_page_count, write_text_atomic
+from ..io.images import (TIFF_SUFFIXES, WRITE_SUFFIXES, check_output_folder, list_images, natural_key, tiff_page_count,
+                         write_text_atomic)
 from ..methods import WITHOUT_MAPS
 from .outputs import remove_stale_partials
 from .report import weights_id
@@ -65,7 +66,7 @@ def discover_stacks(root: str | os.PathLike, exclude: str | os.PathLike | None =
             images = list_images(entry)
             if images:
                 stacks.append(StackSource(entry.name, tuple(images), entry))
-        elif entry.suffix.lower() in (".tif", ".tiff"):
+        elif entry.suffix.lower() in TIFF_SUFFIXES:
             try:
                 pages = tiff_page_count(entry)
             except FocusFuseError:
@@ -176,10 +177,14 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
               progress=None, stacks: list[StackSource] | None = None,
               device: str | torch.device = "auto", client: Any = None) -> dict[str, Any]:
     """Fuse every stack under ``root`` into ``out_dir``; returns (and writes) the run report. ``model``: the
-    method's weights on their device (GACN's or SESF-Fuse's; None for a method without weights, run on
+    method's weights on their device (GACN's, SESF-Fuse's or R-PSNN's; None for a method without weights, run on
     ``device``). ``client``: a Dask client whose workers fuse the stacks as tasks (each worker loads the
     weights once, onto its own ``device``; the outputs are the same); the folders must be visible to them."""
     check_job_settings(template)
+    image_format = str(image_format).lower().lstrip(".")
+    if f".{image_format}" not in WRITE_SUFFIXES:
+        raise UsageError(f"output format {image_format!r}: use one of {', '.join(s[1:] for s in WRITE_SUFFIXES)}",
+                         option="image_format")
     if (index_maps or previews) and template.options.method in WITHOUT_MAPS:
         raise UsageError(f"the {template.options.method} method regresses pixels: it has no index maps or depth "
                          "previews to write", option="index_maps")

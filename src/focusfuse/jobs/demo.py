@@ -16,6 +16,8 @@ import numpy as np
 
 from ..evaluation.synthetic import SyntheticStack, make_stack
 
+MIN_DEMO_FRAMES, MAX_DEMO_FRAMES = 2, 64
+MIN_DEMO_SCALE, MAX_DEMO_SCALE = 0.1, 1.0  # the scene's size relative to the 741x500 original
 
 def motorcycle_scene(scale: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """(RGB uint8 image, disparity float32) from scikit-image's data folder, resized by ``scale``."""
@@ -96,12 +98,18 @@ def run_demo(*, weights=None, device: str = "auto", n_frames: int = 6, scale: fl
 
     from ..backends.select import select_backend
     from ..engine.fuse import run_stack_fusion, stack_result
-    from ..engine.options import FusionOptions
+    from ..engine.options import FusionOptions, check_int
+    from ..errors import UsageError
     from ..io.images import check_output_folder
     from ..methods.gacn.boundary_blend import MIN_FRAMES, blend_label
     from ..methods.registry import load_method_weights
 
     options = FusionOptions(method=method, strategy=strategy, boundary_blend=boundary_blend)
+    n_frames = check_int(n_frames, "number of frames", MIN_DEMO_FRAMES, MAX_DEMO_FRAMES, option="n_frames")
+    if not (isinstance(scale, (int, float)) and not isinstance(scale, bool)
+            and MIN_DEMO_SCALE <= scale <= MAX_DEMO_SCALE):
+        raise UsageError(f"scale {scale!r}: use a number from {MIN_DEMO_SCALE} to {MAX_DEMO_SCALE} (the scene's size "
+                         "relative to the 741x500 original)", option="scale")
     backend = select_backend(device)
     model = load_method_weights(options.method, weights, backend.device)
     if out_dir is not None:

@@ -15,6 +15,7 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
+from ..io.images import TIFF_SUFFIXES
 from ..io.metadata import tiff_physical_size
 
 
@@ -79,6 +80,6 @@ def z_spacing_of_inputs(paths: list[Path]) -> tuple[float, str] | None:
     unique = {p for p in paths}
     if len(unique) == 1:
         path = next(iter(unique))
-        if path.suffix.lower() in (".tif", ".tiff"):
+        if path.suffix.lower() in TIFF_SUFFIXES:
             return z_spacing(path)
     return None

@@ -28,7 +28,7 @@ def run_pair(image_a: Path, image_b: Path, output: Path, model: Any, *, decision
              device: str | torch.device = "auto") -> dict[str, Any]:
     """Fuse two images into ``output`` (and the final decision map, 1 = from A); returns the report.
     ``options`` as for stacks (alignment registers B onto A; its failure is an error). ``model``: the
-    method's weights on their device, GACN's or SESF-Fuse's (None for a method without weights, run on
+    method's weights on their device, GACN's, SESF-Fuse's or R-PSNN's (None for a method without weights, run on
     ``device``)."""
     refs = frame_refs([image_a, image_b])
     if len(refs) != 2:

@@ -13,7 +13,7 @@ from .. import __version__
 from ..methods.gacn.weights import file_sha256
 
 
-METHOD_TITLES = {"gacn": "GACN", "sesf": "SESF-Fuse", "wavelet": "Laplacian pyramid"}
+METHOD_TITLES = {"gacn": "GACN", "sesf": "SESF-Fuse", "wavelet": "Laplacian pyramid", "rpsnn": "R-PSNN"}
 
 
 def provenance(model: Any, strategy: str, frames: int, reduce: int = 1, method: str = "gacn") -> str:

@@ -24,7 +24,7 @@ from ..engine.fuse import run_stack_fusion, stack_result
 from ..engine.options import FusionOptions, check_int
 from ..errors import UsageError
 from ..frames.refs import frame_refs, input_paths, require_frames
-from ..io.images import FrameRef, write_image
+from ..io.images import FrameRef, check_compression, write_image
 from ..io.metadata import ImageMetadata, embed_exif_in_tiff, read_metadata
 from ..methods import WITHOUT_MAPS
 from ..methods.base import FusionMethod
@@ -50,7 +50,6 @@ class StackJob:
     z_unit: str = ""
     compression: str | None = None
     overwrite: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def outputs(self) -> list[Path]:
         return [p for p in (self.output, self.index_map, self.depth_preview, self.height_map) if p is not None]
@@ -63,8 +62,7 @@ def check_job_settings(job: StackJob) -> None:
         raise UsageError(f"the {job.options.method} method regresses pixels: it has no index map to write "
                          f"({maps[0].name})", option="index_map")
     check_int(job.depth_smooth, "depth smoothing radius", 0, MAX_DEPTH_SMOOTH, option="depth_smooth")
-    if job.compression not in (None, "zlib"):
-        raise UsageError(f"compression {job.compression!r}: use None or 'zlib'", option="compression")
+    check_compression(job.compression)
     if job.z_step is not None and not (isinstance(job.z_step, (int, float)) and math.isfinite(job.z_step)
                                        and job.z_step != 0):
         raise UsageError(f"focus step {job.z_step}: the step between frames must be a non-zero number",
@@ -91,7 +89,7 @@ def check_stack_job(job: StackJob, refs: Sequence[FrameRef | np.ndarray]) -> tup
 def run_stack(job: StackJob, model: Any, *, device: str | torch.device = "auto",
               progress: Progress | None = None, align_progress: Callable[[int, int], None] | None = None,
               method: FusionMethod | None = None, client: Any = None) -> dict[str, Any]:
-    """Fuse ``job`` with ``model`` (the method's weights, GACN's or SESF-Fuse's, on their device; None for a
+    """Fuse ``job`` with ``model`` (the method's weights, GACN's, SESF-Fuse's or R-PSNN's, on their device; None for a
     method without weights, run on ``device``) and write its outputs (all or none); returns the report.
     ``method`` replaces the job's method (the report still names ``model``'s weights). ``client``: a Dask
     client whose workers fuse the tiles of a tiled run (see :func:`focusfuse.fuse_stack`)."""

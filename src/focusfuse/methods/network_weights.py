@@ -8,7 +8,6 @@ they are. Everything loads with ``weights_only=True``.
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,21 +17,13 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
-from .gacn.weights import FORMAT, FORMAT_VERSION, fitted, load_problem, resolve_weights
+from .gacn.weights import fitted, load_payload, ours, resolve_weights, save_weights
 
 
 def save_network_weights(model: nn.Module, path: str | os.PathLike, architecture: str,
                          metadata: Mapping[str, Any] | None = None) -> Path:
     """Save weights in our format (atomically: temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **(metadata or {})}
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "architecture": architecture,
-                "state_dict": state, "metadata": meta}, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_weights(model, path, metadata, architecture)
 
 
 def read_network_weights(path: str | os.PathLike, architecture: str, authors_keys: Sequence[str],
@@ -41,17 +32,9 @@ def read_network_weights(path: str | os.PathLike, architecture: str, authors_key
     holding ``authors_keys``; none: the network has no authors' checkpoint); ``title`` names the network in
     errors."""
     path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise WeightsError(f"cannot read weights file {path}: {load_problem(path, exc)}", option="weights") from exc
-    if not isinstance(payload, Mapping):
-        raise WeightsError(f"{path} is not a {title} weights file", option="weights")
-    if payload.get("format") == FORMAT:
-        if payload.get("architecture") != architecture:
-            raise WeightsError(f"{path} holds architecture {payload.get('architecture')!r}, {title} needs "
-                               f"{architecture!r}", option="weights")
-        return dict(payload["state_dict"]), dict(payload.get("metadata", {}))
+    payload = load_payload(path, title, option="weights")
+    if (state := ours(payload, path, architecture, title, option="weights")) is not None:
+        return state
     if authors_keys and all(key in payload for key in authors_keys):
         return dict(payload), {"source": f"the authors' {title} checkpoint layout"}
     raise WeightsError(f"{path} is neither a focusfuse {title} weights file nor a {title} checkpoint",

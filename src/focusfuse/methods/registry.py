@@ -22,32 +22,29 @@ def make_method(name: str, backend: Backend, *, weights: str | os.PathLike | GAC
     """Method ``name`` with its weights (if it has any) loaded onto ``backend``'s device (options already
     validated); ``strategy`` ``pair``: two frames, keeping the decision maps. ``reduce`` and ``boundary_blend``
     (learned, laplacian, off, or the blend net's weights) are GACN's."""
-    if name == "wavelet":
-        from .wavelet.method import WaveletMethod
-
-        refuse_weights(name, weights)
-        return WaveletMethod(backend, pair=strategy == "pair")
-    if name == "sesf":
-        from .sesf.method import SesfMethod
-        from .sesf.weights import load_sesf
-
-        return SesfMethod(load_sesf(weights, backend.device), backend, strategy, pair=strategy == "pair")
-    if name == "rpsnn":
-        from .rpsnn.method import RpsnnMethod
-        from .rpsnn.weights import load_rpsnn
-
-        return RpsnnMethod(load_rpsnn(weights, backend.device), backend, pair=strategy == "pair")
-    if name != "gacn":
+    if name not in METHODS:
         from ..errors import UsageError
 
         raise UsageError(f"unknown method {name!r} (use {', '.join(METHODS)})", option="method")
+    loaded = load_method_weights(name, weights, backend.device)
+    if name == "wavelet":
+        from .wavelet.method import WaveletMethod
+
+        return WaveletMethod(backend, pair=strategy == "pair")
+    if name == "sesf":
+        from .sesf.method import SesfMethod
+
+        return SesfMethod(loaded, backend, strategy, pair=strategy == "pair")
+    if name == "rpsnn":
+        from .rpsnn.method import RpsnnMethod
+
+        return RpsnnMethod(loaded, backend, pair=strategy == "pair")
     blend_net = None
     if boundary_blend not in ("off", "laplacian"):
         from .gacn.blend_net import load_blend_net
 
         blend_net = load_blend_net(None if boundary_blend == "learned" else boundary_blend, backend.device)
-    return GacnMethod(load_model(weights, backend.device), backend, strategy, reduce, boundary_blend != "off",
-                      blend_net)
+    return GacnMethod(loaded, backend, strategy, reduce, boundary_blend != "off", blend_net)
 
 
 def load_method_weights(name: str, weights: Any, device: torch.device) -> Any:

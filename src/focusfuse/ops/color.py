@@ -46,7 +46,10 @@ def to_tensor(image: np.ndarray, device: torch.device | str = "cpu") -> torch.Te
     """HxW or HxWxC array (any supported dtype) -> float32 tensor (C, H, W) in [0, 1]."""
     image = normalize_layout(np.asarray(image))
     scale = dtype_scale(image.dtype)
-    t = torch.from_numpy(np.ascontiguousarray(image)).to(device)
+    array = np.ascontiguousarray(image)
+    if not array.flags.writeable:  # torch would share read-only memory (a PIL image's array), which we may write
+        array = array.copy()
+    t = torch.from_numpy(array).to(device)
     t = t.to(torch.float32)
     if scale != 1.0:
         t = t / scale

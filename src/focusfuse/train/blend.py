@@ -39,7 +39,7 @@ from ..methods.gacn.blend_net import BlendNet, load_blend_net, save_blend_weight
 from ..methods.gacn.blend_refiner import bin_weights, log_share, within_pair
 from ..methods.gacn.boundary_blend import SHARPNESS_POWER, blend_band, laplacian_energy
 from ..ops.color import dtype_scale, to_gray
-from .data import near_mask, segment_depth, shapes_depth, sloped_segment_depth
+from .data import near_mask, read_segments, segment_depth, shapes_depth, sloped_segment_depth
 from .loop import seed_everything
 from .runs import install, log_epoch, start_run, training_split
 
@@ -114,8 +114,7 @@ def image_crops(path: Path, segments_dir: Path | None, seed: int, crops: int, si
     if min(image.shape[:2]) < size:
         raise UsageError(f"{path}: smaller than the {size} px crops", option="images")
     rng = np.random.default_rng(seed)
-    seg_path = None if segments_dir is None else segments_dir / (path.stem + ".png")
-    segments = read_image(seg_path) if seg_path is not None and seg_path.exists() else None
+    segments = read_segments(segments_dir, path)
     model = load_model(None, "cpu")
     if frames == 2:
         return pair_crops(image, near_mask(segments, image.shape[:2], rng), model, rng, crops, size)

@@ -26,8 +26,7 @@ from torch.utils.data import Dataset
 
 from ..io.images import list_images, read_image
 from ..evaluation.synthetic import cut_layers, layered_pair, render
-
-GRAY = (0.2125, 0.7154, 0.0721)
+from ..ops.color import GRAY_WEIGHTS, dtype_scale
 
 
 @dataclass(frozen=True)
@@ -58,11 +57,20 @@ def split_images(folder: str | os.PathLike, every: int = 10) -> tuple[list[Path]
     return [p for p in images if p not in held_out], validation
 
 
+def read_segments(segments_dir: str | os.PathLike | None, image_path: str | os.PathLike) -> np.ndarray | None:
+    """The human segmentation of an image (``NAME.png`` in ``segments_dir``, a label map); None without one."""
+    if not segments_dir:
+        return None
+    path = Path(segments_dir) / f"{Path(image_path).stem}.png"
+    return read_image(path) if path.is_file() else None
+
+
 def _to_gray01(image: np.ndarray) -> np.ndarray:
-    scale = 255.0 if image.dtype == np.uint8 else 65535.0 if image.dtype == np.uint16 else 1.0
-    x = image.astype(np.float32) / scale
+    """An image as read -> float32 gray in [0, 1] (the fusion's gray weights)."""
+    x = image.astype(np.float32) / dtype_scale(image.dtype)
     if x.ndim == 3:
-        x = x[:, :, 0] * GRAY[0] + x[:, :, 1] * GRAY[1] + x[:, :, 2] * GRAY[2]
+        wr, wg, wb = GRAY_WEIGHTS
+        x = x[:, :, 0] * wr + x[:, :, 1] * wg + x[:, :, 2] * wb
     return x
 
 
@@ -307,9 +315,9 @@ class FocusPairs(Dataset):
             path = Path(path)
             gray = _resize_short_side(_to_gray01(read_image(path)), recipe.resize, cv2.INTER_AREA)
             self.grays.append(gray)
-            seg_path = Path(segments_dir) / f"{path.stem}.png" if segments_dir else None
-            if seg_path is not None and seg_path.is_file():
-                seg = _resize_short_side(read_image(seg_path).astype(np.float32), recipe.resize, cv2.INTER_NEAREST)
+            labels = read_segments(segments_dir, path)
+            if labels is not None:
+                seg = _resize_short_side(labels.astype(np.float32), recipe.resize, cv2.INTER_NEAREST)
                 self.segments.append(seg.astype(np.int32))
             else:
                 self.segments.append(None)
@@ -367,5 +375,5 @@ def validation_pairs(images: str | os.PathLike, segments_dir: str | os.PathLike 
                       recipe=recipe, fixed=True)
 
 
-__all__ = ["PairRecipe", "FocusPairs", "split_images", "validation_pairs", "make_pair", "edge_bands",
+__all__ = ["PairRecipe", "read_segments", "FocusPairs", "split_images", "validation_pairs", "make_pair", "edge_bands",
            "random_shapes_mask", "thin_structures_mask", "paint_structures", "segment_mask", "recipe_overrides"]

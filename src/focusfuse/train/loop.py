@@ -8,9 +8,7 @@ The best weights are also installed under a name in the user data dir, for ``--w
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -22,12 +20,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..methods.gacn.decision import decide_pair
-from ..errors import UsageError
+from ..errors import UsageError, WeightsError
+from ..io.images import atomic_write
 from ..methods.gacn.model import GACN
 from ..methods.gacn.weights import read_weights, save_weights, user_weights_dir
 from .data import FocusPairs, PairRecipe, split_images, validation_pairs
 from .loss import gacn_loss
 from .plot import plot_curves
+from .runs import check_run_folder, install, log_epoch
 
 ProgressCallback = Callable[[str, int, int, dict[str, float]], None]
 
@@ -108,11 +108,9 @@ def validate(model: GACN, loader: DataLoader, device: torch.device, cfg: TrainCo
 
 
 def _checkpoint(path: Path, model: GACN, optimizer, scheduler, epoch: int, best: float, cfg: TrainConfig) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch, "best_val_loss": best,
-                "config": asdict(cfg)}, tmp)
-    os.replace(tmp, path)
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "epoch": epoch, "best_val_loss": best, "config": asdict(cfg)}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def initial_model(cfg: TrainConfig, device: torch.device) -> GACN:
@@ -131,6 +129,12 @@ def installed_name(cfg: TrainConfig) -> str:
 
 def check_run(cfg: TrainConfig, *, resume: bool = False, replace_installed: bool = False) -> None:
     """Refuse, before any work, a run that could not train or would silently replace installed weights."""
+    check_run_folder(cfg.out)
+    if cfg.init:
+        try:
+            read_weights(cfg.init)
+        except WeightsError as exc:
+            raise WeightsError(str(exc), option="init") from exc
     train_paths, validation_paths = split_images(cfg.images, cfg.validation_every)
     if not train_paths or not validation_paths:
         raise UsageError(f"{cfg.images}: {len(train_paths) + len(validation_paths)} image(s); training needs at "
@@ -215,14 +219,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, replace_installed: bool = F
         _checkpoint(last_path, model, optimizer, scheduler, epoch, best, cfg)
         if improved:
             save_weights(model, best_path, _metadata(cfg, record, device))
-        with open(log_path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        log_epoch(out, record)
         plot_curves(log_path, out / "curves.png")
         if progress is not None:
             progress("epoch", epoch + 1, cfg.epochs, record)
-    installed = install_weights(best_path, installed_name(cfg)) if best_path.exists() else None
-    return {"best_val_loss": best, "best": str(best_path), "installed": str(installed) if installed else None,
-            "log": str(log_path)}
+    installed = install(best_path, user_weights_dir() / f"{installed_name(cfg)}.pt") if best_path.exists() else None
+    return {"best_val_loss": best, "best": str(best_path), "installed": installed, "log": str(log_path)}
 
 
 def _refuse_changed_settings(out: Path, saved: dict[str, Any], cfg: TrainConfig) -> None:
@@ -235,9 +237,7 @@ def _refuse_changed_settings(out: Path, saved: dict[str, Any], cfg: TrainConfig)
     for key, value in loss_options(cfg).items():
         was = saved.get(key, defaults[key])  # runs made before an option existed used its default
         if was != value:
-            flag = f"--{key.replace('_', '-')}"
-            setting = (f"with {flag}" if was else f"without {flag}") if isinstance(value, bool) else f"with {flag} {was}"
-            raise UsageError(f"{out} was trained {setting}: resume with the same")
+            raise UsageError(f"{out} was trained with {key}={was!r}: resume with the same", option=key)
 
 
 def _truncate_log(log_path: Path, epochs_done: int) -> None:
@@ -252,12 +252,3 @@ def _metadata(cfg: TrainConfig, record: dict[str, Any], device: torch.device) ->
             "val_qg": record["val_qg"], "val_dice": record["val_dice"], "device": str(device),
             "config": asdict(cfg)}
 
-
-def install_weights(path: Path, name: str) -> Path:
-    """Copy weights into the user data dir as NAME.pt (usable as ``--weights NAME``)."""
-    target = user_weights_dir() / f"{name}.pt"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(path, tmp)
-    os.replace(tmp, target)
-    return target

@@ -9,6 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..io.images import atomic_write
+
 WIDTH, HEIGHT, MARGIN = 520, 300, 48
 COLOURS = [(200, 80, 30), (30, 120, 220), (40, 160, 60)]  # BGR
 
@@ -57,6 +59,4 @@ def plot_curves(log_path: str | os.PathLike, png_path: str | os.PathLike) -> Non
               "val loss": [r.get("val_loss", nan) for r in records]}
     quality = {"val Q_g": [r.get("val_qg", nan) for r in records]}
     image = np.vstack([_panel("loss", losses, epochs), _panel("validation Q_g", quality, epochs)])
-    tmp = Path(png_path).with_name(f".{Path(png_path).name}.tmp.png")
-    cv2.imwrite(str(tmp), image)
-    os.replace(tmp, png_path)
+    atomic_write(png_path, lambda tmp: cv2.imwrite(str(tmp), image))

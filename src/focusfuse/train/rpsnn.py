@@ -23,7 +23,7 @@ from ..evaluation.synthetic import layered_pair
 from ..io.images import read_image
 from ..methods.rpsnn.network import RPSNN
 from ..methods.rpsnn.weights import save_rpsnn_weights
-from .data import random_shapes_mask, segment_mask
+from .data import random_shapes_mask, read_segments, segment_mask
 from .loop import seed_everything
 from .runs import install, log_epoch, start_run, train_epoch, training_split
 
@@ -55,8 +55,7 @@ def make_pairs(paths: list[Path], segments_dir: Path | None, count: int, size: i
     for k in range(count):
         path = paths[k % len(paths)]
         image = read_image(path)
-        seg_path = None if segments_dir is None else segments_dir / (path.stem + ".png")
-        segments = read_image(seg_path) if seg_path is not None and seg_path.exists() else None
+        segments = read_segments(segments_dir, path)
         if min(image.shape[:2]) < size:
             raise UsageError(f"{path}: smaller than the {size} px patches", option="crop")
         out.append(np.stack(colour_pair(image, segments, size, rng)))

@@ -4,7 +4,6 @@ trainings."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
+from ..io.images import atomic_write
 
 
 def install_target(install_as: str | None, replace: bool) -> Path | None:
@@ -27,6 +27,12 @@ def install_target(install_as: str | None, replace: bool) -> Path | None:
         raise UsageError(f"weights named {install_as!r} are installed already ({target}); choose another name "
                          "or replace them", option="name")
     return target
+
+
+def check_run_folder(out: str | Path) -> None:
+    """Refuse a run folder that is a file."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"{out}: is a file, not a run folder", option="out")
 
 
 def training_split(images: str | Path) -> tuple[list[Path], list[Path]]:
@@ -44,8 +50,9 @@ def start_run(out: str | Path, install_as: str | None, replace: bool) -> tuple[P
     """(the run folder, created; where its best weights will be installed), after refusing a folder that
     already holds a run and then an installed name that is taken."""
     out = Path(out)
+    check_run_folder(out)
     if (out / "best.pt").exists():
-        raise UsageError(f"{out} already holds a run (best.pt); choose another --out", option="out")
+        raise UsageError(f"{out} already holds a run (best.pt); choose another run folder", option="out")
     target = install_target(install_as, replace)
     out.mkdir(parents=True, exist_ok=True)
     return out, target
@@ -77,10 +84,7 @@ def install(best: Path, target: Path | None) -> str | None:
     if target is None:
         return None
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(best, tmp)
-    os.replace(tmp, target)
-    return str(target)
+    return str(atomic_write(target, lambda tmp: shutil.copyfile(best, tmp)))
 
 
-__all__ = ["install_target", "training_split", "start_run", "train_epoch", "log_epoch", "install"]
+__all__ = ["install_target", "check_run_folder", "training_split", "start_run", "train_epoch", "log_epoch", "install"]

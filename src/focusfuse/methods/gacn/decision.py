@@ -60,7 +60,12 @@ def decision_focus_measure(net: PairNetwork, gray: torch.Tensor, reduce: int = 1
     """The frame's focus measure (spatial frequency of its features, at full resolution) as the decision
     path sees it: reduced ``reduce`` times. Zero where ``has_image`` (bool, (B,1,H,W)) is False: edge fill
     (see :mod:`focusfuse.frames.fill`) is no evidence of focus."""
-    return reduce_resolution(zero_on_fill(net.focus_measure(gray, channel_weights), has_image), reduce)
+    return decision_measure(net.focus_measure(gray, channel_weights), has_image, reduce)
+
+
+def decision_measure(sf: torch.Tensor, has_image: torch.Tensor | None, reduce: int) -> torch.Tensor:
+    """A focus measure ``sf`` as the decision path takes it: zero on edge fill, reduced ``reduce`` times."""
+    return reduce_resolution(zero_on_fill(sf, has_image), reduce)
 
 
 def zero_on_fill(sf: torch.Tensor, has_image: torch.Tensor | None) -> torch.Tensor:
@@ -103,7 +108,6 @@ def decide_pair(net: PairNetwork, gray_a: torch.Tensor, gray_b: torch.Tensor, re
     ``reduce`` > 1 runs the decision path at that many times lower resolution (see the module's docstring).
     ``has_image_a/b``: where each frame is not edge fill; the focus measure is zero elsewhere."""
     sf_a, sf_b = net.focus_measure(torch.cat([gray_a, gray_b], dim=0)).chunk(2, dim=0)
-    sf_a = reduce_resolution(zero_on_fill(sf_a, has_image_a), reduce)
-    sf_b = reduce_resolution(zero_on_fill(sf_b, has_image_b), reduce)
+    sf_a, sf_b = decision_measure(sf_a, has_image_a, reduce), decision_measure(sf_b, has_image_b, reduce)
     p0 = full_resolution_initial_map(net, sf_a, sf_b, reduce, gray_a.shape[-2:])
     return p0, net.refine(p0, gray_a, gray_b)

@@ -29,7 +29,6 @@ ARCHITECTURE = "gacn-v1"
 ACTIVITY_STEEPNESS = 1000.0  # sigmoid(1000 * (SF_A - SF_B))
 DECISION_STEEPNESS = 1000.0  # initial DM = sigmoid(1000 * y)
 SF_RADIUS = 5  # 11x11 window
-FEATURE_CHANNELS = 64
 
 
 def straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:

@@ -26,10 +26,10 @@ from ...frames.fill import FrameFill, either_has_image, prefer_image
 from ...frames.refs import match_channels
 from ...ops.color import to_gray
 from ..base import FrameInput
-from . import DEFAULT_STRATEGY, STRATEGY_NAMES
+from . import STRATEGY_NAMES
 from .blend_net import BlendNet
 from .boundary_blend import SharpnessBlend
-from .decision import blend, decide_pair, full_resolution_initial_map, reduce_resolution, zero_on_fill
+from .decision import blend, decide_pair, decision_measure, full_resolution_initial_map
 from .network import GacnNetwork
 
 EQ18_EPS = 1e-4
@@ -97,8 +97,7 @@ class StackStrategy:
                                                                zip(*(item.statistics for item in items))]
         gray = grays[0] if len(grays) == 1 else torch.cat(list(grays))
         sf = self.net.focus_measure(gray, statistics)
-        return [reduce_resolution(zero_on_fill(sf[j:j + 1], has_image(item.fill)), self.reduce)
-                for j, item in enumerate(items)]
+        return [decision_measure(sf[j:j + 1], has_image(item.fill), self.reduce) for j, item in enumerate(items)]
 
     def _initial_maps(self, sf_a: Sequence[torch.Tensor], sf_b: Sequence[torch.Tensor],
                       shape: tuple[int, int]) -> torch.Tensor:
@@ -251,5 +250,5 @@ class SerialStack(StackStrategy):
 STRATEGIES: dict[str, type[StackStrategy]] = dict(zip(STRATEGY_NAMES, (CalibratedStack, CalibrationStack,
                                                                          SerialStack)))
 
-__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "StackStrategy", "CalibratedStack", "CalibrationStack", "SerialStack",
+__all__ = ["STRATEGIES", "StackStrategy", "CalibratedStack", "CalibrationStack", "SerialStack",
            "PairStack"]

@@ -82,23 +82,25 @@ def is_official_layout(state: Mapping[str, Any]) -> bool:
     return any(k.startswith("feature_extraction_conv0.") for k in state)
 
 
-def weights_file_payload(model: GACN, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def weights_file_payload(model: torch.nn.Module, metadata: Mapping[str, Any] | None = None,
+                         architecture: str = ARCHITECTURE) -> dict[str, Any]:
     """The dict saved by :func:`save_weights`."""
     meta = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     meta.update(metadata or {})
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "architecture": ARCHITECTURE,
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "architecture": architecture,
             "state_dict": state, "metadata": meta}
 
 
-def save_weights(model: GACN, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> Path:
-    """Save weights in our format (atomically: temporary file, then rename)."""
+def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None,
+                 architecture: str = ARCHITECTURE) -> Path:
+    """Save weights in our format (atomically: temporary file, then rename); ``architecture`` names the network
+    (GACN's by default)."""
+    from ...io.images import atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(weights_file_payload(model, metadata), tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(weights_file_payload(model, metadata, architecture), tmp))
 
 
 def load_problem(path: Path, exc: Exception) -> str:
@@ -120,20 +122,35 @@ def load_problem(path: Path, exc: Exception) -> str:
     return first.split(". ")[0]
 
 
-def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a weights file of either layout -> (our state dict, metadata)."""
-    path = Path(path)
+def load_payload(path: Path, title: str, option: str | None = None) -> Mapping[str, Any]:
+    """The contents of a weights file (tensors only), refused unless readable and a mapping (errors name
+    ``option``)."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt file
-        raise WeightsError(f"cannot read weights file {path}: {load_problem(path, exc)}") from exc
+        raise WeightsError(f"cannot read weights file {path}: {load_problem(path, exc)}", option=option) from exc
     if not isinstance(payload, Mapping):
-        raise WeightsError(f"{path} is not a GACN weights file")
-    if payload.get("format") == FORMAT:
-        if payload.get("architecture") != ARCHITECTURE:
-            raise WeightsError(f"{path} holds architecture {payload.get('architecture')!r}, "
-                               f"this focusfuse needs {ARCHITECTURE!r}")
-        return dict(payload["state_dict"]), dict(payload.get("metadata", {}))
+        raise WeightsError(f"{path} is not a {title} weights file", option=option)
+    return payload
+
+
+def ours(payload: Mapping[str, Any], path: Path, architecture: str, title: str,
+         option: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """(state dict, metadata) of a file in our format holding ``architecture`` (None: another layout)."""
+    if payload.get("format") != FORMAT:
+        return None
+    if payload.get("architecture") != architecture:
+        raise WeightsError(f"{path} holds architecture {payload.get('architecture')!r}, {title} needs "
+                           f"{architecture!r}", option=option)
+    return dict(payload["state_dict"]), dict(payload.get("metadata", {}))
+
+
+def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a weights file of either layout -> (our state dict, metadata)."""
+    path = Path(path)
+    payload = load_payload(path, "GACN")
+    if (state := ours(payload, path, ARCHITECTURE, "GACN")) is not None:
+        return state
     if is_official_layout(payload):
         return official_to_focusfuse(payload), {"source": "official GACN checkpoint layout"}
     if isinstance(payload.get("model"), Mapping) and "optimizer" in payload:  # a run's last.pt (focusfuse train)
@@ -178,12 +195,12 @@ def resolve_weights(weights: str | os.PathLike | None, default_name: str = DEFAU
     path = Path(weights).expanduser()
     if path.is_file():
         return path
-    if path.exists():
-        raise WeightsError(f"weights {weights}: not a file", option="weights")
-    if len(path.parts) == 1:
+    if len(path.parts) == 1:  # a name; a folder of that name here (say, the training run's) does not hide it
         for candidate in _candidates(str(weights), [user_weights_dir(), *packaged_weights_dirs()]):
             if candidate.is_file():
                 return candidate
+    if path.exists():
+        raise WeightsError(f"weights {weights}: not a file", option="weights")
     raise WeightsError(f"weights {weights}: no such file or installed weights name "
                        f"(installed weights live in {user_weights_dir()})", option="weights")
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from ...backends.base import Backend
+from ...frames.fill import either_has_image
 from ...ops.color import to_gray
 from ..base import FrameInput, LocalMethod
 from . import RECEPTIVE_RADIUS
@@ -58,7 +59,7 @@ class CascadeStack:
             elif self.has_image is not None:
                 out = torch.where(self.has_image, out, view)
             self.seen = out
-            self.has_image = None if image is None or self.has_image is None else image | self.has_image
+            self.has_image = either_has_image(image, self.has_image)
         self.fused = to_gray(self.seen) if self.gray else self.seen
 
 
@@ -66,8 +67,7 @@ class RpsnnMethod(LocalMethod):
     """R-PSNN (Jiang et al. 2021) with weights from ``focusfuse train --method rpsnn``."""
 
     name = "rpsnn"
-    description = "R-PSNN, cascaded"
-    index_maps = False  # it regresses pixels
+    description = "R-PSNN, cascaded"  # it regresses pixels: no maps (methods.WITHOUT_MAPS)
 
     def __init__(self, model: RPSNN, backend: Backend, pair: bool = False) -> None:
         self.model = model

@@ -12,7 +12,8 @@ from ...frames.fill import either_has_image, prefer_image
 from ...frames.refs import match_channels
 from ..base import FrameInput, ReadRegion
 from . import GUIDED_RADIUS
-from .network import SESFNet, normalize, sesf_gray
+from ...ops.color import to_gray
+from .network import SESFNet, normalize
 from .rule import activity, decide, final_map
 from .statistics import FrameDecision, frame_decision
 
@@ -42,7 +43,7 @@ class SesfStack:
 
     def _activity(self, frame: torch.Tensor, has_image: torch.Tensor | None) -> torch.Tensor:
         with torch.inference_mode():
-            a = activity(self.net.encode(normalize(sesf_gray(frame[None]))))
+            a = activity(self.net.encode(normalize(to_gray(frame[None]))))
         return a if has_image is None else a * has_image
 
     def finish(self) -> None:

@@ -88,12 +88,4 @@ def normalize(gray: torch.Tensor) -> torch.Tensor:
     return (gray - GRAY_MEAN) / GRAY_STD
 
 
-def sesf_gray(frame: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) in [0, 1] -> (B, 1, H, W) with the published fusion's weights (0.2125, 0.7154, 0.0721)."""
-    if frame.shape[1] == 1:
-        return frame
-    r, g, b = frame[:, 0:1], frame[:, 1:2], frame[:, 2:3]
-    return 0.2125 * r + 0.7154 * g + 0.0721 * b
-
-
-__all__ = ["SESFNet", "ChannelSE", "conv_block", "normalize", "sesf_gray"]
+__all__ = ["SESFNet", "ChannelSE", "conv_block", "normalize"]

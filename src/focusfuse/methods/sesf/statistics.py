@@ -11,7 +11,8 @@ import torch
 from ...box import Box, tile_grid
 from ..base import ReadRegion
 from . import SF_RADIUS
-from .network import SESFNet, normalize, sesf_gray
+from ...ops.color import to_gray
+from .network import SESFNet, normalize
 from .rule import activity, consistency_verification
 
 ENCODER_RADIUS = 4  # four 3x3 convolutions
@@ -40,7 +41,7 @@ def encoder_channel_weights(net: SESFNet, read: ReadRegion, height: int, width: 
     for k, (conv, se) in enumerate(net.encoder_blocks()):
         total = torch.zeros(conv[0].out_channels, dtype=torch.float64, device=net.device)
         for tile in tile_grid(height, width, tile_size, halo=k + 1):
-            y = conv(net.encoder_prefix(normalize(sesf_gray(read(tile.crop)[0][None])), k, weights))
+            y = conv(net.encoder_prefix(normalize(to_gray(read(tile.crop)[0][None])), k, weights))
             rows, cols = tile.core.within(tile.crop)
             total += y[0, :, rows, cols].sum(dim=(1, 2), dtype=torch.float64)
         weights.append(se.weights((total / float(height * width)).float()[None]))
@@ -53,7 +54,7 @@ def frame_activity(net: SESFNet, read: ReadRegion, height: int, width: int, tile
     whole: torch.Tensor | None = None
     for tile in tile_grid(height, width, tile_size, halo=ACTIVITY_HALO):
         network, mask = read(tile.crop)
-        a = activity(net.encode(normalize(sesf_gray(network[None])), weights))
+        a = activity(net.encode(normalize(to_gray(network[None])), weights))
         if mask is not None:
             a = a * mask
         if whole is None:
