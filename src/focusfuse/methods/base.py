@@ -1,4 +1,5 @@
-"""The fusion-method protocol: what the engine asks of a method (GACN, the wavelet pyramid, SESF-Fuse, R-PSNN; others plug in the same way).
+"""The fusion-method protocol: what the engine asks of a method (GACN, the wavelet pyramid, SESF-Fuse, R-PSNN;
+others plug in the same way).
 
 The engine reads frames region by region (tiles with a halo), hands them to a method's running state
 one after another (in batches where the backend runs several frames at once), and writes what the
