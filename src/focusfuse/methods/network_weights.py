@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
-from .gacn.weights import fitted, load_payload, ours, resolve_weights, save_weights
+from .gacn.weights import fitted, load_payload, our_format_state, resolve_weights, save_weights
 
 
 def save_network_weights(model: nn.Module, path: str | os.PathLike, architecture: str,
@@ -33,7 +33,7 @@ def read_network_weights(path: str | os.PathLike, architecture: str, authors_key
     errors."""
     path = Path(path)
     payload = load_payload(path, title, option="weights")
-    if (state := ours(payload, path, architecture, title, option="weights")) is not None:
+    if (state := our_format_state(payload, path, architecture, title, option="weights")) is not None:
         return state
     if authors_keys and all(key in payload for key in authors_keys):
         return dict(payload), {"source": f"the authors' {title} checkpoint layout"}

@@ -47,8 +47,8 @@ def to_tensor(image: np.ndarray, device: torch.device | str = "cpu") -> torch.Te
     image = normalize_layout(np.asarray(image))
     scale = dtype_scale(image.dtype)
     array = np.ascontiguousarray(image)
-    if not array.flags.writeable:  # torch would share read-only memory (a PIL image's array), which we may write
-        array = array.copy()
+    if not array.flags.writeable:  # torch must not share read-only memory (a PIL image's array): convert it here,
+        array = array.astype(np.float32)  # the one copy the conversion below would have made
     t = torch.from_numpy(array).to(device)
     t = t.to(torch.float32)
     if scale != 1.0:

@@ -127,6 +127,11 @@ def installed_name(cfg: TrainConfig) -> str:
     return cfg.name or Path(cfg.out).resolve().name
 
 
+def installed_path(cfg: TrainConfig) -> Path:
+    """Where the run's best weights are installed (see :func:`installed_name`)."""
+    return user_weights_dir() / f"{installed_name(cfg)}.pt"
+
+
 def check_run(cfg: TrainConfig, *, resume: bool = False, replace_installed: bool = False) -> None:
     """Refuse, before any work, a run that could not train or would silently replace installed weights."""
     check_run_folder(cfg.out)
@@ -144,7 +149,7 @@ def check_run(cfg: TrainConfig, *, resume: bool = False, replace_installed: bool
         raise UsageError(f"{len(train_paths)} training image(s) x {cfg.samples_per_image} samples per image = "
                          f"{samples} pairs per epoch, fewer than the batch size {cfg.batch_size}: lower the batch "
                          "size or raise the samples per image", option="batch_size")
-    target = user_weights_dir() / f"{installed_name(cfg)}.pt"
+    target = installed_path(cfg)
     if target.exists() and not (resume or replace_installed):
         raise UsageError(f"weights named {installed_name(cfg)!r} are installed already ({target}): choose another "
                          "name, or allow overwriting to replace them", option="overwrite")
@@ -223,7 +228,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, replace_installed: bool = F
         plot_curves(log_path, out / "curves.png")
         if progress is not None:
             progress("epoch", epoch + 1, cfg.epochs, record)
-    installed = install(best_path, user_weights_dir() / f"{installed_name(cfg)}.pt") if best_path.exists() else None
+    installed = install(best_path, installed_path(cfg)) if best_path.exists() else None
     return {"best_val_loss": best, "best": str(best_path), "installed": installed, "log": str(log_path)}
 
 

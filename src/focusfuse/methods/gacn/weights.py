@@ -134,8 +134,8 @@ def load_payload(path: Path, title: str, option: str | None = None) -> Mapping[s
     return payload
 
 
-def ours(payload: Mapping[str, Any], path: Path, architecture: str, title: str,
-         option: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+def our_format_state(payload: Mapping[str, Any], path: Path, architecture: str, title: str,
+                     option: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
     """(state dict, metadata) of a file in our format holding ``architecture`` (None: another layout)."""
     if payload.get("format") != FORMAT:
         return None
@@ -149,7 +149,7 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     """Read a weights file of either layout -> (our state dict, metadata)."""
     path = Path(path)
     payload = load_payload(path, "GACN")
-    if (state := ours(payload, path, ARCHITECTURE, "GACN")) is not None:
+    if (state := our_format_state(payload, path, ARCHITECTURE, "GACN")) is not None:
         return state
     if is_official_layout(payload):
         return official_to_focusfuse(payload), {"source": "official GACN checkpoint layout"}
