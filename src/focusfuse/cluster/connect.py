@@ -54,6 +54,22 @@ def local_worker_environment(workers: int) -> dict[str, str]:
 
 
 @contextmanager
+def environment_kept() -> Iterator[None]:
+    """This process's environment as it was, once the block ends: Dask's nannies write their workers' variables
+    (``distributed.nanny.pre-spawn-environ``: one thread, one malloc arena, a low trim threshold) into the
+    process that starts them, where every later child process (a tool, a test's subprocess) would inherit them."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for name in set(os.environ) - set(saved):
+            del os.environ[name]
+        for name, value in saved.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
+
+
+@contextmanager
 def cluster_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
     """A Dask client: on a new local cluster of ``workers`` processes (closed at the end), or connected to the
     scheduler at ``scheduler``; None when neither is given (run in this process).
@@ -87,14 +103,15 @@ def cluster_client(workers: int | None = None, scheduler: str | None = None) -> 
             with client:
                 yield client
             return
-        try:
-            cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                               memory_limit=0, dashboard_address=None)
-        except (RuntimeError, OSError) as exc:
-            raise FocusFuseError(f"could not start a local Dask cluster ({str(exc).splitlines()[0]}); from a script, "
-                                 "start it under `if __name__ == '__main__':`") from None
-        with cluster, distributed.Client(cluster) as client:
-            yield client
+        with environment_kept():  # the nannies set their workers' environment in this process's own
+            try:
+                cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                   memory_limit=0, dashboard_address=None)
+            except (RuntimeError, OSError) as exc:
+                raise FocusFuseError(f"could not start a local Dask cluster ({str(exc).splitlines()[0]}); from a "
+                                     "script, start it under `if __name__ == '__main__':`") from None
+            with cluster, distributed.Client(cluster) as client:
+                yield client
 
 
 def check_client(client: Any, timeout: float = 60) -> None:
