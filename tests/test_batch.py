@@ -160,3 +160,45 @@ def test_batch_from_python_takes_the_cli_options(root, tmp_path, model):
     with pytest.raises(UsageError, match="output format 'gif'"):
         focusfuse.batch(root, tmp_path / "other", weights=model, image_format="gif")
     assert not (tmp_path / "other").exists()
+
+
+def _float_stacks(root, names=("s0", "s1")):
+    """Stacks of float TIFFs whose z0.tif has values above 1 (clipped, with a warning) in every stack."""
+    for k, name in enumerate(names):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            scale = 1.5 if i == 0 else 0.9
+            tifffile.imwrite(root / name / f"z{i}.tif", (textured(20, 24, i + 3 * k) * scale).astype(np.float32))
+
+
+def test_each_stack_warns_under_its_own_name_and_records_its_warnings(tmp_path, model):
+    import focusfuse
+
+    _float_stacks(tmp_path / "in")
+    with pytest.warns(UserWarning) as caught:
+        report = focusfuse.batch(tmp_path / "in", tmp_path / "out", weights=model, device="cpu", align="none")
+    texts = [str(w.message) for w in caught]
+    for name in ("s0", "s1"):  # the same frame name and text in both stacks: raised for each, named by its stack
+        assert sum(t.startswith(f"{name}: z0.tif: float pixel values outside [0, 1]") for t in texts) == 1, texts
+        entry = next(e for e in report["stacks"] if e["name"] == name)
+        assert [w.split(":")[0] for w in entry["warnings"]] == ["z0.tif"]
+        assert json.loads((tmp_path / "out" / f"{name}.json").read_text())["warnings"] == entry["warnings"]
+
+
+def test_collected_warnings_take_every_thread_and_leave_the_warning_state_as_it_was():
+    import threading
+    import warnings
+
+    from focusfuse.jobs.stack_warnings import collected_warnings
+
+    hook, filters = warnings.showwarning, list(warnings.filters)
+    with collected_warnings() as texts:
+        worker = threading.Thread(target=lambda: warnings.warn("from a reading thread"))
+        worker.start()
+        worker.join()
+        warnings.warn("from the stack's thread")
+        warnings.warn("from the stack's thread")
+        with collected_warnings() as inner:  # a second stack at the same time (several task threads) collects none
+            pass
+    assert texts == ["from a reading thread", "from the stack's thread"] and inner == []
+    assert warnings.showwarning is hook and warnings.filters == filters

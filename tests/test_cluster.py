@@ -251,3 +251,36 @@ def test_local_workers_share_this_machines_memory(client):
     assert local_workers(client) == WORKERS
     limit = shared_memory_limit(client)
     assert 0 < limit <= host_available_memory() * 3 // 4 // (WORKERS + 1) + (64 << 20)
+
+
+def test_a_local_cluster_leaves_this_process_environment_as_it_was(monkeypatch):
+    """Dask's nannies write their workers' variables (one thread, one malloc arena) into the process that starts
+    them; later child processes of a notebook or a test run would inherit them."""
+    import dask
+
+    worker_only = sorted({"MALLOC_ARENA_MAX", "OMP_NUM_THREADS",
+                          *dask.config.get("distributed.nanny.pre-spawn-environ", {})})
+    for name in worker_only:
+        monkeypatch.delenv(name, raising=False)
+    before = dict(os.environ)
+    with cluster_client(1) as one:
+        seen = one.run(lambda: {name: os.environ.get(name) for name in worker_only})
+    assert [env["MALLOC_ARENA_MAX"] for env in seen.values()] == ["1"]  # the worker still got its settings
+    assert dict(os.environ) == before
+
+
+def test_warnings_raised_on_the_workers_reach_the_client_in_one_line(tmp_path, weights_file, capfd):
+    from test_batch import _float_stacks
+
+    _float_stacks(tmp_path / "in")
+    r = CliRunner().invoke(main, ["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--align", "none",
+                                  "--weights", str(weights_file), "--device", "cpu", "-q", "--dask-workers", "2"])
+    assert r.exit_code == 0, r.output
+    for name in ("s0", "s1"):
+        assert f"focusfuse: warning: {name}: z0.tif: float pixel values outside [0, 1]" in r.output
+    r = CliRunner().invoke(main, ["stack", str(tmp_path / "in" / "s0"), "-o", str(tmp_path / "s0.tif"), "--align",
+                                  "none", "--weights", str(weights_file), "--device", "cpu", "--tile-size", "16",
+                                  "--dask-workers", "2"])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("focusfuse: warning: z0.tif: float pixel values") == 1
+    assert "UserWarning" not in capfd.readouterr().err  # the workers printed none of their own

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import CancelledError
@@ -14,23 +15,28 @@ from typing import Any
 from ..engine.tiles import TileResult, TileWork, fuse_work_tiles, on_device
 from ..errors import FocusFuseError
 from ..io.images import FrameRef
+from ..jobs.stack_warnings import collected_warnings
 from .connect import worker_threads
 from .weights import weights_on_workers, worker_weights
 
 BANDS_AHEAD_PER_THREAD = 2  # bands submitted ahead of the one the sink waits for: bounds the results held
 
 
-def fuse_band_task(work: TileWork, numbers: list[int], weights: str, device: str) -> list[TileResult]:
+def fuse_band_task(work: TileWork, numbers: list[int], weights: str, device: str
+                   ) -> tuple[list[TileResult], list[str]]:
     """The task: tiles ``numbers`` of ``work`` (one band: each frame read once for all of them, as far as its
-    format allows) fused on a worker with the weights its plugin loaded there."""
+    format allows) fused on a worker with the weights its plugin loaded there; their cores, and the warnings
+    raised (for the client to raise: a worker's own output is not the user's)."""
     from ..backends.select import select_backend
     from ..methods.registry import make_method
 
     backend = select_backend(device)
     options = work.options
-    method = make_method(options.method, backend, weights=worker_weights(weights), strategy=options.strategy,
-                         reduce=options.reduce, boundary_blend=options.boundary_blend)
-    return fuse_work_tiles(work, numbers, method, backend)
+    with collected_warnings() as texts:
+        method = make_method(options.method, backend, weights=worker_weights(weights), strategy=options.strategy,
+                             reduce=options.reduce, boundary_blend=options.boundary_blend)
+        cores = fuse_work_tiles(work, numbers, method, backend)
+    return cores, texts
 
 
 def tile_bands(work: TileWork) -> list[list[int]]:
@@ -74,11 +80,15 @@ class ClusterTiles:
 
 
 def _band_result(future: Any) -> list[TileResult]:
-    """A finished band task's cores; a band whose workers kept dying, or that the cluster lost, fails the run."""
+    """A finished band task's cores (its warnings raised here); a band whose workers kept dying, or that the
+    cluster lost, fails the run."""
     from distributed import KilledWorker
 
     try:
-        return future.result()
+        cores, texts = future.result()
+        for text in texts:  # the client's own passes raised most of them already: the CLI shows each once
+            warnings.warn(text, UserWarning, stacklevel=2)
+        return cores
     except KilledWorker:
         raise FocusFuseError("worker processes died while fusing a band of tiles, on every retry (out of memory, "
                              "or a crash)") from None

@@ -29,6 +29,7 @@ from ..methods import WITHOUT_MAPS
 from .outputs import remove_stale_partials
 from .report import weights_id
 from .stack_job import StackJob, check_job_settings, run_stack
+from .stack_warnings import collected_warnings, warn_for_stack
 
 REPORT_NAME = "batch-report.json"
 
@@ -139,13 +140,17 @@ def run_batch_stack(stack: BatchStack, model: Any, progress=None,
                     device: str | torch.device = "auto") -> dict[str, Any]:
     """Fuse one stack of a batch and write its sidecar (in this process, or on a cluster's worker): its entry.
     Temporary files an earlier attempt left when its process was killed are removed first; a stack this run
-    already finished (its task re-run because the worker holding its result died) is not fused again."""
+    already finished (its task re-run because the worker holding its result died) is not fused again. The
+    stack's warnings are in its entry (``warnings``), to be raised where the batch runs (:func:`run_batch`)."""
     if stack.run_id:
         done = _finished_in_run(stack)
         if done is not None:
             return done
     remove_stale_partials(stack.job.outputs())
-    entry = _run_one(stack.name, stack.job, model, progress, device)
+    with collected_warnings() as texts:
+        entry = _run_one(stack.name, stack.job, model, progress, device)
+    if texts:
+        entry["warnings"] = texts
     record_stack(stack, entry)
     return entry
 
@@ -179,7 +184,8 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
     """Fuse every stack under ``root`` into ``out_dir``; returns (and writes) the run report. ``model``: the
     method's weights on their device (GACN's, SESF-Fuse's or R-PSNN's; None for a method without weights, run on
     ``device``). ``client``: a Dask client whose workers fuse the stacks as tasks (each worker loads the
-    weights once, onto its own ``device``; the outputs are the same); the folders must be visible to them."""
+    weights once, onto its own ``device``; the outputs are the same); the folders must be visible to them. A
+    stack's warnings, wherever it ran, are raised here named by the stack, and listed in its entry."""
     check_job_settings(template)
     image_format = str(image_format).lower().lstrip(".")
     if f".{image_format}" not in WRITE_SUFFIXES:
@@ -228,6 +234,7 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
             entries[stack.name] = {"name": stack.name, "status": "skipped", "output": str(output)}
         elif client is None:
             entries[stack.name] = run_batch_stack(item, model, progress, device)
+            warn_for_stack(stack.name, entries[stack.name].get("warnings", []))
         else:
             work.append(item)
             continue
@@ -240,6 +247,7 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
                                             progress=progress)) as finished:
             for name, entry in finished:  # an error here (or Ctrl-C) cancels the stacks still running
                 entries[name] = entry
+                warn_for_stack(name, entry.get("warnings", []))
                 if on_stack is not None:
                     on_stack(entry["status"], name, entry)
     results = [entries[stack.name] for stack in stacks]
