@@ -54,18 +54,20 @@ def local_worker_environment(workers: int) -> dict[str, str]:
 
 
 @contextmanager
-def environment_kept() -> Iterator[None]:
-    """This process's environment as it was, once the block ends: Dask's nannies write their workers' variables
-    (``distributed.nanny.pre-spawn-environ``: one thread, one malloc arena, a low trim threshold) into the
-    process that starts them, where every later child process (a tool, a test's subprocess) would inherit them."""
-    saved = dict(os.environ)
+def environment_kept(names: set[str]) -> Iterator[None]:
+    """The environment variables ``names`` as they were, once the block ends (changes to others are kept).
+
+    Dask's nannies write their workers' variables (``distributed.nanny.pre-spawn-environ``: one thread, one
+    malloc arena, a low trim threshold; and ``PYTHONHASHSEED``) into the process that starts them, where every
+    later child process (a tool, a test's subprocess) would inherit them."""
+    saved = {name: os.environ.get(name) for name in names}
     try:
         yield
     finally:
-        for name in set(os.environ) - set(saved):
-            del os.environ[name]
         for name, value in saved.items():
-            if os.environ.get(name) != value:
+            if value is None:
+                os.environ.pop(name, None)
+            elif os.environ.get(name) != value:
                 os.environ[name] = value
 
 
@@ -103,7 +105,8 @@ def cluster_client(workers: int | None = None, scheduler: str | None = None) -> 
             with client:
                 yield client
             return
-        with environment_kept():  # the nannies set their workers' environment in this process's own
+        spawned = {*dask.config.get("distributed.nanny.pre-spawn-environ", {}), "PYTHONHASHSEED"}
+        with environment_kept(spawned):  # the nannies write their workers' environment into this process
             try:
                 cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                                    memory_limit=0, dashboard_address=None)

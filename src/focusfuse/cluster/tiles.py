@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import warnings
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import CancelledError
@@ -15,7 +14,7 @@ from typing import Any
 from ..engine.tiles import TileResult, TileWork, fuse_work_tiles, on_device
 from ..errors import FocusFuseError
 from ..io.images import FrameRef
-from ..jobs.stack_warnings import collected_warnings
+from ..jobs.stack_warnings import collected_warnings, warn_for_stack
 from .connect import worker_threads
 from .weights import weights_on_workers, worker_weights
 
@@ -86,8 +85,7 @@ def _band_result(future: Any) -> list[TileResult]:
 
     try:
         cores, texts = future.result()
-        for text in texts:  # the client's own passes raised most of them already: the CLI shows each once
-            warnings.warn(text, UserWarning, stacklevel=2)
+        warn_for_stack(None, texts)  # the client's own passes raised most of them already: the CLI shows each once
         return cores
     except KilledWorker:
         raise FocusFuseError("worker processes died while fusing a band of tiles, on every retry (out of memory, "
