@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,8 +32,10 @@ BEGIN, END = "<!-- cluster:begin -->", "<!-- cluster:end -->"
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory in MB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's own peak (a worker's ru_maxrss would carry the client's, from which its nanny started it)."""
+    from focusfuse.jobs.report import peak_resident_bytes
+
+    return peak_resident_bytes() / 2**20
 
 
 def make_stacks(root: Path, stacks: int = 8, frames: int = 10, size: int = 520) -> None:

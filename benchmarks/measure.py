@@ -13,7 +13,11 @@ import time
 
 
 def run_measured(cmd: list[str]) -> tuple[int, str, str, float, float]:
-    """(exit code, stdout, stderr, seconds, peak RSS in MB of that child alone)."""
+    """(exit code, stdout, stderr, seconds, peak RSS in MB of that child).
+
+    The peak is the child's ``ru_maxrss``, which Linux carries over fork and exec: it is at least this
+    process's resident memory when the child started, so run it from a small process (as the benchmarks do).
+    """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)

@@ -32,7 +32,6 @@ import datetime as dt
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import reference_gacn  # noqa: E402
+from focusfuse.jobs.report import peak_resident_bytes  # noqa: E402
 
 from shared_data import SHARED  # noqa: E402
 V4 = SHARED / "data" / "stacks" / "V-4"
@@ -58,7 +58,7 @@ CASES = ("pair520", "api520", "pair2700", "pair2700e", "gacn26", "v4", "v4none",
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_resident_bytes() / 2**20  # this process's own (ru_maxrss would carry its parent's)
 
 
 def sync(device: torch.device) -> None:
@@ -199,12 +199,12 @@ def run_cli_v4(case: str, weights: str | None, device: str) -> dict:
                 first = time.perf_counter() - start
             if event["event"] == "done":
                 report = event
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, _ = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         if os.waitstatus_to_exitcode(status) != 0 or report is None:
             raise RuntimeError(proc.stderr.read())
     return {"case": case, "ours_s": report["seconds"], "wall_s": wall, "first_frame_s": first,
-            "peak_rss_mb": usage.ru_maxrss / 1024, "peak_gpu_mb": report.get("peak_gpu_mb"),
+            "peak_rss_mb": report["peak_rss_mb"], "peak_gpu_mb": report.get("peak_gpu_mb"),
             "note": f"align {align}, frames used {report['frames_used']}, method {report.get('method', 'gacn')}"}
 
 

@@ -1,5 +1,6 @@
 """The engine: options checked once, plans made before any work, ordered read-ahead, batches on the device."""
 
+import os
 import threading
 import time
 
@@ -206,16 +207,17 @@ def test_kept_memory_is_handed_back_only_when_it_would_shrink_the_plan(model):
 
 
 MEMORY_CHILD = """
-import resource, sys
+import sys
 import cv2, numpy as np
 from focusfuse import fuse_stack
+from focusfuse.jobs.report import peak_resident_bytes
 rng = np.random.default_rng(0)
 scene = cv2.GaussianBlur(rng.random((1000, 1200, 3)).astype(np.float32), (0, 0), 1.5)
 frames = [np.round(np.clip(cv2.GaussianBlur(np.roll(scene, k, axis=1), (0, 0), s) * 1.6 - 0.3, 0, 1) * 255)
           .astype(np.uint8) for k, s in enumerate((0.6, 1.5, 2.5))]
 del scene
 result = fuse_stack(frames, weights=sys.argv[1], device="cpu", align="translation", memory_limit="1G")
-print(result.tiles, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(result.tiles, peak_resident_bytes())  # its own peak (ru_maxrss would carry this test runner's)
 """
 
 
@@ -229,6 +231,20 @@ def test_a_tiled_run_keeps_its_memory_limit(weights_file):
     tiles, peak = int(out[0]), int(out[1])
     assert tiles > 1  # the limit made the run tile
     assert peak <= 1 << 30, f"peak RSS {peak >> 20} MiB over the 1024 MiB limit"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux only: a child's peak through VmHWM")
+def test_a_process_reports_its_own_peak_memory_not_its_parents():
+    """A process started by a large one (a notebook, a test runner) reports its own peak: getrusage's ru_maxrss
+    would carry the parent's resident memory over the fork and exec."""
+    import subprocess
+    import sys
+
+    held = np.ones(600 << 17)  # 600 MiB resident in this process
+    code = "from focusfuse.jobs.report import peak_resident_bytes; print(peak_resident_bytes())"
+    child_peak = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                    check=True).stdout)
+    assert held.sum() > 0 and child_peak < 400 << 20, f"child peak {child_peak >> 20} MiB"
 
 
 @pytest.mark.parametrize("compression", [None, "zlib"])

@@ -45,8 +45,9 @@ class Backend:
     # Largest budget a run takes by default: main memory is shared with everything else.
     default_budget_cap = 8 * GIB
     # Host memory the runtime takes beyond what a run's plan sees when it starts (library caches, thread
-    # arenas): measured on CPU runs under a memory limit, 90-130 MiB; with the boundary blend's refiner (its
-    # blocks, some 30 MB) a 1 GiB run peaked once at 1024 MiB (2026-12-05), so the reserve keeps more room.
+    # arenas): measured on CPU runs under a memory limit, 90-130 MiB, plus the boundary blend's refiner blocks
+    # (some 30 MB); the rest is margin. (The 1 GiB test's 1024-1029 MiB "peaks" that raised it were the test
+    # runner's own memory, which getrusage carries into the child it starts: see jobs/report.py.)
     runtime_reserve = 224 << 20
 
     def __init__(self, device: torch.device, *, decision_dtype: torch.dtype = torch.float32) -> None:

@@ -34,12 +34,30 @@ def weights_id(model: Any) -> dict[str, str | None]:
     return {"weights": None, "weights_sha256": None}
 
 
+def peak_resident_bytes() -> int:
+    """Peak resident memory of this process's own memory, in bytes.
+
+    Linux: ``VmHWM`` (the high-water mark of this process's address space). ``getrusage``'s ``ru_maxrss`` is
+    not used there: it keeps the peak across ``exec``, so a process started by a large one (a notebook, a
+    test runner: ``subprocess`` forks or vforks it from there) reports its parent's resident memory instead
+    of its own when that was larger. Elsewhere ``ru_maxrss``.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if platform.system() == "Darwin" else rss * 1024
+
+
 def peak_memory_mb(device: torch.device) -> dict[str, float | None]:
     """Peak resident memory of this process (and peak CUDA memory since the last reset), in MB."""
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    rss = rss_kb / 1024 if platform.system() != "Darwin" else rss_kb / 2**20
+    rss = peak_resident_bytes() / 2**20
     gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return {"peak_rss_mb": round(rss, 1), "peak_gpu_mb": None if gpu is None else round(gpu, 1)}
 
 
-__all__ = ["provenance", "weights_id", "peak_memory_mb"]
+__all__ = ["provenance", "weights_id", "peak_memory_mb", "peak_resident_bytes"]
