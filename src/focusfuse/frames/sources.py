@@ -100,41 +100,55 @@ def _page_layout(key: tifffile.TiffPage) -> tuple[int, int, int]:
     return int(shape[0]), int(shape[1]), int(shape[2])
 
 
+OpenTiff = tuple[tifffile.TiffFile, threading.Lock, tifffile.TiffPageSeries]  # a file, its handle's lock, its stack
+
+
+def _open_tiff(path: Path) -> OpenTiff:
+    """``path`` opened, with a lock for its handle and the series its frames are read from (found once: for
+    pages written one by one that means looking at every page)."""
+    tif = tifffile.TiffFile(path)
+    try:
+        return tif, threading.Lock(), stack_series(tif)
+    except BaseException:
+        tif.close()
+        raise
+
+
 class OpenTiffs:
     """TIFF files opened once and shared by every frame and region read from them (many pages are
     otherwise re-parsed on every read). Worker threads share them: each file's handle has a lock."""
 
     def __init__(self) -> None:
-        self.files: dict[Path, tuple[tifffile.TiffFile, threading.Lock]] = {}
+        self.files: dict[Path, OpenTiff] = {}
         self.lock = threading.Lock()
 
-    def get(self, path: Path) -> tuple[tifffile.TiffFile, threading.Lock]:
+    def get(self, path: Path) -> OpenTiff:
         with self.lock:
             if path not in self.files:
-                self.files[path] = (tifffile.TiffFile(path), threading.Lock())
+                self.files[path] = _open_tiff(path)
             return self.files[path]
 
     def close(self) -> None:
-        for tif, _ in self.files.values():
+        for tif, _, _ in self.files.values():
             tif.close()
         self.files = {}
 
 
 @contextmanager
-def _opened(ref: FrameRef, tiffs: OpenTiffs | None) -> Iterator[tuple[tifffile.TiffFile, threading.Lock]]:
-    """The TIFF file of ``ref`` and the lock that guards its file handle."""
+def _opened(ref: FrameRef, tiffs: OpenTiffs | None) -> Iterator[OpenTiff]:
+    """The TIFF file of ``ref``, the lock that guards its file handle, and its stack series."""
     if tiffs is not None:
         yield tiffs.get(ref.path)
     else:
-        with tifffile.TiffFile(ref.path) as tif:
-            yield tif, threading.Lock()
+        tif, lock, series = _open_tiff(ref.path)
+        with tif:
+            yield tif, lock, series
 
 
 def _tiff_info(ref: FrameRef, tiffs: OpenTiffs | None = None) -> FrameInfo:
     """Size, channels and dtype of TIFF frame ``ref.page`` as :func:`read_frame` will give it."""
     try:
-        with _opened(ref, tiffs) as (tif, lock), lock:
-            series = stack_series(tif)
+        with _opened(ref, tiffs) as (tif, lock, series), lock:
             planes = tiff_frame_planes(series, ref.page or 0)
             height, width, samples = _page_layout(series.keyframe)
             dtype = np.dtype(series.keyframe.dtype)
@@ -184,8 +198,8 @@ def _chunks_readable(page: tifffile.TiffPage | tifffile.TiffFrame | None) -> boo
 def tiff_compressed(ref: FrameRef, tiffs: OpenTiffs | None = None) -> bool:
     """Whether the frame's TIFF pages are compressed (reading a region then means decoding its chunks)."""
     try:
-        with _opened(ref, tiffs) as (tif, lock), lock:
-            return stack_series(tif).keyframe.compression != 1
+        with _opened(ref, tiffs) as (tif, lock, series), lock:
+            return series.keyframe.compression != 1
     except Exception:
         return True
 
@@ -197,8 +211,7 @@ def tiff_region_readable(ref: FrameRef, tiffs: OpenTiffs | None = None) -> bool:
     planes), RGB pages that would have to be stacked, and rotated (EXIF orientation) files.
     """
     try:
-        with _opened(ref, tiffs) as (tif, lock), lock:
-            series = stack_series(tif)
+        with _opened(ref, tiffs) as (tif, lock, series), lock:
             pages = [tiff_plane_page(series, i) for i in tiff_frame_planes(series, ref.page or 0)]
             single_samples = len(pages) == 1 or series.keyframe.samplesperpixel == 1
             upright = tiff_orientation(tif) == 1
@@ -257,9 +270,8 @@ def _read_page_region(page: tifffile.TiffPage | tifffile.TiffFrame, box: Box, lo
 
 def read_tiff_region(ref: FrameRef, box: Box, tiffs: OpenTiffs | None = None) -> np.ndarray:
     """Pixels of ``box`` of TIFF frame ``ref.page``; a frame of C pages is read page by page and stacked."""
-    with _opened(ref, tiffs) as (tif, lock):
+    with _opened(ref, tiffs) as (tif, lock, series):
         with lock:  # pages are parsed from the shared handle when first touched
-            series = stack_series(tif)
             pages = [series.pages[i] for i in tiff_frame_planes(series, ref.page or 0)]
             for page in pages:
                 page.keyframe, page.dataoffsets, page.databytecounts  # noqa: B018 (parse them now)

@@ -219,6 +219,14 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
     entries: dict[str, dict[str, Any]] = {}
     work: list[BatchStack] = []
     run_id = uuid.uuid4().hex if client is not None else ""
+
+    def finished(name: str, entry: dict[str, Any]) -> None:
+        """A stack's entry, wherever it ran: kept, its warnings raised here, the caller told."""
+        entries[name] = entry
+        warn_for_stack(name, entry.get("warnings", []))
+        if on_stack is not None:
+            on_stack(entry["status"], name, entry)
+
     for number, stack in enumerate(stacks, start=1):
         output = out / f"{stack.name}.{image_format}"
         sidecar = out / f"{stack.name}.json"
@@ -231,25 +239,18 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
         if on_stack is not None:
             on_stack("start", stack.name, {"number": number, "total": len(stacks)})
         if resume and _sidecar_matches(sidecar, output, hashes):
-            entries[stack.name] = {"name": stack.name, "status": "skipped", "output": str(output)}
+            finished(stack.name, {"name": stack.name, "status": "skipped", "output": str(output)})
         elif client is None:
-            entries[stack.name] = run_batch_stack(item, model, progress, device)
-            warn_for_stack(stack.name, entries[stack.name].get("warnings", []))
+            finished(stack.name, run_batch_stack(item, model, progress, device))
         else:
             work.append(item)
-            continue
-        if on_stack is not None:
-            on_stack(entries[stack.name]["status"], stack.name, entries[stack.name])
     if work:
         from ..cluster.stacks import fuse_stacks_on_cluster
 
         with closing(fuse_stacks_on_cluster(client, work, model, options.method, device,
-                                            progress=progress)) as finished:
-            for name, entry in finished:  # an error here (or Ctrl-C) cancels the stacks still running
-                entries[name] = entry
-                warn_for_stack(name, entry.get("warnings", []))
-                if on_stack is not None:
-                    on_stack(entry["status"], name, entry)
+                                            progress=progress)) as done:
+            for name, entry in done:  # an error here (or Ctrl-C) cancels the stacks still running
+                finished(name, entry)
     results = [entries[stack.name] for stack in stacks]
     report = {
         "root": str(root), "output_dir": str(out), "stacks": results,

@@ -39,9 +39,8 @@ def collected_warnings() -> Iterator[list[str]]:
                     if text and text not in texts:
                         texts.append(text)
     except BaseException:
-        for text in texts:
-            with contextlib.suppress(Warning):  # an "error" filter must not hide the error itself
-                warnings.warn(text, UserWarning, stacklevel=3)
+        with contextlib.suppress(Warning):  # an "error" filter must not hide the error itself
+            warn_for_stack(None, texts)
         raise
     finally:
         _ONE_AT_A_TIME.release()

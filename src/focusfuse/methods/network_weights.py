@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
-from .gacn.weights import fitted, load_payload, our_format_state, resolve_weights, save_weights
-
-
-def save_network_weights(model: nn.Module, path: str | os.PathLike, architecture: str,
-                         metadata: Mapping[str, Any] | None = None) -> Path:
-    """Save weights in our format (atomically: temporary file, then rename)."""
-    return save_weights(model, path, metadata, architecture)
+from .gacn.weights import fitted, load_payload, our_format_state, resolve_weights
 
 
 def read_network_weights(path: str | os.PathLike, architecture: str, authors_keys: Sequence[str],
@@ -61,4 +55,4 @@ def load_network(network: type[nn.Module], weights: Any, device: torch.device | 
     return fitted(model, state, metadata, path, title).to(device).eval()
 
 
-__all__ = ["save_network_weights", "read_network_weights", "load_network"]
+__all__ = ["read_network_weights", "load_network"]

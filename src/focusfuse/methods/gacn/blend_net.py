@@ -81,9 +81,9 @@ class BlendNet(nn.Module):
 
 def save_blend_weights(model: BlendNet, path: str | os.PathLike, metadata: dict | None = None) -> os.PathLike:
     """Save in our weights format, with the network's shape (``config``) in the metadata."""
-    from ..network_weights import save_network_weights
+    from .weights import save_weights
 
-    return save_network_weights(model, path, ARCHITECTURE, {**(metadata or {}), "config": model.config})
+    return save_weights(model, path, {**(metadata or {}), "config": model.config}, ARCHITECTURE)
 
 
 def load_blend_net(weights: str | os.PathLike | BlendNet | None = None,

@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from ..network_weights import load_network, save_network_weights
+from ..gacn.weights import save_weights
+from ..network_weights import load_network
 from . import ARCHITECTURE, DEFAULT_WEIGHTS_NAME
 from .network import RPSNN
 
@@ -17,7 +18,7 @@ AUTHORS_KEYS = ("Siamese_1.0.conv.0.weight", "Gen_Module.7.conv.0.weight")
 
 
 def save_rpsnn_weights(model: RPSNN, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> Path:
-    return save_network_weights(model, path, ARCHITECTURE, metadata)
+    return save_weights(model, path, metadata, ARCHITECTURE)
 
 
 def load_rpsnn(weights: str | os.PathLike | RPSNN | None = None, device: torch.device | str = "cpu") -> RPSNN:

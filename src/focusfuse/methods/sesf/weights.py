@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from ..network_weights import load_network, read_network_weights, save_network_weights
+from ..gacn.weights import save_weights
+from ..network_weights import load_network, read_network_weights
 from . import ARCHITECTURE, DEFAULT_WEIGHTS_NAME
 from .network import SESFNet
 
@@ -18,7 +19,7 @@ TITLE = "SESF-Fuse"
 
 
 def save_sesf_weights(model: SESFNet, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> Path:
-    return save_network_weights(model, path, ARCHITECTURE, metadata)
+    return save_weights(model, path, metadata, ARCHITECTURE)
 
 
 def read_sesf_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
