@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -126,6 +127,29 @@ def test_stacks_that_would_write_the_same_outputs_are_refused(root, tmp_path, we
         "focusfuse: error: alpha/ and Alpha.tif would write the same outputs (names differ in case at most): "
         "rename one"]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name,extra,clash", [
+    ("alpha_index", ("--index-maps", "--format", "png"), "alpha/ and alpha_index/ would both write alpha_index.png"),
+    ("beta_depth", ("--depth-previews", "--format", "png"), "beta/ and beta_depth/ would both write beta_depth.png"),
+    ("batch-report", (), "the batch report and batch-report/ would both write batch-report.json"),
+    ("Batch-Report", (), "the batch report and Batch-Report/ would both write Batch-Report.json"),
+])
+def test_stacks_whose_files_land_on_others_are_refused_before_any_work(root, tmp_path, weights_file, name, extra,
+                                                                        clash):
+    shutil.copytree(root / "alpha", root / name)
+    out = tmp_path / "out"
+    r = _batch(root, out, weights_file, *extra)
+    assert r.exit_code == 2 and r.stderr.splitlines() == [f"focusfuse: error: {clash} in the output folder: rename one"]
+    assert not out.exists()
+
+
+def test_other_formats_and_maps_keep_such_names_apart(root, tmp_path, weights_file):
+    shutil.copytree(root / "alpha", root / "alpha_index")
+    r = _batch(root, tmp_path / "out", weights_file, "--index-maps")  # tif images: alpha_index.tif, alpha_index.png
+    assert r.exit_code == 1 and (tmp_path / "out" / "alpha_index.tif").exists()
+    assert tifffile.imread(tmp_path / "out" / "alpha_index.tif").shape == (20, 24, 3)
+    assert read_image(tmp_path / "out" / "alpha_index.png").dtype == np.uint16  # alpha's index map
 
 
 @pytest.mark.parametrize("where,message", [

@@ -56,6 +56,16 @@ def test_16bit_to_jpeg_warns_and_reduces(tmp_path):
     assert back.dtype == np.uint8 and back.max() >= 254
 
 
+def test_float_to_jpeg_warns_and_reduces_but_not_to_png(tmp_path, recwarn):
+    image = np.full((8, 8), 0.5, np.float32)
+    with pytest.warns(UserWarning, match=r"^x\.jpg: \.jpg holds 8 bits; float result reduced to 8-bit"):
+        back = read_image(write_image(tmp_path / "x.jpg", image))
+    assert back.dtype == np.uint8 and abs(int(back.max()) - 128) <= 1
+    recwarn.clear()
+    assert read_image(write_image(tmp_path / "x.png", image)).dtype == np.uint16  # 16 bits: nothing to say
+    assert not [w for w in recwarn if "reduced" in str(w.message)]
+
+
 def test_warnings_name_the_output_not_its_temporary_file(tmp_path):
     from focusfuse.io.images import final_name, partial_path
 

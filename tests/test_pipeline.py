@@ -134,6 +134,23 @@ def test_cli_json_progress_and_report(weights_file, stack_folder, tmp_path):
     assert events[-1]["frames_used"] == 3 and events[-1]["output"] == str(out)
 
 
+def test_cli_json_ends_with_an_error_event_when_the_run_fails(weights_file, stack_folder, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for frame in sorted(stack_folder.iterdir())[:2]:
+        (broken / frame.name).write_bytes(frame.read_bytes())
+    (broken / "z9.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    r = CliRunner().invoke(main, ["stack", str(broken), "-o", str(tmp_path / "o.png"), "--json", "--align", "none",
+                                  "--weights", str(weights_file), "--device", "cpu"])
+    assert r.exit_code == 1 and len(r.stderr.splitlines()) == 1 and "z9.png" in r.stderr
+    last = json.loads(r.stdout.splitlines()[-1])
+    assert last == {"event": "error", "message": r.stderr.strip()[len("focusfuse: "):], "exit_code": 1}
+    assert not (tmp_path / "o.png").exists()
+    quiet = CliRunner().invoke(main, ["stack", str(broken), "-o", str(tmp_path / "o.png"), "--align", "none",
+                                      "--weights", str(weights_file), "--device", "cpu"])
+    assert quiet.exit_code == 1 and quiet.stdout == ""  # without --json, stdout stays empty
+
+
 def test_cli_reduce_is_reported_and_noted_in_the_output(weights_file, stack_folder, tmp_path):
     import tifffile
 

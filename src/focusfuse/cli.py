@@ -10,6 +10,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -64,6 +65,12 @@ def handle_errors(func: Callable) -> Callable:
 
     @functools.wraps(func)
     def wrapper(*args, debug: bool = False, **kwargs):
+        def fail(message: str, code: int) -> NoReturn:
+            click.echo(f"focusfuse: {message}", err=True)
+            if kwargs.get("as_json"):  # --json: the run's last line on stdout says it failed too
+                _json_line("error", message=message, exit_code=code)
+            sys.exit(code)
+
         with warnings.catch_warnings(), _terminate_as_interrupt():
             warnings.simplefilter("default")
             warnings.showwarning = _warning_printer()
@@ -71,27 +78,21 @@ def handle_errors(func: Callable) -> Callable:
                 _silence_decoders()
                 return func(*args, **kwargs)
             except Terminated:
-                click.echo("focusfuse: terminated", err=True)
-                sys.exit(143)
+                fail("terminated", 143)
             except FocusFuseError as exc:
                 if debug:
                     traceback.print_exc()
                 flag = f" ({OPTION_FLAGS.get(exc.option, '--' + exc.option.replace('_', '-'))})" if exc.option else ""
-                click.echo(f"focusfuse: error: {_one_line(exc)}{flag}", err=True)
-                sys.exit(exc.exit_code)
+                fail(f"error: {_one_line(exc)}{flag}", exc.exit_code)
             except KeyboardInterrupt:
-                click.echo("focusfuse: interrupted", err=True)
-                sys.exit(130)
+                fail("interrupted", 130)
             except Exception as exc:  # anything else is a bug or an unforeseen input: still one line
                 if debug:
                     traceback.print_exc()
                 if _is_out_of_memory(exc):
-                    click.echo(f"focusfuse: error: out of memory ({_one_line(exc)}); for stack, pair and batch try "
-                               "a lower --memory-limit or a smaller --tile-size", err=True)
-                    sys.exit(1)
-                click.echo(f"focusfuse: error: {exc.__class__.__name__}: {_one_line(exc)} "
-                           "(run with --debug for details)", err=True)
-                sys.exit(1)
+                    fail(f"error: out of memory ({_one_line(exc)}); for stack, pair and batch try a lower "
+                         "--memory-limit or a smaller --tile-size", 1)
+                fail(f"error: {exc.__class__.__name__}: {_one_line(exc)} (run with --debug for details)", 1)
 
     return wrapper
 
@@ -456,7 +457,7 @@ def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_
                         compression=None if compression == "none" else compression)
     check_job_settings(template)
     stacks = discover_stacks(root, exclude=out_dir)
-    check_batch_output(root, out_dir, stacks)
+    check_batch_output(root, out_dir, stacks, image_format, index_maps, depth_previews)
     model = _load_model(weights, device, method)
     quiet = quiet or as_json
     on_cluster = dask_workers is not None or scheduler is not None

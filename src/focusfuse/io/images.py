@@ -512,8 +512,9 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, compression: str 
     check_compression(compression)
     target = output_dtype_for(path, image.dtype)
     if target != image.dtype:
-        if image.dtype == np.uint16 and target == np.uint8:
-            warnings.warn(f"{final_name(path)}: {suffix} holds 8 bits; 16-bit result reduced to 8-bit", stacklevel=2)
+        if target == np.uint8 and (image.dtype == np.uint16 or image.dtype.kind == "f"):
+            depth = "16-bit" if image.dtype == np.uint16 else "float"
+            warnings.warn(f"{final_name(path)}: {suffix} holds 8 bits; {depth} result reduced to 8-bit", stacklevel=2)
         image = convert_dtype(image, target)
     meta = metadata or ImageMetadata()
     if description is not None:

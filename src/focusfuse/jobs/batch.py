@@ -86,9 +86,45 @@ def discover_stacks(root: str | os.PathLike, exclude: str | os.PathLike | None =
     return stacks
 
 
-def check_batch_output(root: str | os.PathLike, out_dir: str | os.PathLike, stacks: list[StackSource]) -> Path:
-    """Refuse an output folder that is ROOT itself or inside a stack folder, is a file or is read-only;
-    create it when missing."""
+@dataclass(frozen=True)
+class StackFiles:
+    """The files a batch writes for one stack in OUTDIR: its image, its sidecar, its index map and depth preview
+    (None when not asked)."""
+
+    output: Path
+    sidecar: Path
+    index_map: Path | None = None
+    depth_preview: Path | None = None
+
+    def paths(self) -> list[Path]:
+        return [p for p in (self.output, self.sidecar, self.index_map, self.depth_preview) if p is not None]
+
+
+def stack_files(out: Path, name: str, image_format: str, index_maps: bool, previews: bool) -> StackFiles:
+    return StackFiles(out / f"{name}.{image_format}", out / f"{name}.json",
+                      out / f"{name}_index.png" if index_maps else None,
+                      out / f"{name}_depth.png" if previews else None)
+
+
+def check_output_names(stacks: list[StackSource], files: list[StackFiles]) -> None:
+    """Refuse, before any work, stacks whose files would land on one another's (``a_index/``'s image is ``a/``'s
+    index map in png) or on the batch report (a stack named ``batch-report``); names compare without case."""
+    owner: dict[str, str] = {REPORT_NAME.casefold(): "the batch report"}
+    for stack, stack_paths in zip(stacks, files):
+        for path in stack_paths.paths():
+            first = owner.setdefault(path.name.casefold(), str(stack))
+            if first != str(stack):
+                raise UsageError(f"{first} and {stack} would both write {path.name} in the output folder: "
+                                 "rename one")
+
+
+def check_batch_output(root: str | os.PathLike, out_dir: str | os.PathLike, stacks: list[StackSource],
+                       image_format: str = "tif", index_maps: bool = False, previews: bool = False) -> Path:
+    """Refuse an output folder that is ROOT itself or inside a stack folder, is a file or is read-only, and
+    stacks whose files (as ``image_format``, ``index_maps`` and ``previews`` name them) would land on one
+    another's; create the folder when missing."""
+    check_output_names(stacks, [stack_files(Path(out_dir), s.name, image_format, index_maps, previews)
+                                for s in stacks])
     out = Path(out_dir).resolve()
     if out == Path(root).resolve():
         raise UsageError(f"{out_dir}: the output folder must not be ROOT itself (choose a separate folder)")
@@ -200,7 +236,7 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
         check_client(client)
     out = Path(out_dir)
     stacks = stacks if stacks is not None else discover_stacks(root, exclude=out)
-    check_batch_output(root, out, stacks)
+    check_batch_output(root, out, stacks, image_format, index_maps, previews)
     if client is not None:  # workers elsewhere do not share this process's working folder
         from ..cluster.connect import shared_memory_limit
 
@@ -215,6 +251,7 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
               "depth_smooth": template.depth_smooth, "compression": template.compression, **weights_id(model),
               **({"reduce": options.reduce} if options.reduce != 1 else {}),  # old sidecars stay valid
               **({} if options.edge_fill else {"edge_fill": False})}
+    files = [stack_files(out, stack.name, image_format, index_maps, previews) for stack in stacks]
     started = time.perf_counter()
     entries: dict[str, dict[str, Any]] = {}
     work: list[BatchStack] = []
@@ -227,14 +264,11 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
         if on_stack is not None:
             on_stack(entry["status"], name, entry)
 
-    for number, stack in enumerate(stacks, start=1):
-        output = out / f"{stack.name}.{image_format}"
-        sidecar = out / f"{stack.name}.json"
+    for number, (stack, stack_paths) in enumerate(zip(stacks, files), start=1):
+        output, sidecar = stack_paths.output, stack_paths.sidecar
         hashes = {"inputs_hash": inputs_hash(stack.inputs), "params_hash": params_hash(params)}
-        job = replace(template, inputs=list(stack.inputs), output=output,
-                      index_map=out / f"{stack.name}_index.png" if index_maps else None,
-                      depth_preview=out / f"{stack.name}_depth.png" if previews else None,
-                      overwrite=template.overwrite or resume)
+        job = replace(template, inputs=list(stack.inputs), output=output, index_map=stack_paths.index_map,
+                      depth_preview=stack_paths.depth_preview, overwrite=template.overwrite or resume)
         item = BatchStack(stack.name, job, sidecar, hashes, params, run_id)
         if on_stack is not None:
             on_stack("start", stack.name, {"number": number, "total": len(stacks)})
