@@ -1,5 +1,6 @@
 import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -61,6 +62,25 @@ def test_keep_freed_memory_changes_nothing_without_glibc(monkeypatch):
         malloc_module.release_free_memory()  # a no-op, no error
     finally:
         malloc_module._glibc.cache_clear()
+
+
+def _openmp_spin_count(code: str, **env: str) -> str | None:
+    """GOMP_SPINCOUNT as the OpenMP runtime that torch loaded in a fresh process running ``code`` reports it."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**environment, "OMP_DISPLAY_ENV": "VERBOSE", **env})
+    assert run.returncode == 0, run.stderr
+    found = re.search(r"GOMP_SPINCOUNT = '(\d+)'", run.stderr)
+    return found.group(1) if found else None
+
+
+def test_importing_focusfuse_first_makes_openmp_threads_sleep_instead_of_spinning():
+    if _openmp_spin_count("import torch; torch.ones(2)") is None:
+        pytest.skip("torch's OpenMP runtime is not GNU's (it reports no GOMP_SPINCOUNT)")
+    assert _openmp_spin_count("import torch; torch.ones(2)") != "0"  # the runtime's default spins
+    assert _openmp_spin_count("import focusfuse, torch; torch.ones(2)") == "0"
+    assert _openmp_spin_count("import focusfuse, torch, os; print(os.environ['OMP_WAIT_POLICY'])",
+                              OMP_WAIT_POLICY="ACTIVE") != "0"  # a user's choice is kept
 
 
 def test_resolve_device_rejects_unknown_names():

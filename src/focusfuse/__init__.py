@@ -17,9 +17,15 @@ Importing the package loads nothing heavy: each name below is imported when firs
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 __version__ = "0.1.0"
+
+# torch's CPU kernels run on OpenMP threads, which by default spin while they wait. On a machine busy with other
+# work a spinning thread holds a core its team needs, and tiled runs took 12-18x longer (docs/benchmarks.md). The
+# OpenMP runtime reads this once, when torch loads: set here, before any import of torch; a user's value is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _EXPORTS = {
     # fusion, arrays or files in, arrays out
