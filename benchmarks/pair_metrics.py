@@ -8,9 +8,10 @@ pair refiner's (``focusfuse-blend-pairs``, ``F1``), for the 26 real pairs and th
 - ``pair refiner``: F1;
 - ``refiner, changes > 3 levels`` / ``<= 3 levels``: F1 where it differs from F0 by more (or not more) than 3
   levels (RMS over the channels), F0 elsewhere;
-- ``hard per-pixel choice``: where F1 differs from F0, the frame closer to F1 at that pixel (copies only);
-- ``+-1 level of noise in GACN's band``: F0 plus seeded noise of -1, 0 or +1 within 4 px of GACN's soft band
-  (0.02 < p < 0.98), a change no one can see: how sensitive the measures are.
+- ``hard per-pixel choice``: where F1 differs from F0, the frame closer to F1 at that pixel (a copy of a frame's
+  pixel there; GACN's own pixels elsewhere);
+- ``+-1 level of noise near GACN's band``: F0 plus noise of -1, 0 or +1 (per channel, seeded by ``--seed``) within
+  4 px of GACN's soft band (0.02 < p < 0.98), a change no one can see: how sensitive the measures are.
 
 Printed per variant: the boundary pairs' PSNR (mean of per-pair PSNR) and band MSE against F0's, and each of the
 six means' change (x1000; the issue allows -1).
@@ -100,13 +101,14 @@ def band_noise(seed: int) -> Variant:
     return variant
 
 
-VARIANTS: dict[str, Variant] = {
-    "pair refiner": lambda pair: pair.refined,
-    f"refiner, changes > {SMALL_CHANGE:g} levels": refiner_where(lambda c: c > SMALL_CHANGE),
-    f"refiner, changes <= {SMALL_CHANGE:g} levels": refiner_where(lambda c: c <= SMALL_CHANGE),
-    "hard per-pixel choice": hard_choice,
-    "+-1 level of noise in GACN's band": band_noise(0),
-}
+def variants(seed: int) -> dict[str, Variant]:
+    return {
+        "pair refiner": lambda pair: pair.refined,
+        f"refiner, changes > {SMALL_CHANGE:g} levels": refiner_where(lambda c: c > SMALL_CHANGE),
+        f"refiner, changes <= {SMALL_CHANGE:g} levels": refiner_where(lambda c: c <= SMALL_CHANGE),
+        "hard per-pixel choice": hard_choice,
+        "+-1 level of noise near GACN's band": band_noise(seed),
+    }
 
 
 def six_means(pairs: list[FusedPair], fused: Callable[[FusedPair], np.ndarray]) -> dict[str, float]:
@@ -145,7 +147,7 @@ def main() -> None:
              + " |", "|---|---|---|" + "---|" * len(METRIC_NAMES),
              f"| GACN (default) | {base_truth['psnr']:.2f} | {base_truth['mse_band']:.1f} | "
              + " | ".join(f"{base_means[m]:.4f}" for m in METRIC_NAMES) + " |"]
-    for name, variant in VARIANTS.items():
+    for name, variant in variants(args.seed).items():
         means, truth = six_means(real, variant), truth_scores(rendered, variant)
         band = truth["mse_band"] / base_truth["mse_band"] - 1
         lines.append(f"| {name} | {truth['psnr'] - base_truth['psnr']:+.2f} dB | {band:+.0%} | "

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from focusfuse.jobs.batch import discover_stacks, inputs_hash
 from focusfuse.cli import main
+from focusfuse.errors import UsageError
 from focusfuse.io.images import read_image, write_image
 
 from conftest import textured
@@ -142,6 +143,21 @@ def test_stacks_whose_files_land_on_others_are_refused_before_any_work(root, tmp
     r = _batch(root, out, weights_file, *extra)
     assert r.exit_code == 2 and r.stderr.splitlines() == [f"focusfuse: error: {clash} in the output folder: rename one"]
     assert not out.exists()
+
+
+def test_the_library_refuses_clashes_before_loading_weights_and_templates_naming_outputs(root, tmp_path):
+    from pathlib import Path
+
+    from focusfuse import FusionOptions, StackJob, batch, run_batch
+
+    shutil.copytree(root / "alpha", root / "batch-report")
+    with pytest.raises(UsageError, match="the batch report and batch-report/ would both write batch-report.json"):
+        batch(root, tmp_path / "out", weights=str(tmp_path / "missing.pt"))  # the clash is found first
+    template = StackJob(inputs=[], output=Path(), options=FusionOptions(align="none"),
+                        height_map=tmp_path / "height.tif", z_step=1.0)
+    with pytest.raises(UsageError, match=r"a batch names every stack's outputs itself; the template names .*height"):
+        run_batch(root, tmp_path / "out2", template, None)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
 
 
 def test_other_formats_and_maps_keep_such_names_apart(root, tmp_path, weights_file):

@@ -24,8 +24,9 @@ __version__ = "0.1.0"
 
 # torch's CPU kernels run on OpenMP threads, which by default spin while they wait. On a machine busy with other
 # work a spinning thread holds a core its team needs, and tiled runs took 12-18x longer (docs/benchmarks.md). The
-# OpenMP runtime reads this once, when torch loads: set here, before any import of torch; a user's value is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP runtime reads this once, when torch loads: set here, before any import of torch; a user's choice is kept.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 _EXPORTS = {
     # fusion, arrays or files in, arrays out

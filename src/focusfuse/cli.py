@@ -68,7 +68,8 @@ def handle_errors(func: Callable) -> Callable:
         def fail(message: str, code: int) -> NoReturn:
             click.echo(f"focusfuse: {message}", err=True)
             if kwargs.get("as_json"):  # --json: the run's last line on stdout says it failed too
-                _json_line("error", message=message, exit_code=code)
+                with contextlib.suppress(OSError):  # a reader gone (Ctrl-C on `... | jq`) must not change the code
+                    _json_line("error", message=message, exit_code=code)
             sys.exit(code)
 
         with warnings.catch_warnings(), _terminate_as_interrupt():
@@ -445,8 +446,8 @@ def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_
     """Fuse every stack under ROOT (sub-folders of frames, multi-page TIFFs) into OUTDIR."""
     from .cluster.connect import check_cluster_options, cluster_client
     from .engine.options import FusionOptions
-    from .jobs.batch import REPORT_NAME, check_batch_output, discover_stacks, run_batch
-    from .jobs.stack_job import StackJob, check_job_settings
+    from .jobs.batch import REPORT_NAME, check_batch_output, check_batch_settings, discover_stacks, run_batch
+    from .jobs.stack_job import StackJob
 
     check_cluster_options(dask_workers, scheduler)
 
@@ -455,7 +456,7 @@ def batch(root: Path, out_dir: Path, image_format: str, index_maps: bool, depth_
                             boundary_blend=boundary_blend)
     template = StackJob(inputs=[], output=Path(), options=options, depth_smooth=depth_smooth, overwrite=overwrite,
                         compression=None if compression == "none" else compression)
-    check_job_settings(template)
+    check_batch_settings(template, image_format, index_maps, depth_previews)
     stacks = discover_stacks(root, exclude=out_dir)
     check_batch_output(root, out_dir, stacks, image_format, index_maps, depth_previews)
     model = _load_model(weights, device, method)

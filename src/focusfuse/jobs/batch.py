@@ -109,13 +109,32 @@ def stack_files(out: Path, name: str, image_format: str, index_maps: bool, previ
 def check_output_names(stacks: list[StackSource], files: list[StackFiles]) -> None:
     """Refuse, before any work, stacks whose files would land on one another's (``a_index/``'s image is ``a/``'s
     index map in png) or on the batch report (a stack named ``batch-report``); names compare without case."""
-    owner: dict[str, str] = {REPORT_NAME.casefold(): "the batch report"}
-    for stack, stack_paths in zip(stacks, files):
+    owner: dict[str, int] = {REPORT_NAME.casefold(): -1}  # file name -> the stack that writes it (-1: the report)
+    for number, (stack, stack_paths) in enumerate(zip(stacks, files)):
         for path in stack_paths.paths():
-            first = owner.setdefault(path.name.casefold(), str(stack))
-            if first != str(stack):
-                raise UsageError(f"{first} and {stack} would both write {path.name} in the output folder: "
+            first = owner.setdefault(path.name.casefold(), number)
+            if first != number:
+                writer = "the batch report" if first < 0 else str(stacks[first])
+                raise UsageError(f"{writer} and {stack} would both write {path.name} in the output folder: "
                                  "rename one")
+
+
+def check_batch_settings(template: StackJob, image_format: str, index_maps: bool, previews: bool) -> str:
+    """Refuse a batch's settings before any work; returns the output format's extension (``tif``, ...).
+
+    The template's own outputs must be unset: every stack's are named from OUTDIR and its name."""
+    check_job_settings(template)
+    if template.outputs() != [Path()]:
+        named = ", ".join(str(p) for p in template.outputs() if p != Path())
+        raise UsageError(f"a batch names every stack's outputs itself; the template names {named}")
+    image_format = str(image_format).lower().lstrip(".")
+    if f".{image_format}" not in WRITE_SUFFIXES:
+        raise UsageError(f"output format {image_format!r}: use one of {', '.join(s[1:] for s in WRITE_SUFFIXES)}",
+                         option="image_format")
+    if (index_maps or previews) and template.options.method in WITHOUT_MAPS:
+        raise UsageError(f"the {template.options.method} method regresses pixels: it has no index maps or depth "
+                         "previews to write", option="index_maps")
+    return image_format
 
 
 def check_batch_output(root: str | os.PathLike, out_dir: str | os.PathLike, stacks: list[StackSource],
@@ -222,14 +241,7 @@ def run_batch(root: str | os.PathLike, out_dir: str | os.PathLike, template: Sta
     ``device``). ``client``: a Dask client whose workers fuse the stacks as tasks (each worker loads the
     weights once, onto its own ``device``; the outputs are the same); the folders must be visible to them. A
     stack's warnings, wherever it ran, are raised here named by the stack, and listed in its entry."""
-    check_job_settings(template)
-    image_format = str(image_format).lower().lstrip(".")
-    if f".{image_format}" not in WRITE_SUFFIXES:
-        raise UsageError(f"output format {image_format!r}: use one of {', '.join(s[1:] for s in WRITE_SUFFIXES)}",
-                         option="image_format")
-    if (index_maps or previews) and template.options.method in WITHOUT_MAPS:
-        raise UsageError(f"the {template.options.method} method regresses pixels: it has no index maps or depth "
-                         "previews to write", option="index_maps")
+    image_format = check_batch_settings(template, image_format, index_maps, previews)
     if client is not None:
         from ..cluster.connect import check_client
 
@@ -315,10 +327,13 @@ def batch(root: str | os.PathLike, out_dir: str | os.PathLike, *, method: str = 
                             reduce=reduce, edge_fill=edge_fill, memory_limit=memory_limit, workers=workers)
     template = StackJob(inputs=[], output=Path(), options=options, depth_smooth=depth_smooth, overwrite=overwrite,
                         compression=compression)
-    check_job_settings(template)
+    image_format = check_batch_settings(template, image_format, index_maps, previews)
+    stacks = discover_stacks(root, exclude=out_dir)
+    check_batch_output(root, out_dir, stacks, image_format, index_maps, previews)  # all refused before the weights load
     model = load_method_weights(method, weights, resolve_device(device))
     return run_batch(root, out_dir, template, model, image_format=image_format, index_maps=index_maps,
-                     previews=previews, resume=resume, on_stack=on_stack, device=device, client=client)
+                     previews=previews, resume=resume, on_stack=on_stack, stacks=stacks, device=device,
+                     client=client)
 
 
 def _run_one(name: str, job: StackJob, model: Any, progress, device: str | torch.device) -> dict[str, Any]:
