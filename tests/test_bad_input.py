@@ -211,3 +211,87 @@ def test_messages_printed_by_c_decoders_are_kept_off_stderr(tmp_path, weights_fi
                           "--align", "none", "--weights", str(weights_file)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 1
     assert run.stderr.splitlines() == [f"focusfuse: error: {folder / 'f2.png'}: truncated PNG (the file ends early)"]
+
+
+# ------------------------------------------------------------------ the library API: bad arguments, own errors
+
+def _frames():
+    return [np.round(textured(24, 32, seed, 3) * 255).astype(np.uint8) for seed in (1, 2)]
+
+
+@pytest.mark.parametrize("frames,message", [
+    (lambda a, b: [torch.from_numpy(a), b], "frame 1: a path or a numpy array, not Tensor"),
+    (lambda a, b: [a, a.tolist()], "frame 2: a path or a numpy array, not list"),
+    (lambda a, b: [None, b], "frame 1: a path or a numpy array, not NoneType"),
+    (lambda a, b: 3, "frames: paths or numpy arrays, not int"),
+    (lambda a, b: [np.zeros((24, 32, 5)), np.zeros((24, 32, 5))],
+     r"frame 1: shape \(24, 32, 5\): a frame is \(Y, X\) or \(Y, X, C\) with 1, 3 or 4 channels"),
+])
+def test_frames_that_are_not_frames_are_refused_by_name(frames, message):
+    from focusfuse import UsageError, fuse_stack
+
+    a, b = _frames()
+    with pytest.raises(UsageError, match=message):
+        fuse_stack(frames(a, b), device="cpu", align="none")
+
+
+def test_a_single_array_of_more_than_four_columns_is_still_a_stack():
+    from focusfuse import fuse_stack
+
+    stack = np.stack([textured(24, 32, seed) for seed in (1, 2)])  # (Z, Y, X)
+    assert fuse_stack(stack, device="cpu", align="none", method="wavelet").fused.shape == (24, 32)
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"edge_fill": "no"}, "edge_fill must be True or False, not 'no'"),
+    ({"crop": 1}, "crop must be True or False, not 1"),
+    ({"progress": 3}, "progress must be a function"),
+    ({"align_progress": "x"}, "align_progress must be a function"),
+])
+def test_flags_and_callbacks_of_the_wrong_kind_are_refused(options, message):
+    from focusfuse import UsageError, fuse_stack
+
+    with pytest.raises(UsageError, match=message):
+        fuse_stack(_frames(), device="cpu", align="none", **options)
+
+
+def test_read_and_write_image_refuse_what_they_cannot_take(tmp_path):
+    from focusfuse import UsageError
+
+    png = write_image(tmp_path / "a.png", _frames()[0])
+    with pytest.raises(UsageError, match="only TIFF files have pages"):
+        read_image(png, page=1)
+    with pytest.raises(UsageError, match="read_image takes a path, not ndarray"):
+        read_image(_frames()[0])
+    for image, message in ((torch.zeros(4, 4), "takes a numpy array, not Tensor"),
+                           (np.zeros((0, 0, 3), np.uint8), "has no pixels"),
+                           (np.array([[0.5, np.nan]], np.float32), "NaN or infinite")):
+        for suffix in (".png", ".tif"):
+            with pytest.raises(UsageError, match=message):
+                write_image(tmp_path / f"bad{suffix}", image)
+    assert not list(tmp_path.glob("bad*"))
+    one_channel = np.round(textured(8, 8, 3)[:, :, None] * 255).astype(np.uint8)
+    for suffix in (".png", ".tif"):
+        back = read_image(write_image(tmp_path / f"one{suffix}", one_channel))
+        assert back.shape == (8, 8) and np.array_equal(back, one_channel[:, :, 0])
+
+
+def test_depth_functions_refuse_bad_maps_and_settings():
+    from focusfuse import UsageError, depth_preview, height_map, smooth_index_map
+
+    index = np.array([[0, 1, 4], [2, 3, 4]], np.uint16)
+    for call, message in ((lambda: smooth_index_map(index, 1000), "depth smoothing radius must be an integer from"),
+                          (lambda: smooth_index_map(index, 1.5), "depth smoothing radius must be an integer"),
+                          (lambda: smooth_index_map(index, -1), "depth smoothing radius must be an integer"),
+                          (lambda: height_map(index, None), "focus step None"),
+                          (lambda: height_map(index, float("nan")), "focus step nan"),
+                          (lambda: height_map(index, "1"), "focus step '1'"),
+                          (lambda: depth_preview(index, 3), r"frame numbers from 0 to 4, outside 0..2 for 3 frames"),
+                          (lambda: depth_preview(index, 2.5), "number of frames must be an integer"),
+                          (lambda: depth_preview(np.stack([index] * 3, -1), 5), "HxW numpy array"),
+                          (lambda: depth_preview(np.zeros((0, 0), np.uint16), 5), "non-empty HxW"),
+                          (lambda: smooth_index_map(torch.zeros(2, 2), 1), "not Tensor")):
+        with pytest.raises(UsageError, match=message):
+            call()
+    assert np.array_equal(height_map(index, 2), index * 2.0)
+    assert depth_preview(index, 5).shape[:2][0] == 2 and smooth_index_map(index, 0) is index

@@ -96,6 +96,9 @@ def fuse_stack(frames: FrameLike | Sequence[FrameLike], *, method: str = DEFAULT
     if output is not None and not callable(getattr(output, "held_bytes", None)):
         raise UsageError(f"output {output!r}: not an output sink (focusfuse.io.sinks); to write an image file, "
                          "use focusfuse.run_stack with a StackJob", option="output")
+    for name, callback in (("progress", progress), ("align_progress", align_progress)):
+        if callback is not None and not callable(callback):
+            raise UsageError(f"{name} must be a function (or None), not {callback!r}", option=name)
     refs = frame_refs(frames)
     require_frames(refs)
     return stack_result(run_stack_fusion(refs, options, weights=weights, device=device, progress=progress,

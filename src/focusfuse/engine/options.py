@@ -8,6 +8,8 @@ import os
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import UsageError
 from ..methods import DEFAULT_METHOD, METHOD_NAMES
 from ..methods.gacn import DEFAULT_STRATEGY, STRATEGY_NAMES
@@ -166,8 +168,11 @@ class FusionOptions:
             object.__setattr__(self, "memory_limit", limit)
         if self.workers is not None:
             object.__setattr__(self, "workers", check_int(self.workers, "workers", 0, MAX_WORKERS))
-        object.__setattr__(self, "crop", bool(self.crop))
-        object.__setattr__(self, "edge_fill", bool(self.edge_fill))
+        for flag in ("crop", "edge_fill"):
+            value = getattr(self, flag)
+            if not isinstance(value, (bool, np.bool_)):
+                raise UsageError(f"{flag} must be True or False, not {value!r}", option=flag)
+            object.__setattr__(self, flag, bool(value))
 
 
 __all__ = ["FusionOptions", "check_reduce", "parse_memory_size", "MAX_REDUCE", "MIN_TILE_SIZE"]

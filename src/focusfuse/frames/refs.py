@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
@@ -35,11 +35,19 @@ def frame_refs(frames: FrameLike | Sequence[FrameLike]) -> list[np.ndarray | Fra
     """Expand paths (folders, multi-page TIFFs) and stack arrays (Z, Y, X[, C]) into frame references."""
     if isinstance(frames, (str, os.PathLike, np.ndarray, FrameRef)):
         frames = [frames]
+    if not isinstance(frames, Iterable):
+        raise UsageError(f"frames: paths or numpy arrays, not {type(frames).__name__}")
+    frames = list(frames)
     refs: list[np.ndarray | FrameRef] = []
-    for item in frames:
+    for number, item in enumerate(frames, start=1):
+        if not isinstance(item, (str, os.PathLike, np.ndarray, FrameRef)):
+            raise UsageError(f"frame {number}: a path or a numpy array, not {type(item).__name__}")
         if isinstance(item, np.ndarray) and item.ndim > 4:
             raise UsageError(f"an array of shape {item.shape}: give frames as (Y, X[, C]) arrays or a stack as one "
                              "(Z, Y, X[, C]) array")
+        if isinstance(item, np.ndarray) and item.ndim == 3 and item.shape[2] > 4 and len(frames) > 1:
+            raise UsageError(f"frame {number}: shape {item.shape}: a frame is (Y, X) or (Y, X, C) with 1, 3 or 4 "
+                             "channels (give a stack as one (Z, Y, X[, C]) array)")
         if isinstance(item, np.ndarray) and is_stack_array(item):
             refs.extend(item[z] for z in range(item.shape[0]))
         elif isinstance(item, (np.ndarray, FrameRef)):

@@ -304,7 +304,11 @@ def _read_tiff(path: Path, frame: int | None) -> np.ndarray:
 
 def read_image(path: str | os.PathLike, page: int | None = None) -> np.ndarray:
     """Read one image (or one page of a TIFF) as HxW or HxWxC, RGB order, file dtype, upright."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UsageError(f"read_image takes a path, not {type(path).__name__}")
     path = Path(path)
+    if page not in (None, 0) and path.suffix.lower() not in TIFF_SUFFIXES:
+        raise UsageError(f"{path}: only TIFF files have pages (page {page} asked)")
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if not path.is_file():
@@ -504,6 +508,14 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, compression: str 
     suffix = path.suffix.lower()
     if suffix not in WRITE_SUFFIXES:
         raise UsageError(f"{path}: unknown output type '{path.suffix}' (use {', '.join(WRITE_SUFFIXES)})")
+    if not isinstance(image, np.ndarray):
+        raise UsageError(f"{final_name(path)}: write_image takes a numpy array, not {type(image).__name__}")
+    if image.size == 0:
+        raise UsageError(f"{final_name(path)}: the image has no pixels (shape {image.shape})")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]  # HxWx1: one channel, as HxW in every format
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        raise UsageError(f"{final_name(path)}: the image contains NaN or infinite values")
     if image.dtype not in (np.uint8, np.uint16) and image.dtype.kind != "f":
         raise UsageError(f"{final_name(path)}: cannot write pixels of type {image.dtype} (use uint8, uint16 or float)")
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):

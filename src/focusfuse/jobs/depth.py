@@ -15,6 +15,8 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
+from ..engine.options import check_int
+from ..errors import UsageError
 from ..io.images import TIFF_SUFFIXES
 from ..io.metadata import tiff_physical_size
 
@@ -22,16 +24,37 @@ from ..io.metadata import tiff_physical_size
 MAX_DEPTH_SMOOTH = 32  # a (2r+1)^2 median is slow beyond this, and wipes out structure anyway
 
 
+def checked_index_map(index_map: object) -> np.ndarray:
+    """``index_map`` if it is a non-empty HxW numpy array of real numbers; UsageError otherwise."""
+    if not isinstance(index_map, np.ndarray) or index_map.ndim != 2 or index_map.size == 0 \
+            or index_map.dtype.kind not in "uif":
+        shape = getattr(index_map, "shape", None)
+        raise UsageError(f"an index map is a non-empty HxW numpy array of frame numbers, not "
+                         f"{type(index_map).__name__}" + (f" of shape {tuple(shape)}" if shape is not None else ""))
+    return index_map
+
+
+def checked_z_step(z_step: object) -> float:
+    """``z_step`` as a float if it is a finite, non-zero number; UsageError otherwise."""
+    if isinstance(z_step, bool) or not isinstance(z_step, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(z_step) or z_step == 0:
+        raise UsageError(f"focus step {z_step!r}: the step between frames must be a non-zero number",
+                         option="z_step")
+    return float(z_step)
+
+
 def smooth_index_map(index_map: np.ndarray, radius: int) -> np.ndarray:
     """Median filter of the index map over a (2r+1)^2 window (removes isolated speckle); r=0: unchanged."""
-    if radius <= 0:
+    index_map = checked_index_map(index_map)
+    radius = check_int(radius, "depth smoothing radius", 0, MAX_DEPTH_SMOOTH, option="depth_smooth")
+    if radius == 0:
         return index_map
     return ndimage.median_filter(index_map, size=2 * radius + 1, mode="nearest").astype(index_map.dtype)
 
 
 def height_map(index_map: np.ndarray, z_step: float) -> np.ndarray:
     """Float32 height of each pixel in physical units: frame index times the focus step."""
-    return index_map.astype(np.float32) * np.float32(z_step)
+    return checked_index_map(index_map).astype(np.float32) * np.float32(checked_z_step(z_step))
 
 
 def colorize_index_map(index_map: np.ndarray, n_frames: int) -> np.ndarray:
@@ -43,6 +66,13 @@ def colorize_index_map(index_map: np.ndarray, n_frames: int) -> np.ndarray:
 
 def depth_preview(index_map: np.ndarray, n_frames: int, z_step: float | None = None, unit: str = "") -> np.ndarray:
     """Colourised index map with a labelled colour bar on the right (RGB uint8)."""
+    index_map = checked_index_map(index_map)
+    n_frames = check_int(n_frames, "number of frames", 1, option="n_frames")
+    if index_map.min() < 0 or index_map.max() > n_frames - 1:
+        raise UsageError(f"the index map holds frame numbers from {index_map.min()} to {index_map.max()}, outside "
+                         f"0..{n_frames - 1} for {n_frames} frames", option="n_frames")
+    if z_step is not None:
+        z_step = checked_z_step(z_step)
     image = colorize_index_map(index_map, n_frames)
     h = image.shape[0]
     bar_w, label_w = max(12, h // 40), 110
