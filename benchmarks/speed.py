@@ -199,9 +199,9 @@ def run_cli_v4(case: str, weights: str | None, device: str) -> dict:
                 first = time.perf_counter() - start
             if event["event"] == "done":
                 report = event
-        _, status, _ = os.wait4(proc.pid, 0)
+        proc.wait()
         wall = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0 or report is None:
+        if proc.returncode != 0 or report is None:
             raise RuntimeError(proc.stderr.read())
     return {"case": case, "ours_s": report["seconds"], "wall_s": wall, "first_frame_s": first,
             "peak_rss_mb": report["peak_rss_mb"], "peak_gpu_mb": report.get("peak_gpu_mb"),

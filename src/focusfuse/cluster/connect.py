@@ -67,7 +67,7 @@ def environment_kept(names: set[str]) -> Iterator[None]:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
-            elif os.environ.get(name) != value:
+            else:
                 os.environ[name] = value
 
 
@@ -91,9 +91,11 @@ def cluster_client(workers: int | None = None, scheduler: str | None = None) -> 
     import dask
 
     settings = {"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}
+    spawn_environ: dict[str, Any] = {}
     if workers is not None:
-        spawn = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
-        settings["distributed.nanny.pre-spawn-environ"] = {**spawn, **local_worker_environment(workers)}
+        spawn_environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
+                         **local_worker_environment(workers)}
+        settings["distributed.nanny.pre-spawn-environ"] = spawn_environ
         settings["distributed.worker.profile.enabled"] = False  # its stack sampling slows Python-heavy tasks
     with dask.config.set(settings):
         if scheduler is not None:
@@ -105,8 +107,7 @@ def cluster_client(workers: int | None = None, scheduler: str | None = None) -> 
             with client:
                 yield client
             return
-        spawned = {*dask.config.get("distributed.nanny.pre-spawn-environ", {}), "PYTHONHASHSEED"}
-        with environment_kept(spawned):  # the nannies write their workers' environment into this process
+        with environment_kept({*spawn_environ, "PYTHONHASHSEED"}):  # the nannies write their workers' environment into this process
             try:
                 cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                                    memory_limit=0, dashboard_address=None)

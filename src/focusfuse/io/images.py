@@ -518,7 +518,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, compression: str 
         raise UsageError(f"{final_name(path)}: the image contains NaN or infinite values")  # checked in bands: no copy
     if image.dtype not in (np.uint8, np.uint16) and image.dtype.kind != "f":
         raise UsageError(f"{final_name(path)}: cannot write pixels of type {image.dtype} (use uint8, uint16 or float)")
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):  # HxWx1 made HxW above
         raise UsageError(f"{final_name(path)}: cannot write an image of shape {image.shape} (use HxW, HxWx3 or "
                          "HxWx4)")
     check_compression(compression)

@@ -8,7 +8,6 @@ sidecars. Outputs are checked before any work and written atomically.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,8 @@ from ..io.images import FrameRef, check_compression, write_image
 from ..io.metadata import ImageMetadata, embed_exif_in_tiff, read_metadata
 from ..methods import WITHOUT_MAPS
 from ..methods.base import FusionMethod
-from .depth import MAX_DEPTH_SMOOTH, depth_preview, height_map, smooth_index_map, z_spacing_of_inputs
+from .depth import (MAX_DEPTH_SMOOTH, checked_z_step, depth_preview, height_map, smooth_index_map,
+                    z_spacing_of_inputs)
 from .outputs import JobOutput, check_map_formats, check_outputs, is_tiff, staged_outputs, write_all, write_map
 from .report import peak_memory_mb, provenance, weights_id
 
@@ -63,10 +63,8 @@ def check_job_settings(job: StackJob) -> None:
                          f"({maps[0].name})", option="index_map")
     check_int(job.depth_smooth, "depth smoothing radius", 0, MAX_DEPTH_SMOOTH, option="depth_smooth")
     check_compression(job.compression)
-    if job.z_step is not None and not (isinstance(job.z_step, (int, float)) and math.isfinite(job.z_step)
-                                       and job.z_step != 0):
-        raise UsageError(f"focus step {job.z_step}: the step between frames must be a non-zero number",
-                         option="z_step")
+    if job.z_step is not None:
+        checked_z_step(job.z_step)
 
 
 def check_stack_job(job: StackJob, refs: Sequence[FrameRef | np.ndarray]) -> tuple[float | None, str]:
